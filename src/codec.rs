@@ -1,0 +1,94 @@
+//! Encoding of session values as stored: one header byte, then the payload.
+//!
+//! The header's low nibble is the format version; bit 4 marks a gzip-compressed payload and
+//! bit 5 an encrypted one. Version 1 is serde_json. Readers reject what they do not know, so a
+//! later format can be rolled out without misreading old values, and old values stay readable.
+//!
+//! Metadata fields (`m:*`) are not user values and are stored as plain ASCII.
+
+use serde::{de::DeserializeOwned, de::IgnoredAny, Serialize};
+
+const VERSION_MASK: u8 = 0x0f;
+const FORMAT_JSON: u8 = 0x01;
+const FLAG_COMPRESSED: u8 = 0x10;
+const FLAG_ENCRYPTED: u8 = 0x20;
+
+/// Why a stored value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("empty value")]
+    Empty,
+    #[error("unknown value format {0:#04x}")]
+    UnknownFormat(u8),
+    #[error("value uses a feature this build does not enable (header {0:#04x})")]
+    UnsupportedFlags(u8),
+    #[error("invalid JSON payload")]
+    Json(#[source] serde_json::Error),
+}
+
+/// Serializes `value` into its stored form.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(32);
+    out.push(FORMAT_JSON);
+    serde_json::to_writer(&mut out, value)?;
+    Ok(out)
+}
+
+/// The JSON payload of a stored value, after checking its header.
+fn payload(raw: &[u8]) -> Result<&[u8], DecodeError> {
+    let (&header, rest) = raw.split_first().ok_or(DecodeError::Empty)?;
+    if header & VERSION_MASK != FORMAT_JSON {
+        return Err(DecodeError::UnknownFormat(header));
+    }
+    let flags = header & !VERSION_MASK;
+    if flags & (FLAG_COMPRESSED | FLAG_ENCRYPTED) != 0 {
+        // Formats of later releases (or of features this build lacks).
+        return Err(DecodeError::UnsupportedFlags(header));
+    }
+    if flags != 0 {
+        return Err(DecodeError::UnknownFormat(header));
+    }
+    Ok(rest)
+}
+
+/// Deserializes a stored value.
+pub(crate) fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload(raw)?).map_err(DecodeError::Json)
+}
+
+/// Checks that a stored value is readable without building it.
+pub(crate) fn validate(raw: &[u8]) -> Result<(), DecodeError> {
+    decode::<IgnoredAny>(raw).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json_with_a_header() {
+        let raw = encode(&vec![1u32, 2, 3]).unwrap();
+        assert_eq!(raw[0], FORMAT_JSON);
+        assert_eq!(&raw[1..], b"[1,2,3]");
+        assert_eq!(decode::<Vec<u32>>(&raw).unwrap(), vec![1, 2, 3]);
+        validate(&raw).unwrap();
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        assert!(matches!(decode::<u8>(b""), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode::<u8>(b"\x07{}"),
+            Err(DecodeError::UnknownFormat(7))
+        ));
+        assert!(matches!(
+            decode::<u8>(&[FORMAT_JSON | FLAG_ENCRYPTED, b'1']),
+            Err(DecodeError::UnsupportedFlags(_))
+        ));
+        assert!(matches!(
+            validate(b"\x01{not json"),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(validate(b"\x01\xff\xfe").is_err());
+    }
+}

@@ -1,0 +1,330 @@
+//! Configuration: the builder behind [`RedisSession`] and its policies.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::cookie::SameSite;
+
+use crate::{
+    cookie::CookieConfig,
+    error::ConfigError,
+    key::Key,
+    middleware::RedisSession,
+    store::{memory::MemoryStore, redis::RedisOptions, RedisStore, Store},
+};
+
+/// What the middleware does when the session store fails (Redis down, timeout, pool exhausted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnStoreError {
+    /// Answer `503 Service Unavailable` with `Retry-After: 1` and an opaque body; the detail is
+    /// logged. A request whose session changes could not be saved gets the 503 too, so no
+    /// client is told that a write succeeded when it did not. The default.
+    #[default]
+    FailClosed,
+    /// Run the handler with an empty session whose [`status`](crate::Session::status) is
+    /// [`Degraded`](crate::SessionStatus::Degraded) and that is never saved; when only the save
+    /// fails, keep the handler's response. For sites where a page without a session beats an
+    /// error page.
+    FailOpen,
+}
+
+/// Limits on what one session may hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_value_size: usize,
+    pub(crate) max_fields: usize,
+}
+
+/// Everything the middleware and the session handles read at run time.
+#[derive(Debug)]
+pub(crate) struct SessionConfig {
+    pub(crate) key: Key,
+    pub(crate) cookie: CookieConfig,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Option<Duration>,
+    pub(crate) key_prefix: String,
+    pub(crate) limits: Limits,
+    pub(crate) on_store_error: OnStoreError,
+}
+
+impl SessionConfig {
+    /// The Redis key of a session: prefix and handle.
+    pub(crate) fn storage_key(&self, handle: &crate::Handle) -> String {
+        let mut key = String::with_capacity(self.key_prefix.len() + 64);
+        key.push_str(&self.key_prefix);
+        key.push_str(handle.as_str());
+        key
+    }
+}
+
+enum Backend {
+    Url(String),
+    Pool(r2d2::Pool<redis::Client>),
+    Memory(MemoryStore),
+}
+
+/// Builds a [`RedisSession`]; start from [`RedisSession::builder`],
+/// [`RedisSession::builder_from_pool`] or [`RedisSession::builder_with_memory`].
+///
+/// Every setter states its default. Durations are `std::time::Duration`, which cannot be
+/// negative.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use actix_redis_session::{Key, OnStoreError, RedisSession};
+///
+/// let sessions = RedisSession::builder("redis://127.0.0.1:6379/0", Key::generate())
+///     .cookie_name("app_session")
+///     .idle_timeout(Duration::from_secs(30 * 60))
+///     .absolute_timeout(Duration::from_secs(12 * 3600))
+///     .key_prefix("myapp:session:")
+///     .on_store_error(OnStoreError::FailOpen)
+///     .build()?;
+/// # Ok::<(), actix_redis_session::ConfigError>(())
+/// ```
+#[must_use]
+pub struct RedisSessionBuilder {
+    backend: Backend,
+    key: Key,
+    cookie: CookieConfig,
+    persistent_cookie: bool,
+    idle_timeout: Duration,
+    absolute_timeout: Option<Duration>,
+    key_prefix: String,
+    limits: Limits,
+    on_store_error: OnStoreError,
+    redis: RedisOptions,
+}
+
+/// Default cookie name. Neutral on purpose: names like `actix-session` or `connect.sid` tell
+/// an attacker which framework (and which known bugs) to try.
+pub const DEFAULT_COOKIE_NAME: &str = "sid";
+
+impl RedisSessionBuilder {
+    fn new(backend: Backend, key: Key) -> Self {
+        RedisSessionBuilder {
+            backend,
+            key,
+            cookie: CookieConfig {
+                name: DEFAULT_COOKIE_NAME.to_owned(),
+                path: "/".to_owned(),
+                domain: None,
+                secure: true,
+                http_only: true,
+                same_site: SameSite::Lax,
+                max_age: None,
+            },
+            persistent_cookie: false,
+            idle_timeout: Duration::from_secs(3600),
+            absolute_timeout: None,
+            key_prefix: "session:".to_owned(),
+            limits: Limits {
+                max_value_size: 256 * 1024,
+                max_fields: 256,
+            },
+            on_store_error: OnStoreError::FailClosed,
+            redis: RedisOptions::default(),
+        }
+    }
+
+    pub(crate) fn redis(url: String, key: Key) -> Self {
+        Self::new(Backend::Url(url), key)
+    }
+
+    pub(crate) fn pool(pool: r2d2::Pool<redis::Client>, key: Key) -> Self {
+        Self::new(Backend::Pool(pool), key)
+    }
+
+    pub(crate) fn memory(store: MemoryStore, key: Key) -> Self {
+        Self::new(Backend::Memory(store), key)
+    }
+
+    /// Name of the session cookie. Default: `sid`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie.name = name.into();
+        self
+    }
+
+    /// `Path` of the session cookie. Default: `/`.
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// `Domain` of the session cookie. Default: none (host-only cookie, the safest choice).
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// `Secure` flag: the browser sends the cookie over HTTPS only. Default: `true`.
+    ///
+    /// Browsers also accept Secure cookies from `http://localhost`, so development on
+    /// localhost works with the default. Turn it off only for other plain-HTTP hosts.
+    pub fn cookie_secure(mut self, secure: bool) -> Self {
+        self.cookie.secure = secure;
+        self
+    }
+
+    /// `HttpOnly` flag: scripts cannot read the cookie. Default: `true`.
+    pub fn cookie_http_only(mut self, http_only: bool) -> Self {
+        self.cookie.http_only = http_only;
+        self
+    }
+
+    /// `SameSite` attribute. Default: [`SameSite::Lax`].
+    pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie.same_site = same_site;
+        self
+    }
+
+    /// Persistent cookie: `Max-Age` equal to the idle timeout, moved forward on every response,
+    /// so the cookie survives a browser restart as long as the session does. Default: `false`,
+    /// a browser-session cookie that goes when the browser closes.
+    ///
+    /// A single session can instead be made persistent with
+    /// [`Session::remember`](crate::Session::remember).
+    pub fn persistent_cookie(mut self, persistent: bool) -> Self {
+        self.persistent_cookie = persistent;
+        self
+    }
+
+    /// Sliding idle timeout: a session not used for this long is gone. Every request that
+    /// loads the session moves it forward (in the same round trip as the load). Enforced by
+    /// the store (Redis TTL), not by the cookie. Default: 1 hour. At least 1 second.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Absolute lifetime: a session older than this is gone however active it is, checked
+    /// against its creation time on every load. Default: none.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = Some(timeout);
+        self
+    }
+
+    /// Prefix of every Redis key this middleware writes. Default: `session:`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Largest encoded size of one value; a larger insert is
+    /// [`SessionError::ValueTooLarge`](crate::SessionError::ValueTooLarge). Default: 256 KiB.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.limits.max_value_size = bytes;
+        self
+    }
+
+    /// Most fields one session may hold; one more is
+    /// [`SessionError::TooManyFields`](crate::SessionError::TooManyFields). Default: 256.
+    pub fn max_fields(mut self, fields: usize) -> Self {
+        self.limits.max_fields = fields;
+        self
+    }
+
+    /// What to do when the store fails. Default: [`OnStoreError::FailClosed`].
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// Redis pool size. Default: 20. Ignored for a shared pool and the memory store.
+    pub fn capacity(mut self, connections: u32) -> Self {
+        self.redis.capacity = connections;
+        self
+    }
+
+    /// Longest wait for a free pooled connection. Default: 2 seconds. Ignored for a shared
+    /// pool (its own setting applies) and the memory store.
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.redis.checkout_timeout = timeout;
+        self
+    }
+
+    /// Longest wait to open a TCP connection to Redis. Default: 2 seconds. Ignored for a
+    /// shared pool and the memory store.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.redis.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for Redis to accept a command or answer it. Default: 2 seconds. Applies to
+    /// shared pools too (set on every checkout).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.redis.command_timeout = timeout;
+        self
+    }
+
+    /// The middleware.
+    ///
+    /// Connections are opened in the background, so a Redis server that is down at start-up
+    /// does not stop the application: requests fail by the [`OnStoreError`] policy until it
+    /// is back.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidUrl`] for a URL Redis cannot use, [`ConfigError::TlsNotEnabled`]
+    /// for `rediss://` without the `tls` feature, [`ConfigError::InvalidOption`] for an option
+    /// out of range.
+    pub fn build(self) -> Result<RedisSession, ConfigError> {
+        self.check()?;
+        let store = match self.backend {
+            Backend::Url(url) => Store::Redis(RedisStore::open(&url, &self.redis)?),
+            Backend::Pool(pool) => Store::Redis(RedisStore::shared(pool, &self.redis)),
+            Backend::Memory(store) => Store::Memory(store),
+        };
+        let mut cookie = self.cookie;
+        cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
+        let config = SessionConfig {
+            key: self.key,
+            cookie,
+            idle_timeout: self.idle_timeout,
+            absolute_timeout: self.absolute_timeout,
+            key_prefix: self.key_prefix,
+            limits: self.limits,
+            on_store_error: self.on_store_error,
+        };
+        Ok(RedisSession::from_parts(Arc::new(config), store))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason| Err(ConfigError::InvalidOption { option, reason });
+        let name_ok = !self.cookie.name.is_empty()
+            && self
+                .cookie
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !name_ok {
+            return invalid("cookie_name", "must be a non-empty HTTP token");
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return invalid("idle_timeout", "must be at least 1 second");
+        }
+        if self
+            .absolute_timeout
+            .is_some_and(|a| a < Duration::from_secs(1))
+        {
+            return invalid("absolute_timeout", "must be at least 1 second");
+        }
+        if self.limits.max_fields == 0 || self.limits.max_value_size == 0 {
+            return invalid("max_fields/max_value_size", "must be above zero");
+        }
+        if self.redis.capacity == 0 {
+            return invalid("capacity", "must be at least 1");
+        }
+        let timeouts = [
+            self.redis.checkout_timeout,
+            self.redis.connect_timeout,
+            self.redis.command_timeout,
+        ];
+        if timeouts.iter().any(Duration::is_zero) {
+            return invalid("timeouts", "must be above zero");
+        }
+        Ok(())
+    }
+}

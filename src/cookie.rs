@@ -1,0 +1,285 @@
+//! Session ids and the signed cookie that carries them.
+//!
+//! Cookie value: `base64url(payload) "." base64url(HMAC-SHA256(sign_key, payload))`, where the
+//! payload is the 32-byte session id, followed for "remember me" sessions by their lifetime in
+//! seconds (4 bytes, big endian). The lifetime rides in the signed cookie so that the load can
+//! refresh the right TTL in the same round trip, without reading the record first.
+
+use std::{fmt, time::Duration};
+
+use actix_web::cookie::{time::OffsetDateTime, Cookie, SameSite};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::key::Key;
+
+const ID_LEN: usize = 32;
+const MAC_LEN: usize = 32;
+/// Longest cookie value we try to decode; a valid one is at most 92 characters.
+const MAX_VALUE_LEN: usize = 128;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A 256-bit session id from the OS CSPRNG. Secret: it is what the cookie proves possession of.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SessionId([u8; ID_LEN]);
+
+impl SessionId {
+    pub(crate) fn generate() -> SessionId {
+        let mut id = [0u8; ID_LEN];
+        getrandom::fill(&mut id).expect("the OS random number generator failed");
+        SessionId(id)
+    }
+
+    /// The public handle: hex SHA-256 of the id.
+    pub(crate) fn handle(&self) -> Handle {
+        Handle(hex_lower(&Sha256::digest(self.0)))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; ID_LEN]) -> SessionId {
+        SessionId(bytes)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(<redacted>)")
+    }
+}
+
+/// The public name of a session: the hex SHA-256 digest of its secret id.
+///
+/// It is the Redis key without its prefix and is safe to show, log or store (device lists,
+/// admin pages): it cannot be turned back into a cookie.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(String);
+
+impl Handle {
+    /// The 64 lowercase hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Handle {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// What a valid cookie says.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub(crate) id: SessionId,
+    pub(crate) remember: Option<Duration>,
+    /// Signed with a previous key: re-sign on the response.
+    pub(crate) stale_key: bool,
+}
+
+/// Why a cookie was not accepted (logged at debug level, never shown to the client).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    TooLong,
+    Malformed,
+    BadBase64,
+    BadSignature,
+}
+
+fn mac(sign_key: &[u8; 32], payload: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(sign_key).expect("HMAC takes keys of any length");
+    mac.update(payload);
+    mac
+}
+
+/// The cookie value for `id`, signed with the current key.
+pub(crate) fn sign(key: &Key, id: &SessionId, remember: Option<Duration>) -> String {
+    let mut payload = [0u8; ID_LEN + 4];
+    payload[..ID_LEN].copy_from_slice(&id.0);
+    let len = match remember {
+        Some(d) => {
+            let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
+            payload[ID_LEN..].copy_from_slice(&secs.to_be_bytes());
+            ID_LEN + 4
+        }
+        None => ID_LEN,
+    };
+    let payload = &payload[..len];
+    let tag = mac(key.current().sign(), payload).finalize().into_bytes();
+    let mut out = String::with_capacity(96);
+    URL_SAFE_NO_PAD.encode_string(payload, &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag, &mut out);
+    out
+}
+
+/// Checks a cookie value against the current and previous keys (MACs compared in constant time).
+pub(crate) fn verify(key: &Key, value: &str) -> Result<Verified, Rejected> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Rejected::TooLong);
+    }
+    let (payload, tag) = value.split_once('.').ok_or(Rejected::Malformed)?;
+    let mut buf = [0u8; MAX_VALUE_LEN];
+    let payload_len = URL_SAFE_NO_PAD
+        .decode_slice(payload, &mut buf)
+        .map_err(|_| Rejected::BadBase64)?;
+    let payload = &buf[..payload_len];
+    let mut tag_buf = [0u8; MAX_VALUE_LEN];
+    let tag_len = URL_SAFE_NO_PAD
+        .decode_slice(tag, &mut tag_buf)
+        .map_err(|_| Rejected::BadBase64)?;
+    if tag_len != MAC_LEN || (payload_len != ID_LEN && payload_len != ID_LEN + 4) {
+        return Err(Rejected::Malformed);
+    }
+    let tag = &tag_buf[..MAC_LEN];
+    let position = key
+        .all()
+        .position(|k| mac(k.sign(), payload).verify_slice(tag).is_ok())
+        .ok_or(Rejected::BadSignature)?;
+    let mut id = [0u8; ID_LEN];
+    id.copy_from_slice(&payload[..ID_LEN]);
+    let remember = (payload_len == ID_LEN + 4).then(|| {
+        let secs = u32::from_be_bytes(payload[ID_LEN..].try_into().expect("4 bytes"));
+        Duration::from_secs(u64::from(secs))
+    });
+    Ok(Verified {
+        id: SessionId(id),
+        remember,
+        stale_key: position > 0,
+    })
+}
+
+/// Attributes of the session cookie.
+#[derive(Clone, Debug)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    /// `Some`: persistent cookie with this Max-Age; `None`: browser-session cookie.
+    pub(crate) max_age: Option<Duration>,
+}
+
+impl CookieConfig {
+    fn base(&self, value: String) -> Cookie<'static> {
+        let mut cookie = Cookie::new(self.name.clone(), value);
+        cookie.set_path(self.path.clone());
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie.set_secure(self.secure);
+        cookie.set_http_only(self.http_only);
+        cookie.set_same_site(self.same_site);
+        cookie
+    }
+
+    /// The Set-Cookie for a session; `remember` overrides the configured lifetime.
+    pub(crate) fn session_cookie(
+        &self,
+        value: String,
+        remember: Option<Duration>,
+    ) -> Cookie<'static> {
+        let mut cookie = self.base(value);
+        if let Some(max_age) = remember.or(self.max_age) {
+            let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            cookie.set_max_age(actix_web::cookie::time::Duration::seconds(secs));
+        }
+        cookie
+    }
+
+    /// A Set-Cookie that makes the browser drop the session cookie (same name, path and domain).
+    pub(crate) fn removal_cookie(&self) -> Cookie<'static> {
+        let mut cookie = self.base(String::new());
+        cookie.set_max_age(actix_web::cookie::time::Duration::ZERO);
+        cookie.set_expires(OffsetDateTime::UNIX_EPOCH);
+        cookie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> Key {
+        Key::from_bytes(&[b; 32]).unwrap()
+    }
+
+    #[test]
+    fn signed_value_verifies_and_carries_remember() {
+        let k = key(1);
+        let id = SessionId::generate();
+        let plain = sign(&k, &id, None);
+        assert!(plain.len() <= MAX_VALUE_LEN);
+        let v = verify(&k, &plain).unwrap();
+        assert!(v.id == id && v.remember.is_none() && !v.stale_key);
+
+        let long = sign(&k, &id, Some(Duration::from_secs(86_400 * 30)));
+        assert!(long.len() <= 92, "{}", long.len());
+        let v = verify(&k, &long).unwrap();
+        assert_eq!(v.remember, Some(Duration::from_secs(86_400 * 30)));
+    }
+
+    #[test]
+    fn every_kind_of_bad_value_is_rejected() {
+        let k = key(1);
+        let good = sign(&k, &SessionId::generate(), None);
+        assert_eq!(verify(&key(2), &good).unwrap_err(), Rejected::BadSignature);
+        assert_eq!(verify(&k, "").unwrap_err(), Rejected::Malformed);
+        assert_eq!(verify(&k, "abc").unwrap_err(), Rejected::Malformed);
+        assert_eq!(verify(&k, &"a".repeat(500)).unwrap_err(), Rejected::TooLong);
+        assert_eq!(verify(&k, "!!!.???").unwrap_err(), Rejected::BadBase64);
+        assert!(verify(&k, &good[..good.len() - 3]).is_err());
+        // Flip one character of the payload.
+        let mut bytes = good.clone().into_bytes();
+        bytes[5] = if bytes[5] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert_eq!(verify(&k, &tampered).unwrap_err(), Rejected::BadSignature);
+        // A remember lifetime cannot be grafted onto a plain cookie.
+        let (p, t) = good.split_once('.').unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(p).unwrap();
+        raw.extend_from_slice(&u32::MAX.to_be_bytes());
+        let grafted = format!("{}.{t}", URL_SAFE_NO_PAD.encode(raw));
+        assert_eq!(verify(&k, &grafted).unwrap_err(), Rejected::BadSignature);
+    }
+
+    #[test]
+    fn previous_keys_verify_and_are_flagged_stale() {
+        let old = key(1);
+        let rotated = key(2).previous_keys([old.clone()]);
+        let value = sign(&old, &SessionId::generate(), None);
+        assert!(verify(&rotated, &value).unwrap().stale_key);
+        assert!(
+            !verify(&rotated, &sign(&rotated, &SessionId::generate(), None))
+                .unwrap()
+                .stale_key
+        );
+    }
+
+    #[test]
+    fn handle_is_the_hex_sha256_of_the_id() {
+        let id = SessionId::from_bytes([0u8; 32]);
+        assert_eq!(
+            id.handle().as_str(),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+    }
+}

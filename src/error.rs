@@ -1,0 +1,160 @@
+//! Public error types and their mapping to HTTP responses.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+
+/// A [`Key`](crate::Key) could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The master secret is shorter than the minimum.
+    #[error("a session key needs at least {min} bytes of secret, got {len}")]
+    TooShort {
+        /// Bytes given.
+        len: usize,
+        /// Bytes required.
+        min: usize,
+    },
+    /// The environment variable is unset or not valid UTF-8.
+    #[error(
+        "environment variable {name} is not set; generate a value with `openssl rand -base64 64`"
+    )]
+    MissingEnv {
+        /// Variable name.
+        name: String,
+    },
+    /// The environment variable is not base64.
+    #[error("environment variable {name} is not base64; generate a value with `openssl rand -base64 64`")]
+    InvalidBase64 {
+        /// Variable name.
+        name: String,
+    },
+    /// An empty passphrase was given.
+    #[error("the passphrase is empty")]
+    EmptyPassphrase,
+    /// The salt is shorter than 16 bytes.
+    #[error("the salt needs at least 16 bytes, got {len}")]
+    ShortSalt {
+        /// Bytes given.
+        len: usize,
+    },
+}
+
+/// The session middleware could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The Redis URL could not be parsed.
+    #[error("invalid Redis URL")]
+    InvalidUrl(#[source] redis::RedisError),
+    /// The URL asks for TLS (`rediss://`) but the crate was built without the `tls` feature.
+    #[error("`rediss://` URLs need the `tls` feature of actix-redis-session")]
+    TlsNotEnabled,
+    /// The connection pool could not be created.
+    #[error("could not create the Redis connection pool")]
+    Pool(#[source] r2d2::Error),
+    /// An option has a value it cannot take.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The builder method.
+        option: &'static str,
+        /// Why the value is refused.
+        reason: &'static str,
+    },
+}
+
+/// A session operation inside a handler failed.
+///
+/// As a [`ResponseError`] every variant answers `500 Internal Server Error` with an opaque
+/// body; the detail goes to the log. [`SessionError::MissingMiddleware`] is the exception: it
+/// is a programming error, and its body says how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// `Session` or `TypedSession` was used on a request that did not go through the middleware.
+    #[error(
+        "no session on this request: wrap the App (or scope) with the RedisSession middleware, \
+         e.g. `App::new().wrap(RedisSession::new(url, key)?)`, before using Session or TypedSession"
+    )]
+    MissingMiddleware,
+    /// The value could not be serialized to JSON.
+    #[error("could not serialize the session value for {key:?}")]
+    Serialize {
+        /// Session key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stored value does not deserialize into the requested type.
+    #[error("the session value for {key:?} does not deserialize into the requested type")]
+    Deserialize {
+        /// Session key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The encoded value is larger than the configured limit.
+    #[error("the session value for {key:?} is {size} bytes, over the limit of {limit}")]
+    ValueTooLarge {
+        /// Session key.
+        key: String,
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The session would hold more fields than the configured limit.
+    #[error("the session would hold more than {limit} fields")]
+    TooManyFields {
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl ResponseError for SessionError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            SessionError::MissingMiddleware => {
+                tracing::error!("{self}");
+                HttpResponse::InternalServerError().body(self.to_string())
+            }
+            _ => {
+                tracing::error!(error = %self, source = ?std::error::Error::source(self), "session error");
+                HttpResponse::InternalServerError().body("Internal Server Error")
+            }
+        }
+    }
+}
+
+/// The session store failed to load or save a session.
+///
+/// Clients never see this error: the middleware answers `503 Service Unavailable` with an
+/// opaque body (or, with [`OnStoreError::FailOpen`](crate::OnStoreError::FailOpen), serves
+/// the request with an unsaved session) and logs the detail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis answered with an error or the connection failed.
+    #[error("redis command failed")]
+    Redis(#[source] redis::RedisError),
+    /// No pooled connection became free within the checkout timeout.
+    #[error("no Redis connection available")]
+    Pool(#[source] r2d2::Error),
+    /// The blocking thread pool could not run the operation.
+    #[error("the blocking thread pool is gone")]
+    Blocking,
+    /// Every freshly drawn session id was already taken: the random source is broken.
+    #[error("could not find a free session id")]
+    IdCollision,
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Redis(e)
+    }
+}

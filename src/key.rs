@@ -1,0 +1,335 @@
+//! The master secret and the sub-keys derived from it.
+
+use std::fmt;
+
+use base64::{engine::general_purpose, Engine as _};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::KeyError;
+
+/// Shortest master secret accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// PBKDF2-HMAC-SHA256 iterations used by [`Key::derive_from_passphrase`]: OWASP's
+/// 2023 recommendation for this function.
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+
+const SIGN_INFO: &[u8] = b"actix-redis-session v1 cookie signing";
+const ENCRYPT_INFO: &[u8] = b"actix-redis-session v1 value encryption";
+
+/// The secret that signs session cookies.
+///
+/// A `Key` holds a master secret of at least 32 bytes. Two independent 32-byte sub-keys are
+/// derived from it with HKDF-SHA256: one signs cookies (HMAC-SHA256), the other is reserved for
+/// encrypting values at rest. The master secret itself is never used directly.
+///
+/// Older keys can be attached with [`Key::previous_keys`] so that a secret can be rotated
+/// without logging everyone out: cookies signed with an older key are still accepted and are
+/// re-signed with the current key on the response.
+///
+/// `Debug` never prints key material, equality is constant-time, and the bytes are zeroed when
+/// the key is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use actix_redis_session::Key;
+///
+/// // Development: a random key (sessions do not survive a restart).
+/// let key = Key::generate();
+///
+/// // Production: 32 or more secret bytes, e.g. from `openssl rand -base64 64`.
+/// let key = Key::from_bytes(&[7u8; 64]).unwrap();
+/// assert!(Key::from_bytes(b"too short").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Key {
+    current: SubKeys,
+    previous: Vec<SubKeys>,
+}
+
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct SubKeys {
+    sign: [u8; 32],
+    encrypt: [u8; 32],
+}
+
+impl SubKeys {
+    fn derive(master: &[u8]) -> Self {
+        let hk = Hkdf::<Sha256>::new(None, master);
+        let mut keys = SubKeys {
+            sign: [0; 32],
+            encrypt: [0; 32],
+        };
+        // expand() only fails for outputs longer than 255 * 32 bytes.
+        hk.expand(SIGN_INFO, &mut keys.sign)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        hk.expand(ENCRYPT_INFO, &mut keys.encrypt)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        keys
+    }
+
+    pub(crate) fn sign(&self) -> &[u8; 32] {
+        &self.sign
+    }
+
+    #[allow(dead_code)] // used once encryption at rest lands
+    pub(crate) fn encrypt(&self) -> &[u8; 32] {
+        &self.encrypt
+    }
+}
+
+impl Key {
+    /// A new random key from the operating system's CSPRNG.
+    ///
+    /// Sessions signed with it end when the process ends; use it in development and tests,
+    /// and a stable key ([`Key::from_env`]) in production.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the operating system cannot provide random bytes, which leaves no safe way
+    /// to create session ids either.
+    pub fn generate() -> Key {
+        let mut master = [0u8; 64];
+        getrandom::fill(&mut master).expect("the OS random number generator failed");
+        let key = Key::from_master(&master);
+        master.zeroize();
+        key
+    }
+
+    /// A key from a master secret of at least [`MIN_KEY_LEN`] (32) bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::TooShort`] when fewer than 32 bytes are given.
+    pub fn from_bytes(master: &[u8]) -> Result<Key, KeyError> {
+        if master.len() < MIN_KEY_LEN {
+            return Err(KeyError::TooShort {
+                len: master.len(),
+                min: MIN_KEY_LEN,
+            });
+        }
+        Ok(Key::from_master(master))
+    }
+
+    /// A key from the environment variable `name`, holding at least 32 bytes encoded in
+    /// base64 (standard or URL-safe alphabet, padding optional).
+    ///
+    /// Generate a value with `openssl rand -base64 64`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::MissingEnv`] when the variable is unset or not UTF-8,
+    /// [`KeyError::InvalidBase64`] when it is not base64, and [`KeyError::TooShort`] when it
+    /// decodes to fewer than 32 bytes.
+    pub fn from_env(name: &str) -> Result<Key, KeyError> {
+        let value = std::env::var(name).map_err(|_| KeyError::MissingEnv {
+            name: name.to_owned(),
+        })?;
+        let mut bytes = decode_base64(value.trim()).ok_or_else(|| KeyError::InvalidBase64 {
+            name: name.to_owned(),
+        })?;
+        let key = Key::from_bytes(&bytes);
+        bytes.zeroize();
+        key
+    }
+
+    /// A key stretched from a passphrase with PBKDF2-HMAC-SHA256 and
+    /// [`PBKDF2_ITERATIONS`] iterations.
+    ///
+    /// This is slow on purpose (a few hundred milliseconds): call it once at start-up.
+    /// The salt need not be secret but must be fixed for the deployment and unique to it;
+    /// at least 16 bytes are required.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::EmptyPassphrase`] for an empty passphrase, [`KeyError::ShortSalt`] for a
+    /// salt shorter than 16 bytes.
+    pub fn derive_from_passphrase(
+        passphrase: impl AsRef<[u8]>,
+        salt: impl AsRef<[u8]>,
+    ) -> Result<Key, KeyError> {
+        let (passphrase, salt) = (passphrase.as_ref(), salt.as_ref());
+        if passphrase.is_empty() {
+            return Err(KeyError::EmptyPassphrase);
+        }
+        if salt.len() < 16 {
+            return Err(KeyError::ShortSalt { len: salt.len() });
+        }
+        let mut master = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, PBKDF2_ITERATIONS, &mut master);
+        let key = Key::from_master(&master);
+        master.zeroize();
+        Ok(key)
+    }
+
+    /// This key, also accepting cookies signed with `keys` (newest first).
+    ///
+    /// Rotate a secret by making the new one current and listing the old one here for at
+    /// least one idle timeout: cookies signed with an old key keep working and are re-signed
+    /// with the current key on the next response. Previous keys of the given keys are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::Key;
+    ///
+    /// let old = Key::from_bytes(&[1u8; 32]).unwrap();
+    /// let key = Key::from_bytes(&[2u8; 32]).unwrap().previous_keys([old]);
+    /// # let _ = key;
+    /// ```
+    #[must_use]
+    pub fn previous_keys(mut self, keys: impl IntoIterator<Item = Key>) -> Key {
+        self.previous = keys.into_iter().map(|k| k.current).collect();
+        self
+    }
+
+    fn from_master(master: &[u8]) -> Key {
+        Key {
+            current: SubKeys::derive(master),
+            previous: Vec::new(),
+        }
+    }
+
+    pub(crate) fn current(&self) -> &SubKeys {
+        &self.current
+    }
+
+    /// The current sub-keys followed by the previous ones.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &SubKeys> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+}
+
+impl TryFrom<&[u8]> for Key {
+    type Error = KeyError;
+
+    fn try_from(master: &[u8]) -> Result<Key, KeyError> {
+        Key::from_bytes(master)
+    }
+}
+
+impl PartialEq for Key {
+    /// Constant-time comparison of the current key (previous keys are not compared).
+    fn eq(&self, other: &Key) -> bool {
+        let a = self.current.sign.ct_eq(&other.current.sign);
+        let b = self.current.encrypt.ct_eq(&other.current.encrypt);
+        (a & b).into()
+    }
+}
+
+impl Eq for Key {}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("current", &"<redacted>")
+            .field("previous", &self.previous.len())
+            .finish()
+    }
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let trimmed = s.trim_end_matches('=');
+    general_purpose::STANDARD_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_secrets_are_a_typed_error() {
+        assert!(matches!(
+            Key::from_bytes(&[0u8; 31]),
+            Err(KeyError::TooShort { len: 31, min: 32 })
+        ));
+        assert!(Key::from_bytes(&[0u8; 32]).is_ok());
+        assert!(Key::try_from(&[0u8; 8][..]).is_err());
+    }
+
+    #[test]
+    fn same_master_gives_same_key_and_subkeys_differ() {
+        let a = Key::from_bytes(&[9u8; 40]).unwrap();
+        let b = Key::from_bytes(&[9u8; 40]).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, Key::from_bytes(&[8u8; 40]).unwrap());
+        assert_ne!(a.current().sign(), a.current().encrypt());
+        assert_ne!(&a.current().sign()[..], &[9u8; 32][..]);
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        assert_ne!(Key::generate(), Key::generate());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let key = Key::from_bytes(&[0x41u8; 32]).unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.contains("redacted"), "{shown}");
+        assert!(!shown.contains("65"), "{shown}");
+    }
+
+    #[test]
+    fn from_env_accepts_both_base64_alphabets() {
+        let raw = [0xfbu8; 48];
+        std::env::set_var("ARS_TEST_KEY_STD", general_purpose::STANDARD.encode(raw));
+        std::env::set_var(
+            "ARS_TEST_KEY_URL",
+            general_purpose::URL_SAFE_NO_PAD.encode(raw),
+        );
+        let expected = Key::from_bytes(&raw).unwrap();
+        assert_eq!(Key::from_env("ARS_TEST_KEY_STD").unwrap(), expected);
+        assert_eq!(Key::from_env("ARS_TEST_KEY_URL").unwrap(), expected);
+
+        std::env::set_var("ARS_TEST_KEY_BAD", "not base64 !!");
+        assert!(matches!(
+            Key::from_env("ARS_TEST_KEY_BAD"),
+            Err(KeyError::InvalidBase64 { .. })
+        ));
+        std::env::set_var(
+            "ARS_TEST_KEY_SHORT",
+            general_purpose::STANDARD.encode([1u8; 16]),
+        );
+        assert!(matches!(
+            Key::from_env("ARS_TEST_KEY_SHORT"),
+            Err(KeyError::TooShort { len: 16, .. })
+        ));
+        assert!(matches!(
+            Key::from_env("ARS_TEST_KEY_UNSET_12345"),
+            Err(KeyError::MissingEnv { .. })
+        ));
+    }
+
+    #[test]
+    fn passphrase_derivation_is_deterministic_and_checked() {
+        let a = Key::derive_from_passphrase("correct horse", "0123456789abcdef").unwrap();
+        let b = Key::derive_from_passphrase("correct horse", "0123456789abcdef").unwrap();
+        assert_eq!(a, b);
+        assert!(matches!(
+            Key::derive_from_passphrase("", "0123456789abcdef"),
+            Err(KeyError::EmptyPassphrase)
+        ));
+        assert!(matches!(
+            Key::derive_from_passphrase("x", "short"),
+            Err(KeyError::ShortSalt { len: 5 })
+        ));
+    }
+
+    #[test]
+    fn previous_keys_follow_the_current_one() {
+        let old = Key::from_bytes(&[1u8; 32]).unwrap();
+        let key = Key::from_bytes(&[2u8; 32])
+            .unwrap()
+            .previous_keys([old.clone()]);
+        let all: Vec<_> = key.all().map(|k| *k.sign()).collect();
+        assert_eq!(all, vec![*key.current().sign(), *old.current().sign()]);
+    }
+}

@@ -1,0 +1,80 @@
+//! Server-side sessions for [actix-web] 4, stored in Redis.
+//!
+//! ```no_run
+//! use actix_redis_session::{Key, RedisSession, Session, SessionData, TypedSession};
+//! use actix_web::{get, post, web, App, HttpResponse, HttpServer, Result};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[get("/")]
+//! async fn index(session: Session) -> Result<String> {
+//!     let visits: u64 = session.get("visits")?.unwrap_or(0);
+//!     session.insert("visits", visits + 1)?;
+//!     Ok(format!("{} visits", visits + 1))
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Default)]
+//! struct Cart {
+//!     items: Vec<u32>,
+//! }
+//!
+//! impl SessionData for Cart {
+//!     const KEY: &'static str = "cart";
+//! }
+//!
+//! #[post("/cart/{id}")]
+//! async fn add(mut cart: TypedSession<Cart>, id: web::Path<u32>) -> HttpResponse {
+//!     cart.items.push(*id); // written back after the handler
+//!     HttpResponse::Ok().finish()
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let key = Key::from_env("SESSION_KEY").expect("SESSION_KEY holds 32+ base64 bytes");
+//!     let sessions = RedisSession::new("redis://127.0.0.1:6379", key).expect("valid URL");
+//!     HttpServer::new(move || App::new().wrap(sessions.clone()).service(index).service(add))
+//!         .bind(("127.0.0.1", 8080))?
+//!         .run()
+//!         .await
+//! }
+//! ```
+//!
+//! How it works:
+//!
+//! - The cookie holds a random 256-bit id and its HMAC-SHA256; nothing else. Tampered,
+//!   truncated or foreign cookies get a fresh session, never an error.
+//! - One Redis hash per session under `prefix + hex(SHA-256(id))`, so a dump of Redis holds no
+//!   usable cookie. One field per key, so concurrent requests that change different keys do
+//!   not overwrite each other.
+//! - One round trip to load (which also refreshes the idle timeout), none to finish a request
+//!   that changed nothing, one to write the changed fields.
+//! - Redis calls run on actix's blocking thread pool (`web::block`) over an r2d2 pool that
+//!   does not PING on checkout.
+//!
+//! [actix-web]: https://docs.rs/actix-web
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod codec;
+pub mod config;
+mod cookie;
+mod error;
+mod key;
+mod middleware;
+mod session;
+pub mod store;
+mod typed;
+
+pub use self::{
+    config::{OnStoreError, RedisSessionBuilder},
+    cookie::Handle,
+    error::{ConfigError, KeyError, SessionError, StoreError},
+    key::Key,
+    middleware::RedisSession,
+    session::{Session, SessionExt, SessionStatus},
+    typed::{SessionData, TypedSession},
+};
+
+/// Re-exported so that cookie options can be named without a direct dependency.
+pub use actix_web::cookie::SameSite;

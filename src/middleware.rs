@@ -1,0 +1,371 @@
+//! `RedisSession`: the middleware that loads the session before the handler and saves what
+//! changed after it.
+
+use std::{
+    future::{ready, Future, Ready},
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    cookie::Cookie,
+    dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform},
+    http::header,
+    Error, HttpMessage, HttpResponse,
+};
+
+use crate::{
+    config::{OnStoreError, RedisSessionBuilder, SessionConfig},
+    cookie::{self, Verified},
+    error::{ConfigError, StoreError},
+    key::Key,
+    session::{now_ms, Live, Plan, Session, SessionStatus},
+    store::{MemoryStore, Store, Write},
+};
+
+/// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
+/// happen in practice; the bound keeps a broken random source from looping forever.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// The session middleware: `App::new().wrap(RedisSession::new(url, key)?)`.
+///
+/// For each request it verifies the session cookie, loads the session in one round trip
+/// (refreshing its idle timeout at the same time), runs the handler, then writes only what
+/// changed, in one more round trip, and sets or removes the cookie as needed. A request that
+/// changes nothing costs no write.
+///
+/// It is cheap to clone; build it once, outside `HttpServer::new`, so that all workers share
+/// one connection pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use actix_redis_session::{Key, RedisSession};
+/// use actix_web::{App, HttpServer};
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let key = Key::from_env("SESSION_KEY").expect("SESSION_KEY");
+///     let sessions = RedisSession::new("redis://127.0.0.1:6379", key).expect("valid URL");
+///     HttpServer::new(move || App::new().wrap(sessions.clone()))
+///         .bind(("127.0.0.1", 8080))?
+///         .run()
+///         .await
+/// }
+/// ```
+#[derive(Clone)]
+pub struct RedisSession {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<SessionConfig>,
+    store: Store,
+}
+
+impl std::fmt::Debug for RedisSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSession")
+            .field("cookie_name", &self.inner.config.cookie.name)
+            .field("idle_timeout", &self.inner.config.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSession {
+    /// Sessions in Redis at `url`, with default settings.
+    ///
+    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, feature
+    /// `tls`), `redis+unix:///path/to/redis.sock?db=N`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisSessionBuilder::build`].
+    pub fn new(url: impl AsRef<str>, key: Key) -> Result<RedisSession, ConfigError> {
+        RedisSession::builder(url, key).build()
+    }
+
+    /// A builder for sessions in Redis at `url`.
+    pub fn builder(url: impl AsRef<str>, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::redis(url.as_ref().to_owned(), key)
+    }
+
+    /// Sessions in Redis through the application's own r2d2 pool, with default settings.
+    ///
+    /// One pool for the application and its sessions keeps the connection count down. Build
+    /// the pool with `test_on_check_out(false)`: r2d2's default PINGs Redis on every checkout,
+    /// two extra round trips per request.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let pool = r2d2::Pool::builder().test_on_check_out(false).build(client)?;
+    /// let sessions = RedisSession::from_pool(pool.clone(), Key::generate());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSession {
+        RedisSession::builder_from_pool(pool, key)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder for sessions in Redis through the application's own r2d2 pool.
+    pub fn builder_from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::pool(pool, key)
+    }
+
+    /// Sessions in this process's memory ([`MemoryStore`]), with default settings: for
+    /// development and tests.
+    pub fn memory(key: Key) -> RedisSession {
+        RedisSession::builder_with_memory(MemoryStore::new(), key)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder for sessions in the given [`MemoryStore`].
+    pub fn builder_with_memory(store: MemoryStore, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::memory(store, key)
+    }
+
+    pub(crate) fn from_parts(config: Arc<SessionConfig>, store: Store) -> RedisSession {
+        RedisSession {
+            inner: Arc::new(Inner { config, store }),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for RedisSession
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = SessionMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionMiddleware {
+            service: Rc::new(service),
+            inner: Arc::clone(&self.inner),
+        }))
+    }
+}
+
+/// The service that [`RedisSession`] wraps around an application; not used directly.
+#[doc(hidden)]
+pub struct SessionMiddleware<S> {
+    service: Rc<S>,
+    inner: Arc<Inner>,
+}
+
+type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl<S, B> Service<ServiceRequest> for SessionMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.handle(&*service, req).await })
+    }
+}
+
+/// The session cookie of a request.
+enum Incoming {
+    Absent,
+    Rejected,
+    Valid(Verified),
+}
+
+impl Inner {
+    async fn handle<S, B>(
+        &self,
+        service: &S,
+        req: ServiceRequest,
+    ) -> Result<ServiceResponse<EitherBody<B>>, Error>
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    {
+        let config = &self.config;
+        let incoming = self.read_cookie(&req);
+        let session = match &incoming {
+            Incoming::Valid(verified) => match self.load(verified).await {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
+                    match config.on_store_error {
+                        OnStoreError::FailOpen => Session::degraded(Arc::clone(config)),
+                        _ => return Ok(req.into_response(unavailable()).map_into_right_body()),
+                    }
+                }
+            },
+            Incoming::Absent | Incoming::Rejected => Session::fresh(Arc::clone(config)),
+        };
+        req.extensions_mut().insert(session.clone());
+
+        let mut res = service.call(req).await?;
+
+        if session.status() == SessionStatus::Degraded {
+            return Ok(res.map_into_left_body());
+        }
+        let plan = session.lock().plan();
+        let cookie = match self.save(plan, &incoming).await {
+            Ok(cookie) => cookie,
+            Err(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
+                return Ok(match config.on_store_error {
+                    OnStoreError::FailOpen => res.map_into_left_body(),
+                    _ => {
+                        let (req, _) = res.into_parts();
+                        ServiceResponse::new(req, unavailable()).map_into_right_body()
+                    }
+                });
+            }
+        };
+        if let Some(cookie) = cookie {
+            if let Err(e) = res.response_mut().add_cookie(&cookie) {
+                tracing::error!(error = %e, "could not set the session cookie");
+            }
+        }
+        Ok(res.map_into_left_body())
+    }
+
+    fn read_cookie(&self, req: &ServiceRequest) -> Incoming {
+        let Ok(cookies) = req.cookies() else {
+            tracing::debug!("unparsable Cookie header; starting a fresh session");
+            return Incoming::Absent;
+        };
+        let mut incoming = Incoming::Absent;
+        // Several cookies of that name can arrive (different paths or domains): take the first
+        // that verifies.
+        for c in cookies
+            .iter()
+            .filter(|c| c.name() == self.config.cookie.name)
+        {
+            match cookie::verify(&self.config.key, c.value()) {
+                Ok(verified) => return Incoming::Valid(verified),
+                Err(why) => {
+                    tracing::debug!(reason = ?why, "session cookie rejected; starting a fresh session");
+                    incoming = Incoming::Rejected;
+                }
+            }
+        }
+        incoming
+    }
+
+    async fn load(&self, verified: &Verified) -> Result<Session, StoreError> {
+        let config = &self.config;
+        let ttl = verified.remember.unwrap_or(config.idle_timeout);
+        let key = config.storage_key(&verified.id.handle());
+        let Some(fields) = self.store.load(key, ttl).await? else {
+            // Strict mode: a signed id that the store does not know is never adopted.
+            tracing::debug!("session not found; starting a fresh session");
+            return Ok(Session::fresh(Arc::clone(config)));
+        };
+        let id = verified.id.clone();
+        let Some(created) = Session::created_ms(&fields) else {
+            tracing::debug!("record without a creation marker; discarding it");
+            return Ok(Session::replacing(Arc::clone(config), id));
+        };
+        if let Some(absolute) = config.absolute_timeout {
+            let age = Duration::from_millis(now_ms().saturating_sub(created));
+            if age >= absolute {
+                tracing::debug!("session reached its absolute timeout");
+                return Ok(Session::replacing(Arc::clone(config), id));
+            }
+        }
+        Ok(Session::loaded(
+            Arc::clone(config),
+            id,
+            fields,
+            verified.remember,
+        ))
+    }
+
+    /// Carries out the plan; returns the cookie to set, if any.
+    async fn save(
+        &self,
+        plan: Plan,
+        incoming: &Incoming,
+    ) -> Result<Option<Cookie<'static>>, StoreError> {
+        let config = &self.config;
+        Ok(match plan {
+            Plan::Keep { live: None } => {
+                // A cookie that led nowhere (rejected, unknown id): tell the browser to drop it.
+                (!matches!(incoming, Incoming::Absent)).then(|| config.cookie.removal_cookie())
+            }
+            Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, incoming),
+            Plan::Update { write, live } => {
+                self.store.write(&write).await?;
+                self.refreshed_cookie(&live, incoming)
+            }
+            Plan::Delete { key } => {
+                self.store.write(&Write::Delete { key }).await?;
+                Some(config.cookie.removal_cookie())
+            }
+            Plan::Create {
+                mut id,
+                fields,
+                ttl,
+                retire,
+                remember,
+            } => {
+                let mut write = Write::Create {
+                    key: config.storage_key(&id.handle()),
+                    fields,
+                    ttl,
+                    retire,
+                };
+                let mut attempt = 1;
+                while !self.store.write(&write).await? {
+                    if attempt == CREATE_ATTEMPTS {
+                        return Err(StoreError::IdCollision);
+                    }
+                    tracing::warn!("new session id already taken; drawing another");
+                    attempt += 1;
+                    id = crate::cookie::SessionId::generate();
+                    if let Write::Create { key, .. } = &mut write {
+                        *key = config.storage_key(&id.handle());
+                    }
+                }
+                let value = cookie::sign(&config.key, &id, remember);
+                Some(config.cookie.session_cookie(value, remember))
+            }
+        })
+    }
+
+    /// The cookie of a session that goes on, when it must be sent again: signed with an old
+    /// key, a new "remember me" lifetime, or a persistent cookie whose Max-Age moves.
+    fn refreshed_cookie(&self, live: &Live, incoming: &Incoming) -> Option<Cookie<'static>> {
+        let config = &self.config;
+        let stale_key = matches!(incoming, Incoming::Valid(v) if v.stale_key);
+        let persistent = live.remember.or(config.cookie.max_age).is_some();
+        (stale_key || live.remember_changed || persistent).then(|| {
+            let value = cookie::sign(&config.key, &live.id, live.remember);
+            config.cookie.session_cookie(value, live.remember)
+        })
+    }
+}
+
+fn unavailable() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "1"))
+        .content_type("text/plain; charset=utf-8")
+        .body("Service Unavailable")
+}

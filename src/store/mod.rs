@@ -1,0 +1,67 @@
+//! Where sessions live: Redis (default) or memory (development and tests).
+//!
+//! Both stores keep one record per session, a map of field name to bytes, and apply the same
+//! operations: load (with TTL refresh), field-level update of an existing record, create if
+//! absent, delete. The session logic on top is shared, so both behave alike.
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::{collections::HashMap, time::Duration};
+
+pub use self::memory::MemoryStore;
+pub(crate) use self::redis::RedisStore;
+use crate::error::StoreError;
+
+/// A session record as stored: field name to encoded value.
+pub(crate) type Fields = HashMap<String, Vec<u8>>;
+
+/// One write, applied in one round trip.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// Field-level change of an existing record; never creates one that is not there.
+    Update {
+        key: String,
+        set: Vec<(String, Vec<u8>)>,
+        del: Vec<String>,
+        ttl: Duration,
+    },
+    /// A new record, only if the key is free; `retire` is deleted in the same round trip.
+    Create {
+        key: String,
+        fields: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+        retire: Option<String>,
+    },
+    /// Removal of a record.
+    Delete { key: String },
+}
+
+/// The configured store.
+#[derive(Clone)]
+pub(crate) enum Store {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl Store {
+    /// The record under `key`, if any, with its TTL moved to `ttl`.
+    pub(crate) async fn load(
+        &self,
+        key: String,
+        ttl: Duration,
+    ) -> Result<Option<Fields>, StoreError> {
+        match self {
+            Store::Redis(s) => s.load(key, ttl).await,
+            Store::Memory(s) => Ok(s.load(&key, ttl)),
+        }
+    }
+
+    /// Applies `write`; `false` when a create found its key taken.
+    pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(s) => s.write(write).await,
+            Store::Memory(s) => Ok(s.write(write)),
+        }
+    }
+}

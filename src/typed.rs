@@ -1,0 +1,160 @@
+//! `TypedSession<T>`: a whole struct of the application's, kept in one session field.
+
+use std::{
+    future::{ready, Ready},
+    ops::{Deref, DerefMut},
+};
+
+use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{
+    error::SessionError,
+    session::{Session, SessionExt, TYPED_PREFIX},
+};
+
+/// A struct that lives in the session as one field, `t:<KEY>`.
+///
+/// # Examples
+///
+/// ```
+/// use actix_redis_session::SessionData;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Default)]
+/// struct Cart {
+///     items: Vec<u32>,
+/// }
+///
+/// impl SessionData for Cart {
+///     const KEY: &'static str = "cart";
+/// }
+/// ```
+pub trait SessionData: Serialize + DeserializeOwned + Default {
+    /// The field name under which the struct is stored (after `t:`). Unique per type.
+    const KEY: &'static str;
+}
+
+/// Extractor and guard for a [`SessionData`] struct: derefs to `T`, starts from
+/// `T::default()` when the session has none, and writes `T` back when it is dropped (at the
+/// end of the handler) if it was borrowed mutably and its serialized form changed.
+///
+/// A stored value that no longer deserializes into `T` (its shape changed in a deploy) is
+/// logged and replaced by `T::default()` instead of failing the request.
+///
+/// The write-back on drop cannot report errors (such as a size limit), so they are logged;
+/// call [`TypedSession::save`] to handle them yourself.
+///
+/// # Examples
+///
+/// ```
+/// use actix_redis_session::{SessionData, TypedSession};
+/// use actix_web::{post, web, HttpResponse};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Default)]
+/// struct Cart {
+///     items: Vec<u32>,
+/// }
+///
+/// impl SessionData for Cart {
+///     const KEY: &'static str = "cart";
+/// }
+///
+/// #[post("/cart/{id}")]
+/// async fn add(mut cart: TypedSession<Cart>, id: web::Path<u32>) -> HttpResponse {
+///     cart.items.push(*id); // saved after the handler
+///     HttpResponse::Ok().body(format!("{} items", cart.items.len()))
+/// }
+/// ```
+pub struct TypedSession<T: SessionData> {
+    session: Session,
+    value: T,
+    dirty: bool,
+}
+
+impl<T: SessionData> TypedSession<T> {
+    fn field() -> String {
+        format!("{TYPED_PREFIX}{}", T::KEY)
+    }
+
+    /// Reads `T` from `session`.
+    pub fn from_session(session: Session) -> TypedSession<T> {
+        let value = match session.get_field::<T>(&Self::field(), T::KEY) {
+            Ok(value) => value.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(key = T::KEY, error = %e, "stored typed session value does not fit its type; starting from the default");
+                T::default()
+            }
+        };
+        TypedSession {
+            session,
+            value,
+            dirty: false,
+        }
+    }
+
+    /// Writes `T` into the session now, if it was borrowed mutably and changed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::insert`].
+    pub fn save(&mut self) -> Result<(), SessionError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.session.set_field(Self::field(), &self.value, T::KEY)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Replaces the value with `T::default()` and removes the field from the session.
+    pub fn reset(&mut self) {
+        self.value = T::default();
+        self.dirty = false;
+        self.session.remove_field(&Self::field());
+    }
+
+    /// The session this value lives in.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl<T: SessionData> Deref for TypedSession<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: SessionData> DerefMut for TypedSession<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.dirty = true;
+        &mut self.value
+    }
+}
+
+impl<T: SessionData> Drop for TypedSession<T> {
+    fn drop(&mut self) {
+        if let Err(e) = self.save() {
+            tracing::error!(key = T::KEY, error = %e, "typed session value not saved");
+        }
+    }
+}
+
+impl<T: SessionData + std::fmt::Debug> std::fmt::Debug for TypedSession<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TypedSession").field(&self.value).finish()
+    }
+}
+
+impl<T: SessionData> FromRequest for TypedSession<T> {
+    type Error = SessionError;
+    type Future = Ready<Result<TypedSession<T>, SessionError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.get_session().map(TypedSession::from_session))
+    }
+}
