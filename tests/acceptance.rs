@@ -1,0 +1,457 @@
+//! The acceptance suite: written once, run against every store over real HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use actix_web::{cookie::SameSite, App};
+use common::{key, serve, Backend, Client};
+use futures_util::future::join_all;
+
+/// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name`.
+macro_rules! acceptance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::memory()).await;
+            })*
+        }
+        mod redis {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::redis()).await;
+            })*
+        }
+    };
+}
+
+acceptance!(
+    a_visitor_without_data_gets_no_cookie_and_nothing_is_stored,
+    values_persist_and_the_cookie_has_safe_defaults,
+    a_request_that_changes_nothing_sets_no_cookie,
+    bad_cookies_get_a_fresh_session_never_an_error,
+    a_validly_signed_but_unknown_id_is_never_adopted,
+    renew_moves_the_data_to_a_new_id_and_kills_the_old_cookie,
+    purge_deletes_the_session_and_removes_the_cookie,
+    values_inserted_after_purge_start_a_new_session,
+    concurrent_updates_to_different_fields_all_persist,
+    typed_session_is_read_changed_and_written_back,
+    map_operations_behave_like_a_map,
+    clear_empties_the_session_but_keeps_its_id,
+    the_idle_timeout_slides_and_expires_unused_sessions,
+    the_absolute_timeout_ends_even_an_active_session,
+    remember_me_makes_the_cookie_persistent_and_sets_the_lifetime,
+    a_persistent_cookie_moves_its_max_age_on_every_response,
+    cookie_attributes_are_configurable_and_the_removal_cookie_matches,
+    a_rotated_key_still_accepts_old_cookies_and_re_signs_them,
+    limits_give_an_opaque_500_and_keep_the_session,
+    a_handler_without_the_middleware_gets_an_error_that_says_how_to_fix_it,
+    the_handle_is_stable_and_changes_on_renew,
+);
+
+mod suite {
+    use super::*;
+
+    pub async fn a_visitor_without_data_gets_no_cookie_and_nothing_is_stored(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        for path in ["/read", "/plain", "/handle", "/get/x"] {
+            let res = client.get(path).await;
+            assert_eq!(res.status, 200, "{path}");
+            assert!(res.set_cookies.is_empty(), "{path}: {:?}", res.set_cookies);
+        }
+        assert_eq!(backend.stored_sessions(), 0);
+    }
+
+    pub async fn values_persist_and_the_cookie_has_safe_defaults(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        let res = client.get("/count").await;
+        assert_eq!((res.status, res.body.as_str()), (200, "1"));
+        let cookie = res.set_cookie("sid").expect("a session cookie");
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.same_site(), Some(SameSite::Lax));
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(cookie.domain(), None);
+        assert_eq!(cookie.max_age(), None, "a browser-session cookie by default");
+        assert_eq!(client.get("/count").await.body, "2");
+        assert_eq!(client.get("/count").await.body, "3");
+        assert_eq!(client.get("/read").await.body, "3");
+        assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    pub async fn a_request_that_changes_nothing_sets_no_cookie(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        assert!(client.get("/count").await.set_cookie("sid").is_some());
+        for path in ["/count", "/read", "/cart", "/cart/touch", "/set/a/b", "/set/a/b"] {
+            let res = client.get(path).await;
+            assert_eq!(res.status, 200);
+            assert!(res.set_cookies.is_empty(), "{path} set {:?}", res.set_cookies);
+        }
+    }
+
+    pub async fn bad_cookies_get_a_fresh_session_never_an_error(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        client.get("/count").await;
+        let good = client.jar["sid"].clone();
+        let foreign = {
+            let other = serve(backend.sessions(key(2)));
+            let mut c = Client::new(&other);
+            c.get("/count").await;
+            c.jar["sid"].clone()
+        };
+        let (payload, tag) = good.split_once('.').unwrap();
+        let flipped = {
+            let mut b = payload.as_bytes().to_vec();
+            b[3] = if b[3] == b'A' { b'B' } else { b'A' };
+            format!("{}.{tag}", String::from_utf8(b).unwrap())
+        };
+        let bad_values = [
+            flipped,
+            good[..good.len() - 1].to_owned(),
+            good[..10].to_owned(),
+            format!("{good}{}", "A".repeat(4000)),
+            "%%%.***".to_owned(),
+            "no-dot-at-all".to_owned(),
+            String::new(),
+            foreign,
+            format!("{tag}.{payload}"),
+        ];
+        for bad in &bad_values {
+            let header = format!("sid={bad}");
+            let res = client.send("/read", Some(&header)).await;
+            assert_eq!((res.status, res.body.as_str()), (200, "0"), "cookie {bad:?}");
+            let removal = res.set_cookie("sid").expect("the bad cookie is removed");
+            assert_eq!(removal.value(), "", "cookie {bad:?}");
+            let res = client.send("/count", Some(&header)).await;
+            assert_eq!((res.status, res.body.as_str()), (200, "1"), "cookie {bad:?}");
+            assert_ne!(res.set_cookie("sid").unwrap().value(), good);
+        }
+        let garbage: [&[u8]; 4] = [
+            b"sid=\xff\xfe\xfd",
+            b"\xc3\x28=\xa0\xa1; sid=x",
+            b";;;===;",
+            b"sid",
+        ];
+        for raw in garbage {
+            let res = client.send_bytes("/read", Some(raw)).await;
+            assert_eq!((res.status, res.body.as_str()), (200, "0"), "{raw:?}");
+        }
+        // A duplicate cookie of the same name does not hide the valid one.
+        let res = client
+            .send("/read", Some(&format!("sid=garbage; sid={good}")))
+            .await;
+        assert_eq!(res.body, "2");
+        // The real session was never touched.
+        assert_eq!(client.get("/read").await.body, "2");
+    }
+
+    pub async fn a_validly_signed_but_unknown_id_is_never_adopted(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let old = client.jar["sid"].clone();
+        client.get("/purge").await;
+        let header = format!("sid={old}");
+        let res = client.send("/read", Some(&header)).await;
+        assert_eq!(res.body, "0");
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+        let res = client.send("/count", Some(&header)).await;
+        assert_eq!(res.body, "1");
+        let new = res.set_cookie("sid").expect("a new cookie").value();
+        assert_ne!(new, old, "the old id must not be reused");
+        assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    pub async fn renew_moves_the_data_to_a_new_id_and_kills_the_old_cookie(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/user/alice").await;
+        let old = client.jar["sid"].clone();
+        let res = client.get("/renew").await;
+        let new = res.set_cookie("sid").expect("renew sets a cookie").value().to_owned();
+        assert_ne!(new, old);
+        assert_eq!(client.get("/get/user").await.body, "\"alice\"");
+        let stale = client.send("/get/user", Some(&format!("sid={old}"))).await;
+        assert_eq!(stale.body, "none");
+        assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    pub async fn purge_deletes_the_session_and_removes_the_cookie(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/user/alice").await;
+        let old = client.jar["sid"].clone();
+        let res = client.get("/purge").await;
+        let removal = res.set_cookie("sid").expect("a removal cookie");
+        assert_eq!(removal.value(), "");
+        assert_eq!(removal.max_age(), Some(actix_web::cookie::time::Duration::ZERO));
+        assert_eq!(removal.path(), Some("/"));
+        assert_eq!(removal.http_only(), Some(true));
+        assert!(client.jar.is_empty());
+        assert_eq!(backend.stored_sessions(), 0);
+        let stale = client.send("/get/user", Some(&format!("sid={old}"))).await;
+        assert_eq!(stale.body, "none");
+    }
+
+    pub async fn values_inserted_after_purge_start_a_new_session(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/user/alice").await;
+        let old = client.jar["sid"].clone();
+        let res = client.get("/purge-then-set/flash/bye").await;
+        assert_ne!(res.set_cookie("sid").unwrap().value(), old);
+        assert_eq!(client.get("/get/user").await.body, "none");
+        assert_eq!(client.get("/get/flash").await.body, "\"bye\"");
+        assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    pub async fn concurrent_updates_to_different_fields_all_persist(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let header = client.cookie_header().unwrap();
+        let requests = (0..50).map(|i| {
+            let (client, header) = (&client, &header);
+            async move { client.send(&format!("/set/f{i}/v{i}"), Some(header)).await }
+        });
+        for res in join_all(requests).await {
+            assert_eq!(res.status, 200);
+        }
+        let entries: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&client.get("/entries").await.body).unwrap();
+        assert_eq!(entries.len(), 51, "{entries:?}");
+        for i in 0..50 {
+            assert_eq!(entries[&format!("f{i}")], format!("v{i}"));
+        }
+        assert_eq!(entries["count"], 1);
+    }
+
+    pub async fn typed_session_is_read_changed_and_written_back(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        assert_eq!(client.get("/cart").await.body, "[]");
+        assert_eq!(client.get("/cart/add/7").await.body, "1");
+        assert_eq!(client.get("/cart/add/9").await.body, "2");
+        assert_eq!(client.get("/cart").await.body, "[7, 9]");
+        // Typed data does not leak into the plain key/value view.
+        assert_eq!(client.get("/entries").await.body, "{}");
+        assert_eq!(client.get("/get/cart").await.body, "none");
+    }
+
+    pub async fn map_operations_behave_like_a_map(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        client.get("/count").await;
+        assert_eq!(client.get("/contains/count").await.body, "true");
+        assert_eq!(client.get("/contains/nope").await.body, "false");
+        assert_eq!(client.get("/increment/count").await.body, "true");
+        assert_eq!(client.get("/increment/nope").await.body, "false");
+        assert_eq!(client.get("/read").await.body, "3");
+        client.get("/set/name/bob").await;
+        let res = client.get("/remove-as/name").await;
+        assert_eq!(res.status, 500, "a string is not a u64");
+        assert_eq!(res.body, "Internal Server Error");
+        assert_eq!(client.get("/get/name").await.body, "\"bob\"", "kept on error");
+        assert_eq!(client.get("/remove-as/count").await.body, "Some(3)");
+        assert_eq!(client.get("/remove-as/count").await.body, "None");
+        assert_eq!(client.get("/remove/name").await.body, "true");
+        assert_eq!(client.get("/remove/name").await.body, "false");
+        assert_eq!(client.get("/entries").await.body, "{}");
+    }
+
+    pub async fn clear_empties_the_session_but_keeps_its_id(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/a/1").await;
+        client.get("/cart/add/1").await;
+        let handle = client.get("/handle").await.body;
+        let res = client.get("/clear").await;
+        assert!(res.set_cookies.is_empty(), "same id, no new cookie");
+        assert_eq!(client.get("/entries").await.body, "{}");
+        assert_eq!(client.get("/cart").await.body, "[]");
+        assert_eq!(client.get("/handle").await.body, handle);
+        client.get("/set/b/2").await;
+        assert_eq!(client.get("/entries").await.body, r#"{"b":"2"}"#);
+    }
+
+    pub async fn the_idle_timeout_slides_and_expires_unused_sessions(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .idle_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        for _ in 0..3 {
+            actix_rt::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(client.get("/read").await.body, "1", "activity keeps it alive");
+        }
+        actix_rt::time::sleep(Duration::from_millis(1300)).await;
+        let res = client.get("/read").await;
+        assert_eq!(res.body, "0", "idle for longer than the timeout");
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+    }
+
+    pub async fn the_absolute_timeout_ends_even_an_active_session(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .absolute_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(client.get("/count").await.body, "2");
+        actix_rt::time::sleep(Duration::from_millis(700)).await;
+        let res = client.get("/read").await;
+        assert_eq!(res.body, "0");
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+        assert_eq!(backend.stored_sessions(), 0, "the expired record is deleted");
+    }
+
+    pub async fn remember_me_makes_the_cookie_persistent_and_sets_the_lifetime(
+        backend: Backend,
+    ) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let res = client.get("/remember/86400").await;
+        let cookie = res.set_cookie("sid").expect("remember sets a cookie");
+        assert_eq!(cookie.max_age().map(|d| d.whole_seconds()), Some(86_400));
+        let res = client.get("/read").await;
+        assert_eq!(res.body, "1");
+        let again = res.set_cookie("sid").expect("a persistent cookie moves forward");
+        assert_eq!(again.max_age().map(|d| d.whole_seconds()), Some(86_400));
+
+        // The lifetime is the session's, not only the cookie's: a short one runs out.
+        client.get("/remember/1").await;
+        actix_rt::time::sleep(Duration::from_millis(1400)).await;
+        assert_eq!(client.get("/read").await.body, "0");
+    }
+
+    pub async fn a_persistent_cookie_moves_its_max_age_on_every_response(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .persistent_cookie(true)
+            .idle_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        for path in ["/count", "/read", "/read"] {
+            let res = client.get(path).await;
+            let cookie = res.set_cookie("sid").expect("Max-Age is refreshed");
+            assert_eq!(cookie.max_age().map(|d| d.whole_seconds()), Some(600));
+        }
+        assert_eq!(client.get("/read").await.body, "1");
+    }
+
+    pub async fn cookie_attributes_are_configurable_and_the_removal_cookie_matches(
+        backend: Backend,
+    ) {
+        let sessions = backend
+            .builder(key(1))
+            .cookie_name("app_session")
+            .cookie_path("/")
+            .cookie_domain("example.test")
+            .cookie_secure(false)
+            .cookie_http_only(false)
+            .cookie_same_site(SameSite::Strict)
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        let res = client.get("/count").await;
+        assert!(res.set_cookie("sid").is_none());
+        let cookie = res.set_cookie("app_session").expect("renamed cookie");
+        assert_eq!(cookie.domain(), Some("example.test"));
+        assert_eq!(cookie.secure(), None);
+        assert_eq!(cookie.http_only(), None);
+        assert_eq!(cookie.same_site(), Some(SameSite::Strict));
+        assert_eq!(client.get("/count").await.body, "2");
+        let removal = client.get("/purge").await;
+        let removal = removal.set_cookie("app_session").unwrap();
+        assert_eq!(removal.domain(), Some("example.test"));
+        assert_eq!(removal.path(), Some("/"));
+        assert_eq!(removal.same_site(), Some(SameSite::Strict));
+    }
+
+    pub async fn a_rotated_key_still_accepts_old_cookies_and_re_signs_them(backend: Backend) {
+        let before = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&before);
+        client.get("/count").await;
+        let old_cookie = client.jar["sid"].clone();
+        drop(before);
+
+        let rotated = serve(backend.sessions(key(2).previous_keys([key(1)])));
+        let mut client = Client::with_jar(&rotated, client.jar);
+        let res = client.get("/read").await;
+        assert_eq!(res.body, "1", "the old signature is still accepted");
+        let resigned = res.set_cookie("sid").expect("re-signed with the new key");
+        assert_ne!(resigned.value(), old_cookie);
+        assert!(client.get("/read").await.set_cookies.is_empty());
+
+        let only_new = serve(backend.sessions(key(2)));
+        let mut client = Client::with_jar(&only_new, client.jar);
+        assert_eq!(client.get("/read").await.body, "1");
+        let stale = client.send("/read", Some(&format!("sid={old_cookie}"))).await;
+        assert_eq!(stale.body, "0", "once the old key is dropped its cookies are dead");
+    }
+
+    pub async fn limits_give_an_opaque_500_and_keep_the_session(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .max_value_size(100)
+            .max_fields(3)
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        assert_eq!(client.get("/big/50").await.body, "stored");
+        let res = client.get("/big/1000").await;
+        assert_eq!((res.status, res.body.as_str()), (500, "Internal Server Error"));
+        client.get("/set/a/1").await;
+        client.get("/set/b/2").await;
+        let res = client.get("/set/c/3").await;
+        assert_eq!(res.status, 500, "a fourth field is over the limit");
+        assert_eq!(client.get("/set/a/9").await.status, 200, "replacing is fine");
+        let entries: serde_json::Value =
+            serde_json::from_str(&client.get("/entries").await.body).unwrap();
+        assert_eq!(entries["big"].as_str().map(str::len), Some(50));
+        assert_eq!(entries["a"], "9");
+    }
+
+    pub async fn a_handler_without_the_middleware_gets_an_error_that_says_how_to_fix_it(
+        _backend: Backend,
+    ) {
+        let srv = actix_test::start(|| App::new().configure(common::routes));
+        let mut client = Client::new(&srv);
+        let res = client.get("/count").await;
+        assert_eq!(res.status, 500);
+        assert!(res.body.contains("wrap the App"), "{}", res.body);
+        assert_eq!(client.get("/cart").await.status, 500);
+    }
+
+    pub async fn the_handle_is_stable_and_changes_on_renew(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let handle = client.get("/handle").await.body;
+        assert_eq!(handle.len(), 64);
+        assert!(handle.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(client.get("/handle").await.body, handle);
+        let renewed = client.get("/renew").await.body;
+        assert_ne!(renewed, handle);
+        assert_eq!(client.get("/handle").await.body, renewed);
+        assert!(!client.jar["sid"].contains(&handle));
+    }
+}

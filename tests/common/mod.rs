@@ -1,0 +1,315 @@
+//! Shared test support: backends (memory store, real Redis), a test application served over
+//! real HTTP, and a client with a cookie jar.
+#![allow(dead_code)] // each test crate uses a different part
+
+pub mod redis_server;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use actix_redis_session::{
+    store::MemoryStore, Key, RedisSession, RedisSessionBuilder, Session, SessionData,
+    TypedSession,
+};
+use actix_web::{
+    cookie::Cookie,
+    http::header::{COOKIE, SET_COOKIE},
+    web, App, HttpResponse,
+};
+use serde::{Deserialize, Serialize};
+
+pub use self::redis_server::RedisServer;
+
+/// Where the sessions of a test live.
+pub enum Backend {
+    Memory(MemoryStore),
+    Redis(RedisServer),
+}
+
+impl Backend {
+    pub fn memory() -> Backend {
+        Backend::Memory(MemoryStore::new())
+    }
+
+    pub fn redis() -> Backend {
+        Backend::Redis(RedisServer::start())
+    }
+
+    /// A builder over this backend's storage; several builders share it.
+    pub fn builder(&self, key: Key) -> RedisSessionBuilder {
+        match self {
+            Backend::Memory(store) => RedisSession::builder_with_memory(store.clone(), key),
+            Backend::Redis(server) => RedisSession::builder(server.url(), key)
+                .checkout_timeout(Duration::from_millis(500)),
+        }
+    }
+
+    /// The middleware with default settings.
+    pub fn sessions(&self, key: Key) -> RedisSession {
+        self.builder(key).build().expect("valid test configuration")
+    }
+
+    /// How many session records the backend holds (expired ones included until swept).
+    pub fn stored_sessions(&self) -> usize {
+        match self {
+            Backend::Memory(store) => store.len(),
+            Backend::Redis(server) => server.keys().len(),
+        }
+    }
+
+    pub fn redis_server(&self) -> Option<&RedisServer> {
+        match self {
+            Backend::Redis(server) => Some(server),
+            Backend::Memory(_) => None,
+        }
+    }
+}
+
+/// A fixed test key.
+pub fn key(byte: u8) -> Key {
+    Key::from_bytes(&[byte; 32]).expect("32 bytes")
+}
+
+#[derive(Serialize, Deserialize, Default, Debug)]
+pub struct Cart {
+    pub items: Vec<u32>,
+}
+
+impl SessionData for Cart {
+    const KEY: &'static str = "cart";
+}
+
+type Reply = actix_web::Result<String>;
+
+async fn count(session: Session) -> Reply {
+    let n: u64 = session.get("count")?.unwrap_or(0);
+    session.insert("count", n + 1)?;
+    Ok((n + 1).to_string())
+}
+
+async fn read(session: Session) -> Reply {
+    Ok(session.get::<u64>("count")?.unwrap_or(0).to_string())
+}
+
+async fn set(session: Session, path: web::Path<(String, String)>) -> Reply {
+    let (key, value) = path.into_inner();
+    session.insert(key, value)?;
+    Ok("ok".into())
+}
+
+async fn get(session: Session, key: web::Path<String>) -> Reply {
+    Ok(session
+        .get::<serde_json::Value>(&key)?
+        .map_or_else(|| "none".into(), |v| v.to_string()))
+}
+
+async fn remove(session: Session, key: web::Path<String>) -> Reply {
+    Ok(session.remove(&key).to_string())
+}
+
+async fn remove_as_u64(session: Session, key: web::Path<String>) -> Reply {
+    Ok(format!("{:?}", session.remove_as::<u64>(&key)?))
+}
+
+async fn increment(session: Session, key: web::Path<String>) -> Reply {
+    Ok(session.update(&key, |n: u64| n + 1)?.to_string())
+}
+
+async fn contains(session: Session, key: web::Path<String>) -> Reply {
+    Ok(session.contains_key(&key).to_string())
+}
+
+async fn entries(session: Session) -> Reply {
+    Ok(serde_json::to_string(&session.entries())?)
+}
+
+async fn clear(session: Session) -> Reply {
+    session.clear();
+    Ok("cleared".into())
+}
+
+async fn renew(session: Session) -> Reply {
+    session.renew();
+    Ok(session.handle().to_string())
+}
+
+async fn purge(session: Session) -> Reply {
+    session.purge();
+    Ok("purged".into())
+}
+
+async fn purge_then_set(session: Session, path: web::Path<(String, String)>) -> Reply {
+    session.purge();
+    let (key, value) = path.into_inner();
+    session.insert(key, value)?;
+    Ok("ok".into())
+}
+
+async fn remember(session: Session, secs: web::Path<u64>) -> Reply {
+    session.remember(Duration::from_secs(*secs));
+    Ok("remembered".into())
+}
+
+async fn handle(session: Session) -> Reply {
+    Ok(session.handle().to_string())
+}
+
+async fn status(session: Session) -> Reply {
+    Ok(format!("{:?} new={}", session.status(), session.is_new()))
+}
+
+async fn big(session: Session, bytes: web::Path<usize>) -> Reply {
+    session.insert("big", "x".repeat(*bytes))?;
+    Ok("stored".into())
+}
+
+async fn cart_add(mut cart: TypedSession<Cart>, id: web::Path<u32>) -> Reply {
+    cart.items.push(*id);
+    Ok(cart.items.len().to_string())
+}
+
+async fn cart(cart: TypedSession<Cart>) -> Reply {
+    Ok(format!("{:?}", cart.items))
+}
+
+async fn cart_touch(mut cart: TypedSession<Cart>) -> Reply {
+    // A mutable borrow that changes nothing must not cause a write.
+    let _ = &mut cart.items;
+    Ok("touched".into())
+}
+
+/// The routes every acceptance test uses (GET only, to keep the client small).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/count", web::get().to(count))
+        .route("/read", web::get().to(read))
+        .route("/set/{key}/{value}", web::get().to(set))
+        .route("/get/{key}", web::get().to(get))
+        .route("/remove/{key}", web::get().to(remove))
+        .route("/remove-as/{key}", web::get().to(remove_as_u64))
+        .route("/increment/{key}", web::get().to(increment))
+        .route("/contains/{key}", web::get().to(contains))
+        .route("/entries", web::get().to(entries))
+        .route("/clear", web::get().to(clear))
+        .route("/renew", web::get().to(renew))
+        .route("/purge", web::get().to(purge))
+        .route("/purge-then-set/{key}/{value}", web::get().to(purge_then_set))
+        .route("/remember/{secs}", web::get().to(remember))
+        .route("/handle", web::get().to(handle))
+        .route("/status", web::get().to(status))
+        .route("/big/{bytes}", web::get().to(big))
+        .route("/cart", web::get().to(cart))
+        .route("/cart/add/{id}", web::get().to(cart_add))
+        .route("/cart/touch", web::get().to(cart_touch))
+        .route("/plain", web::get().to(|| async { HttpResponse::Ok().body("plain") }));
+}
+
+/// The test application on a real HTTP server on a free loopback port.
+pub fn serve(sessions: RedisSession) -> actix_test::TestServer {
+    actix_test::start(move || App::new().wrap(sessions.clone()).configure(routes))
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    pub set_cookies: Vec<Cookie<'static>>,
+    pub retry_after: Option<String>,
+}
+
+impl Response {
+    /// The Set-Cookie for `name`, if any.
+    pub fn set_cookie(&self, name: &str) -> Option<&Cookie<'static>> {
+        self.set_cookies.iter().find(|c| c.name() == name)
+    }
+}
+
+/// An HTTP client that keeps cookies like a browser: Set-Cookie stores, `Max-Age=0` removes.
+/// (It sends Secure cookies over plain http, as browsers do for localhost.)
+pub struct Client {
+    base: String,
+    http: awc::Client,
+    pub jar: BTreeMap<String, String>,
+}
+
+impl Client {
+    pub fn new(srv: &actix_test::TestServer) -> Client {
+        Client {
+            base: srv.url(""),
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+            jar: BTreeMap::new(),
+        }
+    }
+
+    /// A client for another server that carries over this one's cookies (same site).
+    pub fn with_jar(srv: &actix_test::TestServer, jar: BTreeMap<String, String>) -> Client {
+        Client {
+            jar,
+            ..Client::new(srv)
+        }
+    }
+
+    /// GET `path` with the jar's cookies, then apply the response's Set-Cookies to the jar.
+    pub async fn get(&mut self, path: &str) -> Response {
+        let header = self.cookie_header();
+        let response = self.send(path, header.as_deref()).await;
+        for cookie in &response.set_cookies {
+            let expired = cookie.max_age().is_some_and(|age| age.is_zero() || age.is_negative());
+            if expired || cookie.value().is_empty() {
+                self.jar.remove(cookie.name());
+            } else {
+                self.jar
+                    .insert(cookie.name().to_owned(), cookie.value().to_owned());
+            }
+        }
+        response
+    }
+
+    /// The Cookie header the jar would send.
+    pub fn cookie_header(&self) -> Option<String> {
+        (!self.jar.is_empty()).then(|| {
+            self.jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    /// GET `path` with exactly this Cookie header (or none); the jar is left alone.
+    pub async fn send(&self, path: &str, cookie: Option<&str>) -> Response {
+        self.send_bytes(path, cookie.map(str::as_bytes)).await
+    }
+
+    /// GET `path` with a raw Cookie header, which need not be UTF-8.
+    pub async fn send_bytes(&self, path: &str, cookie: Option<&[u8]>) -> Response {
+        let mut request = self.http.get(format!("{}{}", self.base, path.trim_start_matches('/')));
+        if let Some(cookie) = cookie {
+            let value = actix_web::http::header::HeaderValue::from_bytes(cookie)
+                .expect("a header value without control characters");
+            request = request.insert_header((COOKIE, value));
+        }
+        let mut response = request.send().await.expect("the test server answers");
+        let status = response.status().as_u16();
+        let set_cookies = response
+            .headers()
+            .get_all(SET_COOKIE)
+            .map(|v| {
+                Cookie::parse(v.to_str().expect("ASCII Set-Cookie").to_owned())
+                    .expect("a valid Set-Cookie")
+            })
+            .collect();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let body = response.body().limit(4 << 20).await.expect("a body");
+        Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            set_cookies,
+            retry_after,
+        }
+    }
+}

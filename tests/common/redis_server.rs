@@ -1,0 +1,189 @@
+//! Real `redis-server` processes for tests: each on its own unix socket (or free loopback
+//! port) in a temporary directory, without persistence, stopped when dropped.
+
+use std::{
+    collections::BTreeMap,
+    io::ErrorKind,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+const INSTALL: &str = "redis-server is not installed. Install it with \
+     `apt-get update && apt-get install -y redis-server` (scripts/test does this for you)";
+
+/// Where a test server listens.
+#[derive(Clone, Debug)]
+enum Listen {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+/// A running redis-server owned by one test.
+pub struct RedisServer {
+    child: Option<Child>,
+    listen: Listen,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A server on a unix socket in a fresh temporary directory.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("redis.sock");
+        let mut server = RedisServer {
+            child: None,
+            listen: Listen::Unix(socket),
+            dir,
+        };
+        server.spawn().unwrap_or_else(|e| panic!("redis-server did not start: {e}"));
+        server
+    }
+
+    /// A server on a free loopback TCP port.
+    pub fn start_tcp() -> RedisServer {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut server = RedisServer {
+                child: None,
+                listen: Listen::Tcp(port),
+                dir: tempfile::tempdir().expect("temp dir"),
+            };
+            // Another process may take the port between our probe and the server's bind.
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server did not start on a free port: {last_error}");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        match &self.listen {
+            Listen::Unix(path) => {
+                cmd.args(["--port", "0", "--unixsocketperm", "700", "--unixsocket"])
+                    .arg(path);
+            }
+            Listen::Tcp(port) => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    panic!("{INSTALL}");
+                }
+                format!("could not run redis-server: {e}")
+            })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("redis-server exited with {status}"));
+            }
+            if let Ok(mut conn) = self.try_conn() {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("redis-server did not answer PING within 10 s".into());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The URL the session middleware should use (database 0).
+    pub fn url(&self) -> String {
+        match &self.listen {
+            Listen::Unix(path) => format!("redis+unix://{}", path.display()),
+            Listen::Tcp(port) => format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
+    }
+
+    /// A direct connection, for inspecting and tampering with what the middleware stored.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("connect to the test redis-server")
+    }
+
+    /// Calls per command since the last [`RedisServer::reset_stats`], leaving out the
+    /// commands the test itself sends to read and reset them.
+    pub fn command_calls(&self) -> BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .expect("INFO commandstats");
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .filter(|(name, _)| !matches!(name.as_str(), "info" | "config|resetstat"))
+            .collect()
+    }
+
+    /// Zeroes the command statistics.
+    pub fn reset_stats(&self) {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut self.conn())
+            .expect("CONFIG RESETSTAT");
+    }
+
+    /// All keys, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut self.conn())
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+
+    /// Stops the server (to test an outage); [`RedisServer::restart`] brings it back, empty,
+    /// on the same address.
+    pub fn stop(&mut self) {
+        self.kill();
+        if let Listen::Unix(path) = &self.listen {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Starts the server again on the same address, with no data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn().unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
