@@ -27,6 +27,10 @@ pub(crate) struct SessionId([u8; ID_LEN]);
 
 impl SessionId {
     pub(crate) fn generate() -> SessionId {
+        #[cfg(test)]
+        if let Some(id) = tests::FORCED_IDS.with(|ids| ids.borrow_mut().pop_front()) {
+            return SessionId(id);
+        }
         let mut id = [0u8; ID_LEN];
         getrandom::fill(&mut id).expect("the OS random number generator failed");
         SessionId(id)
@@ -216,8 +220,15 @@ impl CookieConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::{cell::RefCell, collections::VecDeque};
+
     use super::*;
+
+    thread_local! {
+        /// Ids that `SessionId::generate` hands out next on this thread, to force collisions.
+        pub(crate) static FORCED_IDS: RefCell<VecDeque<[u8; ID_LEN]>> = RefCell::default();
+    }
 
     fn key(b: u8) -> Key {
         Key::from_bytes(&[b; 32]).unwrap()

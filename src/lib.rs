@@ -66,6 +66,12 @@ mod session;
 pub mod store;
 mod typed;
 
+/// The integration tests' redis-server harness, shared with unit tests that need Redis.
+#[cfg(test)]
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+mod test_redis;
+
 pub use self::{
     config::{OnStoreError, RedisSessionBuilder},
     cookie::Handle,

@@ -369,3 +369,102 @@ fn unavailable() -> HttpResponse {
         .content_type("text/plain; charset=utf-8")
         .body("Service Unavailable")
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{test, web, App};
+
+    use super::*;
+    use crate::cookie::tests::FORCED_IDS;
+
+    async fn set(session: Session, value: web::Path<String>) -> actix_web::Result<String> {
+        session.insert("v", value.into_inner())?;
+        Ok("ok".into())
+    }
+
+    async fn get(session: Session) -> actix_web::Result<String> {
+        Ok(session.get::<String>("v")?.unwrap_or_default())
+    }
+
+    /// Creates a session whose id is drawn from `ids`; returns the cookie value.
+    async fn create_with_ids(sessions: &RedisSession, ids: &[[u8; 32]], value: &str) -> String {
+        FORCED_IDS.with(|f| f.borrow_mut().extend(ids.iter().copied()));
+        let app = test::init_service(
+            App::new()
+                .wrap(sessions.clone())
+                .route("/set/{v}", web::get().to(set)),
+        )
+        .await;
+        let req = test::TestRequest::get()
+            .uri(&format!("/set/{value}"))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert!(res.status().is_success());
+        assert!(
+            FORCED_IDS.with(|f| f.borrow().is_empty()),
+            "all forced ids used"
+        );
+        let cookie = res.response().cookies().next().expect("a session cookie");
+        cookie.value().to_owned()
+    }
+
+    async fn read(sessions: &RedisSession, cookie: &str) -> String {
+        let app = test::init_service(
+            App::new()
+                .wrap(sessions.clone())
+                .route("/", web::get().to(get)),
+        )
+        .await;
+        let req = test::TestRequest::get()
+            .cookie(Cookie::new("sid", cookie.to_owned()))
+            .to_request();
+        String::from_utf8(test::call_and_read_body(&app, req).await.to_vec()).unwrap()
+    }
+
+    async fn a_taken_id_is_never_overwritten(sessions: RedisSession) {
+        let (a, b) = ([0xaa; 32], [0xbb; 32]);
+        let first = create_with_ids(&sessions, &[a], "first").await;
+        // The next new session draws `a` again: taken, so it must draw another.
+        let second = create_with_ids(&sessions, &[a, b], "second").await;
+        let key = &sessions.inner.config.key;
+        assert_eq!(
+            cookie::verify(key, &first).unwrap().id.handle(),
+            crate::cookie::SessionId::from_bytes(a).handle()
+        );
+        assert_eq!(
+            cookie::verify(key, &second).unwrap().id.handle(),
+            crate::cookie::SessionId::from_bytes(b).handle()
+        );
+        assert_eq!(
+            read(&sessions, &first).await,
+            "first",
+            "the first session is intact"
+        );
+        assert_eq!(read(&sessions, &second).await, "second");
+
+        // A random source stuck on one value gives up with an error instead of looping.
+        FORCED_IDS.with(|f| f.borrow_mut().extend([a, a, a]));
+        let app = test::init_service(
+            App::new()
+                .wrap(sessions.clone())
+                .route("/set/{v}", web::get().to(set)),
+        )
+        .await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/set/x").to_request()).await;
+        assert_eq!(res.status(), 503);
+        assert_eq!(read(&sessions, &first).await, "first");
+    }
+
+    #[actix_web::test]
+    async fn a_colliding_new_id_is_replaced_in_the_memory_store() {
+        a_taken_id_is_never_overwritten(RedisSession::memory(Key::generate())).await;
+    }
+
+    #[actix_web::test]
+    async fn a_colliding_new_id_is_replaced_in_redis() {
+        let server = crate::test_redis::RedisServer::start();
+        let sessions = RedisSession::new(server.url(), Key::generate()).unwrap();
+        a_taken_id_is_never_overwritten(sessions).await;
+    }
+}

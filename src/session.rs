@@ -414,7 +414,11 @@ impl Session {
 
     /// `true` if `key` holds a value.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.lock().fields.contains_key(&data_field(key))
+        self.contains_field(&data_field(key))
+    }
+
+    pub(crate) fn contains_field(&self, field: &str) -> bool {
+        self.lock().fields.contains_key(field)
     }
 
     /// Replaces the value under `key` with `f(value)`; does nothing if `key` is absent.

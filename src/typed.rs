@@ -9,6 +9,7 @@ use actix_web::{dev::Payload, FromRequest, HttpRequest};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
+    codec,
     error::SessionError,
     session::{Session, SessionExt, TYPED_PREFIX},
 };
@@ -103,7 +104,13 @@ impl<T: SessionData> TypedSession<T> {
         if !self.dirty {
             return Ok(());
         }
-        self.session.set_field(Self::field(), &self.value, T::KEY)?;
+        let field = Self::field();
+        // A value never stored and still equal to the default is not worth a write.
+        let untouched_default = !self.session.contains_field(&field)
+            && codec::encode(&self.value).ok() == codec::encode(&T::default()).ok();
+        if !untouched_default {
+            self.session.set_field(field, &self.value, T::KEY)?;
+        }
         self.dirty = false;
         Ok(())
     }

@@ -75,7 +75,11 @@ mod suite {
         assert_eq!(cookie.same_site(), Some(SameSite::Lax));
         assert_eq!(cookie.path(), Some("/"));
         assert_eq!(cookie.domain(), None);
-        assert_eq!(cookie.max_age(), None, "a browser-session cookie by default");
+        assert_eq!(
+            cookie.max_age(),
+            None,
+            "a browser-session cookie by default"
+        );
         assert_eq!(client.get("/count").await.body, "2");
         assert_eq!(client.get("/count").await.body, "3");
         assert_eq!(client.get("/read").await.body, "3");
@@ -86,10 +90,21 @@ mod suite {
         let srv = serve(backend.sessions(key(1)));
         let mut client = Client::new(&srv);
         assert!(client.get("/count").await.set_cookie("sid").is_some());
-        for path in ["/count", "/read", "/cart", "/cart/touch", "/set/a/b", "/set/a/b"] {
+        for path in [
+            "/count",
+            "/read",
+            "/cart",
+            "/cart/touch",
+            "/set/a/b",
+            "/set/a/b",
+        ] {
             let res = client.get(path).await;
             assert_eq!(res.status, 200);
-            assert!(res.set_cookies.is_empty(), "{path} set {:?}", res.set_cookies);
+            assert!(
+                res.set_cookies.is_empty(),
+                "{path} set {:?}",
+                res.set_cookies
+            );
         }
     }
 
@@ -125,11 +140,19 @@ mod suite {
         for bad in &bad_values {
             let header = format!("sid={bad}");
             let res = client.send("/read", Some(&header)).await;
-            assert_eq!((res.status, res.body.as_str()), (200, "0"), "cookie {bad:?}");
+            assert_eq!(
+                (res.status, res.body.as_str()),
+                (200, "0"),
+                "cookie {bad:?}"
+            );
             let removal = res.set_cookie("sid").expect("the bad cookie is removed");
             assert_eq!(removal.value(), "", "cookie {bad:?}");
             let res = client.send("/count", Some(&header)).await;
-            assert_eq!((res.status, res.body.as_str()), (200, "1"), "cookie {bad:?}");
+            assert_eq!(
+                (res.status, res.body.as_str()),
+                (200, "1"),
+                "cookie {bad:?}"
+            );
             assert_ne!(res.set_cookie("sid").unwrap().value(), good);
         }
         let garbage: [&[u8]; 4] = [
@@ -174,7 +197,11 @@ mod suite {
         client.get("/set/user/alice").await;
         let old = client.jar["sid"].clone();
         let res = client.get("/renew").await;
-        let new = res.set_cookie("sid").expect("renew sets a cookie").value().to_owned();
+        let new = res
+            .set_cookie("sid")
+            .expect("renew sets a cookie")
+            .value()
+            .to_owned();
         assert_ne!(new, old);
         assert_eq!(client.get("/get/user").await.body, "\"alice\"");
         let stale = client.send("/get/user", Some(&format!("sid={old}"))).await;
@@ -190,7 +217,10 @@ mod suite {
         let res = client.get("/purge").await;
         let removal = res.set_cookie("sid").expect("a removal cookie");
         assert_eq!(removal.value(), "");
-        assert_eq!(removal.max_age(), Some(actix_web::cookie::time::Duration::ZERO));
+        assert_eq!(
+            removal.max_age(),
+            Some(actix_web::cookie::time::Duration::ZERO)
+        );
         assert_eq!(removal.path(), Some("/"));
         assert_eq!(removal.http_only(), Some(true));
         assert!(client.jar.is_empty());
@@ -258,7 +288,11 @@ mod suite {
         let res = client.get("/remove-as/name").await;
         assert_eq!(res.status, 500, "a string is not a u64");
         assert_eq!(res.body, "Internal Server Error");
-        assert_eq!(client.get("/get/name").await.body, "\"bob\"", "kept on error");
+        assert_eq!(
+            client.get("/get/name").await.body,
+            "\"bob\"",
+            "kept on error"
+        );
         assert_eq!(client.get("/remove-as/count").await.body, "Some(3)");
         assert_eq!(client.get("/remove-as/count").await.body, "None");
         assert_eq!(client.get("/remove/name").await.body, "true");
@@ -292,7 +326,11 @@ mod suite {
         client.get("/count").await;
         for _ in 0..3 {
             actix_rt::time::sleep(Duration::from_millis(600)).await;
-            assert_eq!(client.get("/read").await.body, "1", "activity keeps it alive");
+            assert_eq!(
+                client.get("/read").await.body,
+                "1",
+                "activity keeps it alive"
+            );
         }
         actix_rt::time::sleep(Duration::from_millis(1300)).await;
         let res = client.get("/read").await;
@@ -315,12 +353,14 @@ mod suite {
         let res = client.get("/read").await;
         assert_eq!(res.body, "0");
         assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
-        assert_eq!(backend.stored_sessions(), 0, "the expired record is deleted");
+        assert_eq!(
+            backend.stored_sessions(),
+            0,
+            "the expired record is deleted"
+        );
     }
 
-    pub async fn remember_me_makes_the_cookie_persistent_and_sets_the_lifetime(
-        backend: Backend,
-    ) {
+    pub async fn remember_me_makes_the_cookie_persistent_and_sets_the_lifetime(backend: Backend) {
         let srv = serve(backend.sessions(key(1)));
         let mut client = Client::new(&srv);
         client.get("/count").await;
@@ -329,7 +369,9 @@ mod suite {
         assert_eq!(cookie.max_age().map(|d| d.whole_seconds()), Some(86_400));
         let res = client.get("/read").await;
         assert_eq!(res.body, "1");
-        let again = res.set_cookie("sid").expect("a persistent cookie moves forward");
+        let again = res
+            .set_cookie("sid")
+            .expect("a persistent cookie moves forward");
         assert_eq!(again.max_age().map(|d| d.whole_seconds()), Some(86_400));
 
         // The lifetime is the session's, not only the cookie's: a short one runs out.
@@ -403,8 +445,13 @@ mod suite {
         let only_new = serve(backend.sessions(key(2)));
         let mut client = Client::with_jar(&only_new, client.jar);
         assert_eq!(client.get("/read").await.body, "1");
-        let stale = client.send("/read", Some(&format!("sid={old_cookie}"))).await;
-        assert_eq!(stale.body, "0", "once the old key is dropped its cookies are dead");
+        let stale = client
+            .send("/read", Some(&format!("sid={old_cookie}")))
+            .await;
+        assert_eq!(
+            stale.body, "0",
+            "once the old key is dropped its cookies are dead"
+        );
     }
 
     pub async fn limits_give_an_opaque_500_and_keep_the_session(backend: Backend) {
@@ -418,12 +465,19 @@ mod suite {
         let mut client = Client::new(&srv);
         assert_eq!(client.get("/big/50").await.body, "stored");
         let res = client.get("/big/1000").await;
-        assert_eq!((res.status, res.body.as_str()), (500, "Internal Server Error"));
+        assert_eq!(
+            (res.status, res.body.as_str()),
+            (500, "Internal Server Error")
+        );
         client.get("/set/a/1").await;
         client.get("/set/b/2").await;
         let res = client.get("/set/c/3").await;
         assert_eq!(res.status, 500, "a fourth field is over the limit");
-        assert_eq!(client.get("/set/a/9").await.status, 200, "replacing is fine");
+        assert_eq!(
+            client.get("/set/a/9").await.status,
+            200,
+            "replacing is fine"
+        );
         let entries: serde_json::Value =
             serde_json::from_str(&client.get("/entries").await.body).unwrap();
         assert_eq!(entries["big"].as_str().map(str::len), Some(50));

@@ -153,11 +153,20 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(&key);
         pipe.cmd("PEXPIRE").arg(&key).arg(millis(ttl)).ignore();
-        let (record,): (Value,) = self
-            .run(move |inner, conn| inner.query(conn, &pipe))
-            .await?;
-        let fields = to_fields(record);
-        Ok((!fields.is_empty()).then_some(fields))
+        let loaded = self.run(move |inner, conn| {
+            match inner.query::<(Value,)>(conn, &pipe) {
+                Ok((record,)) => {
+                    let fields = to_fields(record);
+                    Ok((!fields.is_empty()).then_some(fields))
+                }
+                // Something that is not a hash sits under the key: not a session, but no
+                // reason to fail the request either. The caller discards (deletes) a record
+                // without a creation marker, as this empty one is.
+                Err(e) if has_server_code(&e, "WRONGTYPE") => Ok(Some(Fields::new())),
+                Err(e) => Err(e),
+            }
+        });
+        loaded.await
     }
 
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
@@ -285,6 +294,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether Redis answered `code` to the command, or to one of the pipeline's commands.
+fn has_server_code(e: &redis::RedisError, code: &str) -> bool {
+    e.code() == Some(code)
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
 }
 
 fn millis(d: Duration) -> u64 {

@@ -7,8 +7,7 @@ pub mod redis_server;
 use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
-    store::MemoryStore, Key, RedisSession, RedisSessionBuilder, Session, SessionData,
-    TypedSession,
+    store::MemoryStore, Key, RedisSession, RedisSessionBuilder, Session, SessionData, TypedSession,
 };
 use actix_web::{
     cookie::Cookie,
@@ -191,7 +190,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/clear", web::get().to(clear))
         .route("/renew", web::get().to(renew))
         .route("/purge", web::get().to(purge))
-        .route("/purge-then-set/{key}/{value}", web::get().to(purge_then_set))
+        .route(
+            "/purge-then-set/{key}/{value}",
+            web::get().to(purge_then_set),
+        )
         .route("/remember/{secs}", web::get().to(remember))
         .route("/handle", web::get().to(handle))
         .route("/status", web::get().to(status))
@@ -199,7 +201,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cart", web::get().to(cart))
         .route("/cart/add/{id}", web::get().to(cart_add))
         .route("/cart/touch", web::get().to(cart_touch))
-        .route("/plain", web::get().to(|| async { HttpResponse::Ok().body("plain") }));
+        .route(
+            "/plain",
+            web::get().to(|| async { HttpResponse::Ok().body("plain") }),
+        );
 }
 
 /// The test application on a real HTTP server on a free loopback port.
@@ -255,7 +260,9 @@ impl Client {
         let header = self.cookie_header();
         let response = self.send(path, header.as_deref()).await;
         for cookie in &response.set_cookies {
-            let expired = cookie.max_age().is_some_and(|age| age.is_zero() || age.is_negative());
+            let expired = cookie
+                .max_age()
+                .is_some_and(|age| age.is_zero() || age.is_negative());
             if expired || cookie.value().is_empty() {
                 self.jar.remove(cookie.name());
             } else {
@@ -284,7 +291,9 @@ impl Client {
 
     /// GET `path` with a raw Cookie header, which need not be UTF-8.
     pub async fn send_bytes(&self, path: &str, cookie: Option<&[u8]>) -> Response {
-        let mut request = self.http.get(format!("{}{}", self.base, path.trim_start_matches('/')));
+        let mut request = self
+            .http
+            .get(format!("{}{}", self.base, path.trim_start_matches('/')));
         if let Some(cookie) = cookie {
             let value = actix_web::http::header::HeaderValue::from_bytes(cookie)
                 .expect("a header value without control characters");

@@ -38,7 +38,9 @@ impl RedisServer {
             listen: Listen::Unix(socket),
             dir,
         };
-        server.spawn().unwrap_or_else(|e| panic!("redis-server did not start: {e}"));
+        server
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server did not start: {e}"));
         server
     }
 
@@ -91,7 +93,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Err(format!("redis-server exited with {status}"));
             }
@@ -171,7 +177,8 @@ impl RedisServer {
     /// Starts the server again on the same address, with no data.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn().unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
+        self.spawn()
+            .unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
     }
 
     fn kill(&mut self) {

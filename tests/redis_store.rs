@@ -1,0 +1,439 @@
+//! Behaviour specific to the Redis store, checked against a real redis-server.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use actix_redis_session::{ConfigError, OnStoreError, RedisSession, Session};
+use actix_web::{web, App};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use common::{key, serve, Client, RedisServer};
+use redis::Commands;
+use sha2::{Digest, Sha256};
+
+fn calls(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+/// The secret id inside a cookie value.
+fn cookie_id(value: &str) -> Vec<u8> {
+    let payload = value.split_once('.').expect("payload.tag").0;
+    let mut raw = URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    raw.truncate(32);
+    raw
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[actix_web::test]
+async fn a_session_is_one_hash_under_the_hashed_id_and_no_key_or_value_holds_the_id() {
+    let server = RedisServer::start();
+    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let mut client = Client::new(&srv);
+    client.get("/set/user/alice").await;
+    client.get("/cart/add/3").await;
+    let cookie = client.jar["sid"].clone();
+    let id = cookie_id(&cookie);
+    let handle = hex(&Sha256::digest(&id));
+    assert_eq!(client.get("/handle").await.body, handle);
+
+    let redis_key = format!("session:{handle}");
+    assert_eq!(server.keys(), vec![redis_key.clone()]);
+    let mut conn = server.conn();
+    let kind: String = redis::cmd("TYPE").arg(&redis_key).query(&mut conn).unwrap();
+    assert_eq!(kind, "hash");
+    let fields: BTreeMap<String, Vec<u8>> = conn.hgetall(&redis_key).unwrap();
+    assert_eq!(
+        fields.keys().collect::<Vec<_>>(),
+        ["d:user", "m:c", "t:cart"]
+    );
+    assert_eq!(fields["d:user"], b"\x01\"alice\"");
+    assert_eq!(fields["t:cart"], b"\x01{\"items\":[3]}");
+    let created: u64 = String::from_utf8(fields["m:c"].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(created > 1_700_000_000_000, "unix milliseconds");
+    let ttl: i64 = conn.pttl(&redis_key).unwrap();
+    assert!((3_590_000..=3_600_000).contains(&ttl), "{ttl}");
+
+    let forms = [
+        hex(&id),
+        URL_SAFE_NO_PAD.encode(&id),
+        base64::engine::general_purpose::STANDARD.encode(&id),
+        cookie.clone(),
+    ];
+    let stored: Vec<u8> = fields.values().flatten().copied().collect();
+    for form in &forms {
+        assert!(!redis_key.contains(form.as_str()));
+        assert!(
+            !stored.windows(form.len()).any(|w| w == form.as_bytes()),
+            "a stored value holds the id"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn each_kind_of_request_costs_the_documented_commands_and_never_a_ping() {
+    let server = RedisServer::start();
+    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let mut client = Client::new(&srv);
+    // Warm up: open the pooled connection and load the create script.
+    client.get("/count").await;
+    client.get("/read").await;
+
+    let measure = |_label: &str| server.reset_stats();
+    measure("new session");
+    let mut newcomer = Client::new(&srv);
+    newcomer.get("/count").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("evalsha", 1), ("exists", 1), ("hset", 1), ("pexpire", 1)]),
+        "new: one script call that creates the hash only if absent"
+    );
+
+    measure("unchanged");
+    client.get("/read").await;
+    client.get("/cart/touch").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 2), ("pexpire", 2)]),
+        "unchanged: one pipeline each, no write"
+    );
+
+    measure("changed");
+    client.get("/count").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 1), ("hset", 1), ("pexpire", 2)]),
+        "changed: load pipeline + one write pipeline with only the changed field"
+    );
+
+    measure("removed");
+    client.get("/remove/count").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hdel", 1), ("hgetall", 1), ("pexpire", 2)])
+    );
+
+    measure("no session");
+    Client::new(&srv).get("/read").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[]),
+        "no cookie, no data: no Redis at all"
+    );
+
+    measure("purge");
+    client.get("/purge").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("del", 1), ("hgetall", 1), ("pexpire", 1)])
+    );
+}
+
+/// A handler that deletes its own session's key (as if it expired during the request) and
+/// then changes a value.
+async fn expire_then_set(session: Session, url: web::Data<String>) -> actix_web::Result<String> {
+    let key = format!("session:{}", session.handle());
+    let url = url.get_ref().clone();
+    web::block(move || {
+        let mut conn = redis::Client::open(url)?.get_connection()?;
+        conn.del::<_, ()>(key)
+    })
+    .await?
+    .map_err(actix_web::error::ErrorInternalServerError)?;
+    session.insert("late", 1)?;
+    Ok("ok".into())
+}
+
+#[actix_web::test]
+async fn a_write_after_the_key_expired_never_resurrects_the_session() {
+    let server = RedisServer::start();
+    let sessions = RedisSession::new(server.url(), key(1)).unwrap();
+    let url = server.url();
+    let srv = actix_test::start(move || {
+        App::new()
+            .wrap(sessions.clone())
+            .app_data(web::Data::new(url.clone()))
+            .route("/expire-then-set", web::get().to(expire_then_set))
+            .configure(common::routes)
+    });
+    let mut client = Client::new(&srv);
+    client.get("/set/user/alice").await;
+    let handle = client.get("/handle").await.body;
+    let redis_key = format!("session:{handle}");
+
+    assert_eq!(client.get("/expire-then-set").await.status, 200);
+    // The field-level write landed on a missing key: what it left has no creation marker.
+    let mut conn = server.conn();
+    let marker: bool = conn.hexists(&redis_key, "m:c").unwrap();
+    assert!(!marker, "no session was re-created");
+
+    let res = client.get("/get/user").await;
+    assert_eq!(res.body, "none", "the remnant is not adopted");
+    assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+    assert!(server.keys().is_empty(), "the remnant is deleted");
+    assert_eq!(client.get("/get/late").await.body, "none");
+}
+
+#[actix_web::test]
+async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
+    let server = RedisServer::start();
+    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let mut client = Client::new(&srv);
+    client.get("/set/keep/yes").await;
+    client.get("/set/broken/x").await;
+    client.get("/cart/add/1").await;
+    let redis_key = format!("session:{}", client.get("/handle").await.body);
+    let mut conn = server.conn();
+
+    // Bad JSON, an unknown format byte, an empty value, a non-UTF-8 field name.
+    let _: () = conn
+        .hset(&redis_key, "d:broken", b"\x01{{{".as_slice())
+        .unwrap();
+    let _: () = conn
+        .hset(&redis_key, "d:future", b"\x07whatever".as_slice())
+        .unwrap();
+    let _: () = conn.hset(&redis_key, "d:empty", b"".as_slice()).unwrap();
+    let _: () = conn
+        .hset(&redis_key, "t:cart", b"\x01{\"items\":\"no\"}".as_slice())
+        .unwrap();
+    let _: () = conn
+        .hset(&redis_key, b"\xff\xfe".as_slice(), b"x".as_slice())
+        .unwrap();
+    let res = client.get("/entries").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, r#"{"keep":"yes"}"#);
+    // A typed value that no longer fits its type starts from the default.
+    assert_eq!(client.get("/cart").await.body, "[]");
+    for field in ["d:broken", "d:future", "d:empty"] {
+        let exists: bool = conn.hexists(&redis_key, field).unwrap();
+        assert!(!exists, "{field} was deleted on the first load");
+    }
+
+    // A corrupt creation marker: the record is not a session.
+    let _: () = conn.hset(&redis_key, "m:c", "yesterday").unwrap();
+    let res = client.get("/get/keep").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(server.keys().is_empty());
+
+    // Something that is not a hash under the key.
+    client.get("/set/a/1").await;
+    let redis_key = format!("session:{}", client.get("/handle").await.body);
+    let _: () = conn.del(&redis_key).unwrap();
+    let _: () = conn.set(&redis_key, "a string").unwrap();
+    let res = client.get("/get/a").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(server.keys().is_empty(), "the foreign value is removed");
+}
+
+#[actix_web::test]
+async fn with_redis_down_requests_get_a_503_by_default_and_recover_when_it_is_back() {
+    let mut server = RedisServer::start();
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .checkout_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
+    let mut client = Client::new(&srv);
+    client.get("/count").await;
+    server.stop();
+
+    let res = client.get("/read").await;
+    assert_eq!(res.status, 503);
+    assert_eq!(
+        res.body, "Service Unavailable",
+        "no detail leaks to the client"
+    );
+    assert_eq!(res.retry_after.as_deref(), Some("1"));
+    assert!(res.set_cookies.is_empty());
+    assert!(
+        client.jar.contains_key("sid"),
+        "the cookie is kept for later"
+    );
+
+    let res = Client::new(&srv).get("/count").await;
+    assert_eq!(
+        res.status, 503,
+        "a new session that cannot be saved is not acknowledged"
+    );
+    assert_eq!(Client::new(&srv).get("/plain").await.status, 200);
+
+    server.restart();
+    let mut fresh = Client::new(&srv);
+    assert_eq!(fresh.get("/count").await.body, "1");
+    assert_eq!(fresh.get("/count").await.body, "2");
+    let res = client.get("/read").await;
+    assert_eq!(
+        (res.status, res.body.as_str()),
+        (200, "0"),
+        "data was not persisted"
+    );
+}
+
+#[actix_web::test]
+async fn with_fail_open_requests_run_with_a_degraded_unsaved_session() {
+    let mut server = RedisServer::start();
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .checkout_timeout(Duration::from_millis(300))
+        .on_store_error(OnStoreError::FailOpen)
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
+    let mut client = Client::new(&srv);
+    client.get("/count").await;
+    server.stop();
+
+    let res = client.get("/status").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "Degraded new=true"));
+    let res = client.get("/count").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "1"));
+    assert!(
+        res.set_cookies.is_empty(),
+        "a degraded session never touches the cookie"
+    );
+    let res = Client::new(&srv).get("/count").await;
+    assert_eq!(
+        res.status, 200,
+        "a failed save keeps the handler's response"
+    );
+    assert!(
+        res.set_cookies.is_empty(),
+        "but sets no cookie for a session that was not saved"
+    );
+}
+
+#[actix_web::test]
+async fn pooled_connections_broken_by_a_redis_restart_are_replaced_without_an_error() {
+    let mut server = RedisServer::start();
+    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let mut client = Client::new(&srv);
+    for _ in 0..3 {
+        client.get("/count").await;
+    }
+    server.restart();
+    for round in 0..3 {
+        let res = Client::new(&srv).get("/count").await;
+        assert_eq!((res.status, res.body.as_str()), (200, "1"), "round {round}");
+    }
+}
+
+#[actix_web::test]
+async fn tcp_and_unix_urls_select_the_database() {
+    let tcp = RedisServer::start_tcp();
+    let srv = serve(RedisSession::new(format!("{}/3", tcp.url()), key(1)).unwrap());
+    Client::new(&srv).get("/count").await;
+    let mut conn = tcp.conn();
+    let in_db0: Vec<String> = conn.keys("*").unwrap();
+    assert!(in_db0.is_empty());
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut conn).unwrap();
+    let in_db3: Vec<String> = conn.keys("*").unwrap();
+    assert_eq!(in_db3.len(), 1);
+
+    let unix = RedisServer::start();
+    let srv = serve(RedisSession::new(format!("{}?db=2", unix.url()), key(1)).unwrap());
+    Client::new(&srv).get("/count").await;
+    let mut conn = unix.conn();
+    let _: () = redis::cmd("SELECT").arg(2).query(&mut conn).unwrap();
+    let in_db2: Vec<String> = conn.keys("*").unwrap();
+    assert_eq!(in_db2.len(), 1);
+}
+
+#[actix_web::test]
+async fn an_application_pool_can_be_shared_with_the_sessions() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let pool = r2d2::Pool::builder()
+        .max_size(4)
+        .test_on_check_out(false)
+        .build(client)
+        .unwrap();
+    let srv = serve(RedisSession::from_pool(pool.clone(), key(1)));
+    let mut http = Client::new(&srv);
+    http.get("/count").await;
+    server.reset_stats();
+    assert_eq!(http.get("/count").await.body, "2");
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 1), ("hset", 1), ("pexpire", 2)])
+    );
+    // The application keeps using the same pool for its own work.
+    let n: u64 = redis::cmd("DBSIZE")
+        .query(&mut *pool.get().unwrap())
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[actix_web::test]
+async fn the_key_prefix_and_remember_me_lifetime_reach_redis() {
+    let server = RedisServer::start();
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .key_prefix("shop:sess:")
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
+    let mut client = Client::new(&srv);
+    client.get("/count").await;
+    let keys = server.keys();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with("shop:sess:"), "{keys:?}");
+
+    client.get("/remember/86400").await;
+    let mut conn = server.conn();
+    let ttl: i64 = conn.pttl(&keys[0]).unwrap();
+    assert!(ttl > 86_000_000, "{ttl}");
+    client.get("/read").await;
+    let ttl: i64 = conn.pttl(&keys[0]).unwrap();
+    assert!(
+        ttl > 86_000_000,
+        "the load refreshes the remembered lifetime: {ttl}"
+    );
+}
+
+#[actix_web::test]
+async fn large_values_round_trip() {
+    let server = RedisServer::start();
+    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let mut client = Client::new(&srv);
+    assert_eq!(client.get("/big/200000").await.body, "stored");
+    let body = client.get("/get/big").await.body;
+    assert_eq!(body.len(), 200_002);
+}
+
+#[test]
+fn bad_configuration_is_a_typed_error() {
+    assert!(matches!(
+        RedisSession::new("not a url", key(1)),
+        Err(ConfigError::InvalidUrl(_))
+    ));
+    assert!(matches!(
+        RedisSession::builder("redis://127.0.0.1", key(1))
+            .idle_timeout(Duration::ZERO)
+            .build(),
+        Err(ConfigError::InvalidOption {
+            option: "idle_timeout",
+            ..
+        })
+    ));
+    assert!(matches!(
+        RedisSession::builder("redis://127.0.0.1", key(1))
+            .cookie_name("bad name;")
+            .build(),
+        Err(ConfigError::InvalidOption {
+            option: "cookie_name",
+            ..
+        })
+    ));
+    if !cfg!(feature = "tls") {
+        assert!(matches!(
+            RedisSession::new("rediss://127.0.0.1", key(1)),
+            Err(ConfigError::TlsNotEnabled)
+        ));
+    }
+    // A server that is not there yet does not stop the application from starting.
+    assert!(RedisSession::new("redis://127.0.0.1:1", key(1)).is_ok());
+}
