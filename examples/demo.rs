@@ -12,9 +12,10 @@
 //! - `REDIS_URL`: Redis to use; without it sessions live in this process's memory.
 //! - `SESSION_KEY`: base64 secret of 32+ bytes (`openssl rand -base64 64`); without it a
 //!   random key is used and sessions do not survive a restart.
-//! - `COOKIE_SECURE=false`: drop the cookie's `Secure` flag. Browsers accept Secure cookies
-//!   from `http://localhost` and `http://127.0.0.1`, but curl and other hosts over plain
-//!   HTTP do not send them back. Never in production.
+//! - `COOKIE_SECURE=false`: drop the cookie's `Secure` flag. Browsers (and recent curl)
+//!   accept Secure cookies from `http://localhost` and `http://127.0.0.1`, but not from other
+//!   plain-HTTP hosts such as a LAN IP; older curl never sends them over HTTP. Never in
+//!   production.
 //! - `RUST_LOG`: log filter, default `info`.
 
 use std::{env, io, time::Duration};

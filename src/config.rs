@@ -7,6 +7,7 @@ use actix_web::cookie::SameSite;
 use crate::{
     cookie::CookieConfig,
     error::ConfigError,
+    flash::Level,
     key::Key,
     middleware::RedisSession,
     store::{memory::MemoryStore, redis::RedisOptions, RedisStore, Store},
@@ -35,6 +36,14 @@ pub(crate) struct Limits {
     pub(crate) max_fields: usize,
 }
 
+/// Flash message settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlashConfig {
+    pub(crate) min_level: Level,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_messages: usize,
+}
+
 /// Everything the middleware and the session handles read at run time.
 #[derive(Debug)]
 pub(crate) struct SessionConfig {
@@ -44,6 +53,7 @@ pub(crate) struct SessionConfig {
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) key_prefix: String,
     pub(crate) limits: Limits,
+    pub(crate) flash: FlashConfig,
     pub(crate) on_store_error: OnStoreError,
 }
 
@@ -94,6 +104,7 @@ pub struct RedisSessionBuilder {
     absolute_timeout: Option<Duration>,
     key_prefix: String,
     limits: Limits,
+    flash: FlashConfig,
     on_store_error: OnStoreError,
     redis: RedisOptions,
 }
@@ -123,6 +134,11 @@ impl RedisSessionBuilder {
             limits: Limits {
                 max_value_size: 256 * 1024,
                 max_fields: 256,
+            },
+            flash: FlashConfig {
+                min_level: Level::Info,
+                max_message_size: 4096,
+                max_messages: 16,
             },
             on_store_error: OnStoreError::FailClosed,
             redis: RedisOptions::default(),
@@ -226,6 +242,28 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Flash messages below this level are dropped when sent. Default: [`Level::Info`]
+    /// (debug messages are dropped); lower it to `Level::Debug` in development.
+    pub fn flash_min_level(mut self, level: Level) -> Self {
+        self.flash.min_level = level;
+        self
+    }
+
+    /// Longest flash message content, in bytes; a longer one is
+    /// [`SessionError::FlashTooLarge`](crate::SessionError::FlashTooLarge). Default: 4096.
+    pub fn flash_max_message_size(mut self, bytes: usize) -> Self {
+        self.flash.max_message_size = bytes;
+        self
+    }
+
+    /// Most flash messages waiting at once (and most `now` messages per request); one more
+    /// is [`SessionError::TooManyFlashMessages`](crate::SessionError::TooManyFlashMessages).
+    /// Default: 16.
+    pub fn flash_max_messages(mut self, messages: usize) -> Self {
+        self.flash.max_messages = messages;
+        self
+    }
+
     /// What to do when the store fails. Default: [`OnStoreError::FailClosed`].
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
@@ -286,6 +324,7 @@ impl RedisSessionBuilder {
             absolute_timeout: self.absolute_timeout,
             key_prefix: self.key_prefix,
             limits: self.limits,
+            flash: self.flash,
             on_store_error: self.on_store_error,
         };
         Ok(RedisSession::from_parts(Arc::new(config), store))

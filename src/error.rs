@@ -110,6 +110,20 @@ pub enum SessionError {
         /// The configured limit.
         limit: usize,
     },
+    /// A flash message is longer than the configured limit.
+    #[error("the flash message is {size} bytes, over the limit of {limit}")]
+    FlashTooLarge {
+        /// Length of the content in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// More flash messages are waiting than the configured limit.
+    #[error("more than {limit} flash messages are waiting")]
+    TooManyFlashMessages {
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl ResponseError for SessionError {

@@ -10,13 +10,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::KeyError;
 
-/// Shortest master secret accepted, in bytes.
-pub const MIN_KEY_LEN: usize = 32;
-
-/// PBKDF2-HMAC-SHA256 iterations used by [`Key::derive_from_passphrase`]: OWASP's
-/// 2023 recommendation for this function.
-pub const PBKDF2_ITERATIONS: u32 = 600_000;
-
 const SIGN_INFO: &[u8] = b"actix-redis-session v1 cookie signing";
 const ENCRYPT_INFO: &[u8] = b"actix-redis-session v1 value encryption";
 
@@ -83,6 +76,13 @@ impl SubKeys {
 }
 
 impl Key {
+    /// Shortest master secret accepted, in bytes.
+    pub const MIN_LEN: usize = 32;
+
+    /// PBKDF2-HMAC-SHA256 iterations used by [`Key::derive_from_passphrase`]: OWASP's
+    /// 2023 recommendation for this function.
+    pub const PBKDF2_ITERATIONS: u32 = 600_000;
+
     /// A new random key from the operating system's CSPRNG.
     ///
     /// Sessions signed with it end when the process ends; use it in development and tests,
@@ -100,16 +100,16 @@ impl Key {
         key
     }
 
-    /// A key from a master secret of at least [`MIN_KEY_LEN`] (32) bytes.
+    /// A key from a master secret of at least [`Key::MIN_LEN`] (32) bytes.
     ///
     /// # Errors
     ///
     /// [`KeyError::TooShort`] when fewer than 32 bytes are given.
     pub fn from_bytes(master: &[u8]) -> Result<Key, KeyError> {
-        if master.len() < MIN_KEY_LEN {
+        if master.len() < Self::MIN_LEN {
             return Err(KeyError::TooShort {
                 len: master.len(),
-                min: MIN_KEY_LEN,
+                min: Self::MIN_LEN,
             });
         }
         Ok(Key::from_master(master))
@@ -138,7 +138,7 @@ impl Key {
     }
 
     /// A key stretched from a passphrase with PBKDF2-HMAC-SHA256 and
-    /// [`PBKDF2_ITERATIONS`] iterations.
+    /// [`Key::PBKDF2_ITERATIONS`] iterations.
     ///
     /// This is slow on purpose (a few hundred milliseconds): call it once at start-up.
     /// The salt need not be secret but must be fixed for the deployment and unique to it;
@@ -160,7 +160,7 @@ impl Key {
             return Err(KeyError::ShortSalt { len: salt.len() });
         }
         let mut master = [0u8; 64];
-        pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, PBKDF2_ITERATIONS, &mut master);
+        pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, Self::PBKDF2_ITERATIONS, &mut master);
         let key = Key::from_master(&master);
         master.zeroize();
         Ok(key)

@@ -60,6 +60,7 @@ mod codec;
 pub mod config;
 mod cookie;
 mod error;
+pub mod flash;
 mod key;
 mod middleware;
 mod session;
@@ -76,6 +77,7 @@ pub use self::{
     config::{OnStoreError, RedisSessionBuilder},
     cookie::Handle,
     error::{ConfigError, KeyError, SessionError, StoreError},
+    flash::{Flash, FlashMessage, IncomingFlashMessages, Level},
     key::Key,
     middleware::RedisSession,
     session::{Session, SessionExt, SessionStatus},

@@ -315,6 +315,13 @@ impl Inner {
                 self.store.write(&write).await?;
                 self.refreshed_cookie(&live, incoming)
             }
+            Plan::Empty { write, live } => {
+                if self.store.write(&write).await? {
+                    Some(config.cookie.removal_cookie())
+                } else {
+                    self.refreshed_cookie(&live, incoming)
+                }
+            }
             Plan::Delete { key } => {
                 self.store.write(&Write::Delete { key }).await?;
                 Some(config.cookie.removal_cookie())

@@ -15,16 +15,18 @@ use crate::{
     config::SessionConfig,
     cookie::{Handle, SessionId},
     error::SessionError,
-    store::{Fields, Write},
+    flash::FlashMessage,
+    store::{Fields, Write, META_PREFIX},
 };
 
 /// Field holding the creation time (unix milliseconds). Only the create script writes it, and a
 /// record without it is not a session: a field-level update that raced with expiry can leave
 /// such a remnant behind, and it is never adopted.
 pub(crate) const CREATED: &str = "m:c";
-const META_PREFIX: &str = "m:";
 const DATA_PREFIX: &str = "d:";
 pub(crate) const TYPED_PREFIX: &str = "t:";
+/// Field holding the flash messages waiting to be read.
+const FLASH: &str = "f";
 
 /// What happened to the session during this request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +96,18 @@ pub(crate) struct State {
     remember: Option<Duration>,
     remember_changed: bool,
     status: SessionStatus,
+    flash: FlashState,
+}
+
+/// Flash messages in flight during this request.
+#[derive(Default)]
+struct FlashState {
+    /// The stored messages were read: remove them at the end of the request.
+    taken: bool,
+    /// Sent during this request, for a later one.
+    outgoing: Vec<FlashMessage>,
+    /// For this request only.
+    now: Vec<FlashMessage>,
 }
 
 /// What the middleware must do once the handler is done.
@@ -102,6 +116,9 @@ pub(crate) enum Plan {
     Keep { live: Option<Live> },
     /// A field-level write to the stored session.
     Update { write: Write, live: Live },
+    /// The stored session holds no data any more: remove the fields and delete the record,
+    /// unless a concurrent request added data meanwhile.
+    Empty { write: Write, live: Live },
     /// Store a new record (new, renewed or purged-and-refilled session).
     Create {
         id: SessionId,
@@ -133,6 +150,7 @@ impl State {
             remember: None,
             remember_changed: false,
             status: SessionStatus::Unchanged,
+            flash: FlashState::default(),
         }
     }
 
@@ -218,10 +236,51 @@ impl State {
         parse_millis(self.fields.get(CREATED)?)
     }
 
+    /// The flash messages stored by earlier requests (an unreadable list counts as none).
+    fn stored_flash(&self) -> Vec<FlashMessage> {
+        let Some(raw) = self.fields.get(FLASH) else {
+            return Vec::new();
+        };
+        codec::decode(raw).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "dropping unreadable flash messages");
+            Vec::new()
+        })
+    }
+
+    /// Writes the flash changes of this request into the fields: read messages go, sent
+    /// ones are appended. Nothing happens when no message was read or sent.
+    fn settle_flash(&mut self) {
+        let FlashState {
+            taken, outgoing, ..
+        } = std::mem::take(&mut self.flash);
+        if !taken && outgoing.is_empty() {
+            return;
+        }
+        let mut waiting = if taken {
+            Vec::new()
+        } else {
+            self.stored_flash()
+        };
+        waiting.extend(outgoing);
+        if waiting.is_empty() {
+            self.unset(FLASH);
+            return;
+        }
+        match codec::encode(&waiting) {
+            Ok(raw) => {
+                if let Err(e) = self.set(FLASH.to_owned(), raw, FLASH) {
+                    tracing::error!(error = %e, "flash messages not saved");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "flash messages not saved"),
+        }
+    }
+
     pub(crate) fn plan(&mut self) -> Plan {
         if self.status == SessionStatus::Degraded {
             return Plan::Keep { live: None };
         }
+        self.settle_flash();
         let now = now_ms();
         if self.stored {
             let live = Live {
@@ -229,7 +288,8 @@ impl State {
                 remember: self.remember,
                 remember_changed: self.remember_changed,
             };
-            if self.dirty.is_empty() && !self.remember_changed {
+            let empty = !self.has_data();
+            if self.dirty.is_empty() && !self.remember_changed && !empty {
                 return Plan::Keep { live: Some(live) };
             }
             let (mut set, mut del) = (Vec::new(), Vec::new());
@@ -239,12 +299,13 @@ impl State {
                     None => del.push(name),
                 }
             }
-            let write = Write::Update {
-                key: self.config.storage_key(&live.id.handle()),
-                set,
-                del,
-                ttl: self.ttl(now),
-            };
+            let key = self.config.storage_key(&live.id.handle());
+            let ttl = self.ttl(now);
+            if empty {
+                let write = Write::Empty { key, del, ttl };
+                return Plan::Empty { write, live };
+            }
+            let write = Write::Update { key, set, del, ttl };
             return Plan::Update { write, live };
         }
         let retire = self
@@ -452,7 +513,9 @@ impl Session {
         self.insert(key, f(value))
     }
 
-    /// Removes every value (plain, typed and flash) but keeps the session and its id.
+    /// Removes every value (plain, typed and flash). A session left without values at the end
+    /// of a request is deleted and its cookie removed, as with [`Session::purge`]; values
+    /// inserted after `clear` in the same request keep the session and its id.
     pub fn clear(&self) {
         let mut state = self.lock();
         let names: Vec<String> = state
@@ -501,9 +564,58 @@ impl Session {
         }
         state.detach();
         state.fields.clear();
+        state.flash = FlashState::default();
         state.remember = None;
         state.remember_changed = false;
         state.mark(SessionStatus::Purged);
+    }
+
+    pub(crate) fn flash_send(&self, message: FlashMessage, now: bool) -> Result<(), SessionError> {
+        let mut state = self.lock();
+        let limits = state.config.flash;
+        if message.level() < limits.min_level {
+            return Ok(());
+        }
+        if message.content().len() > limits.max_message_size {
+            return Err(SessionError::FlashTooLarge {
+                size: message.content().len(),
+                limit: limits.max_message_size,
+            });
+        }
+        let queued = if now {
+            state.flash.now.len()
+        } else {
+            let stored = if state.flash.taken {
+                0
+            } else {
+                state.stored_flash().len()
+            };
+            stored + state.flash.outgoing.len()
+        };
+        if queued >= limits.max_messages {
+            return Err(SessionError::TooManyFlashMessages {
+                limit: limits.max_messages,
+            });
+        }
+        if now {
+            state.flash.now.push(message);
+        } else {
+            state.flash.outgoing.push(message);
+        }
+        Ok(())
+    }
+
+    /// The stored flash messages (marked read) followed by this request's `now` messages.
+    pub(crate) fn flash_take(&self) -> Vec<FlashMessage> {
+        let mut state = self.lock();
+        let mut messages = if state.flash.taken {
+            Vec::new()
+        } else {
+            state.flash.taken = true;
+            state.stored_flash()
+        };
+        messages.append(&mut state.flash.now);
+        messages
     }
 
     /// "Remember me": keeps this session for `lifetime` of inactivity instead of the idle

@@ -1,5 +1,6 @@
 //! The acceptance suite: written once, run against every store over real HTTP.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -8,25 +9,7 @@ use actix_web::{cookie::SameSite, App};
 use common::{key, serve, Backend, Client};
 use futures_util::future::join_all;
 
-/// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name`.
-macro_rules! acceptance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::suite::$name(super::common::Backend::memory()).await;
-            })*
-        }
-        mod redis {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::suite::$name(super::common::Backend::redis()).await;
-            })*
-        }
-    };
-}
-
-acceptance!(
+per_backend!(
     a_visitor_without_data_gets_no_cookie_and_nothing_is_stored,
     values_persist_and_the_cookie_has_safe_defaults,
     a_request_that_changes_nothing_sets_no_cookie,
@@ -38,7 +21,8 @@ acceptance!(
     concurrent_updates_to_different_fields_all_persist,
     typed_session_is_read_changed_and_written_back,
     map_operations_behave_like_a_map,
-    clear_empties_the_session_but_keeps_its_id,
+    a_session_left_without_values_is_deleted_and_its_cookie_removed,
+    clear_then_insert_keeps_the_session_and_its_id,
     the_idle_timeout_slides_and_expires_unused_sessions,
     the_absolute_timeout_ends_even_an_active_session,
     remember_me_makes_the_cookie_persistent_and_sets_the_lifetime,
@@ -300,19 +284,37 @@ mod suite {
         assert_eq!(client.get("/entries").await.body, "{}");
     }
 
-    pub async fn clear_empties_the_session_but_keeps_its_id(backend: Backend) {
+    pub async fn a_session_left_without_values_is_deleted_and_its_cookie_removed(backend: Backend) {
         let srv = serve(backend.sessions(key(1)));
         let mut client = Client::new(&srv);
         client.get("/set/a/1").await;
         client.get("/cart/add/1").await;
-        let handle = client.get("/handle").await.body;
         let res = client.get("/clear").await;
-        assert!(res.set_cookies.is_empty(), "same id, no new cookie");
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+        assert_eq!(backend.stored_sessions(), 0);
         assert_eq!(client.get("/entries").await.body, "{}");
         assert_eq!(client.get("/cart").await.body, "[]");
-        assert_eq!(client.get("/handle").await.body, handle);
+
         client.get("/set/b/2").await;
-        assert_eq!(client.get("/entries").await.body, r#"{"b":"2"}"#);
+        assert_eq!(backend.stored_sessions(), 1);
+        let res = client.get("/remove/b").await;
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+        assert_eq!(backend.stored_sessions(), 0);
+    }
+
+    pub async fn clear_then_insert_keeps_the_session_and_its_id(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/a/1").await;
+        let handle = client.get("/handle").await.body;
+        let res = client.get("/purge-then-set/b/2").await;
+        assert!(res.set_cookie("sid").is_some(), "purge moves to a new id");
+        let handle_after_purge = client.get("/handle").await.body;
+        assert_ne!(handle_after_purge, handle);
+        let res = client.get("/clear-then-set/c/3").await;
+        assert!(res.set_cookies.is_empty(), "clear keeps the id");
+        assert_eq!(client.get("/handle").await.body, handle_after_purge);
+        assert_eq!(client.get("/entries").await.body, r#"{"c":"3"}"#);
     }
 
     pub async fn the_idle_timeout_slides_and_expires_unused_sessions(backend: Backend) {

@@ -111,12 +111,30 @@ async fn each_kind_of_request_costs_the_documented_commands_and_never_a_ping() {
         "changed: load pipeline + one write pipeline with only the changed field"
     );
 
+    client.get("/set/other/1").await;
     measure("removed");
     client.get("/remove/count").await;
     assert_eq!(
         server.command_calls(),
-        calls(&[("hdel", 1), ("hgetall", 1), ("pexpire", 2)])
+        calls(&[("hdel", 1), ("hgetall", 1), ("pexpire", 2)]),
+        "removing one of several fields: a plain HDEL"
     );
+
+    measure("emptied");
+    client.get("/remove/other").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[
+            ("del", 1),
+            ("evalsha", 1),
+            ("hdel", 1),
+            ("hgetall", 1),
+            ("hkeys", 1),
+            ("pexpire", 1)
+        ]),
+        "removing the last field: one script that deletes the record if it is still empty"
+    );
+    client.get("/count").await;
 
     measure("no session");
     Client::new(&srv).get("/read").await;

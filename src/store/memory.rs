@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fields, Write};
+use super::{Fields, Write, META_PREFIX};
 
 /// Sessions kept in the memory of this process, shared by all actix workers.
 ///
@@ -142,6 +142,22 @@ impl MemoryStore {
                     records.remove(old);
                 }
                 true
+            }
+            Write::Empty { key, del, ttl } => {
+                let Some(record) = records.get_mut(key).filter(|r| r.expires > now) else {
+                    records.remove(key);
+                    return true;
+                };
+                for name in del {
+                    record.fields.remove(name);
+                }
+                if record.fields.keys().any(|k| !k.starts_with(META_PREFIX)) {
+                    record.expires = now + *ttl;
+                    false
+                } else {
+                    records.remove(key);
+                    true
+                }
             }
             Write::Delete { key } => {
                 records.remove(key);

@@ -16,6 +16,9 @@ use crate::error::StoreError;
 /// A session record as stored: field name to encoded value.
 pub(crate) type Fields = HashMap<String, Vec<u8>>;
 
+/// Prefix of metadata fields; a record with nothing but these holds no data.
+pub(crate) const META_PREFIX: &str = "m:";
+
 /// One write, applied in one round trip.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -32,6 +35,13 @@ pub(crate) enum Write {
         fields: Vec<(String, Vec<u8>)>,
         ttl: Duration,
         retire: Option<String>,
+    },
+    /// Removal of the fields `del`, then of the whole record if no data field is left (a
+    /// concurrent request may have added one); otherwise the TTL moves to `ttl`.
+    Empty {
+        key: String,
+        del: Vec<String>,
+        ttl: Duration,
     },
     /// Removal of a record.
     Delete { key: String },
@@ -57,7 +67,8 @@ impl Store {
         }
     }
 
-    /// Applies `write`; `false` when a create found its key taken.
+    /// Applies `write`. The answer is `false` when a create found its key taken, and for
+    /// [`Write::Empty`] whether the record was deleted; otherwise `true`.
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
         match self {
             Store::Redis(s) => s.write(write).await,

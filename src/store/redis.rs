@@ -30,6 +30,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// Removes fields, then deletes the record if no data field (one not starting with `m:`)
+/// is left, which a concurrent request may have added; `1` when deleted (or already gone).
+/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: fields to remove.
+const EMPTY_SCRIPT: &str = r"
+for i = 2, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, 2) ~= 'm:' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
 /// Connection settings of the store's own pool.
 #[derive(Clone, Debug)]
 pub(crate) struct RedisOptions {
@@ -59,6 +76,7 @@ pub(crate) struct RedisStore {
 struct Inner {
     pool: Pool,
     create: redis::Script,
+    empty: redis::Script,
 }
 
 enum Pool {
@@ -141,6 +159,7 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 pool,
                 create: redis::Script::new(CREATE_SCRIPT),
+                empty: redis::Script::new(EMPTY_SCRIPT),
             }),
         }
     }
@@ -170,20 +189,16 @@ impl RedisStore {
     }
 
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
-        let pipe = self.inner.pipeline(write);
-        match pipe {
-            Planned::Plain(pipe) => {
-                self.run(move |inner, conn| inner.query::<()>(conn, &pipe))
-                    .await?;
-                Ok(true)
+        let (pipe, scripted) = self.inner.pipeline(write);
+        self.run(move |inner, conn| {
+            if scripted {
+                // The script's answer comes first; the other commands' replies are ignored.
+                inner.query::<(bool,)>(conn, &pipe).map(|(answer,)| answer)
+            } else {
+                inner.query::<()>(conn, &pipe).map(|()| true)
             }
-            Planned::Create(pipe) => {
-                let (created,): (bool,) = self
-                    .run(move |inner, conn| inner.query(conn, &pipe))
-                    .await?;
-                Ok(created)
-            }
-        }
+        })
+        .await
     }
 
     /// Runs `op` on a pooled connection inside `web::block`.
@@ -199,13 +214,9 @@ impl RedisStore {
     }
 }
 
-enum Planned {
-    Plain(Pipeline),
-    Create(Pipeline),
-}
-
 impl Inner {
-    fn pipeline(&self, write: &Write) -> Planned {
+    /// The pipeline for `write`, and whether it starts with a script whose answer counts.
+    fn pipeline(&self, write: &Write) -> (Pipeline, bool) {
         let mut pipe = redis::pipe();
         match write {
             Write::Update { key, set, del, ttl } => {
@@ -216,7 +227,7 @@ impl Inner {
                     pipe.cmd("HDEL").arg(key).arg(del).ignore();
                 }
                 pipe.cmd("PEXPIRE").arg(key).arg(millis(*ttl)).ignore();
-                Planned::Plain(pipe)
+                (pipe, false)
             }
             Write::Create {
                 key,
@@ -230,17 +241,23 @@ impl Inner {
                 if let Some(old) = retire {
                     pipe.cmd("DEL").arg(old).ignore();
                 }
-                Planned::Create(pipe)
+                (pipe, true)
+            }
+            Write::Empty { key, del, ttl } => {
+                let mut invocation = self.empty.key(key);
+                invocation.arg(millis(*ttl)).arg(del);
+                pipe.invoke_script(&invocation);
+                (pipe, true)
             }
             Write::Delete { key } => {
                 pipe.cmd("DEL").arg(key).ignore();
-                Planned::Plain(pipe)
+                (pipe, false)
             }
         }
     }
 
-    /// Runs a pipeline; if Redis lost the create script (restart, SCRIPT FLUSH), loads it
-    /// and runs the pipeline again. Every command in these pipelines is safe to repeat.
+    /// Runs a pipeline; if Redis lost our scripts (restart, SCRIPT FLUSH), loads them and
+    /// runs the pipeline again. Every command in these pipelines is safe to repeat.
     fn query<T: redis::FromRedisValue>(
         &self,
         conn: &mut Connection,
@@ -249,6 +266,7 @@ impl Inner {
         match pipe.query(conn) {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.create.load(conn)?;
+                self.empty.load(conn)?;
                 pipe.query(conn)
             }
             other => other,
@@ -278,7 +296,12 @@ impl Inner {
                     let mut conn = pool.get().map_err(StoreError::Pool)?;
                     conn.set_read_timeout(Some(*command_timeout))?;
                     conn.set_write_timeout(Some(*command_timeout))?;
-                    op(self, &mut conn)
+                    let result = op(self, &mut conn);
+                    // The application's own commands on this connection (say a BLPOP) must
+                    // not inherit our timeout: back to redis-rs's default, none.
+                    let _ = conn.set_read_timeout(None);
+                    let _ = conn.set_write_timeout(None);
+                    result
                 }
             };
             match result {

@@ -7,7 +7,8 @@ pub mod redis_server;
 use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
-    store::MemoryStore, Key, RedisSession, RedisSessionBuilder, Session, SessionData, TypedSession,
+    store::MemoryStore, Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession,
+    RedisSessionBuilder, Session, SessionData, TypedSession,
 };
 use actix_web::{
     cookie::Cookie,
@@ -17,6 +18,25 @@ use actix_web::{
 use serde::{Deserialize, Serialize};
 
 pub use self::redis_server::RedisServer;
+
+/// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name`.
+#[allow(unused_macros)]
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::memory()).await;
+            })*
+        }
+        mod redis {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::redis()).await;
+            })*
+        }
+    };
+}
 
 /// Where the sessions of a test live.
 pub enum Backend {
@@ -126,6 +146,13 @@ async fn clear(session: Session) -> Reply {
     Ok("cleared".into())
 }
 
+async fn clear_then_set(session: Session, path: web::Path<(String, String)>) -> Reply {
+    session.clear();
+    let (key, value) = path.into_inner();
+    session.insert(key, value)?;
+    Ok("ok".into())
+}
+
 async fn renew(session: Session) -> Reply {
     session.renew();
     Ok(session.handle().to_string())
@@ -176,8 +203,64 @@ async fn cart_touch(mut cart: TypedSession<Cart>) -> Reply {
     Ok("touched".into())
 }
 
+fn level(name: &str) -> Level {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).expect("a level name")
+}
+
+async fn flash_send(session: Session, path: web::Path<(String, String)>) -> Reply {
+    let (name, text) = path.into_inner();
+    FlashMessage::new(level(&name), text).send(&session)?;
+    Ok("sent".into())
+}
+
+async fn flash_show(messages: IncomingFlashMessages) -> Reply {
+    Ok(serde_json::to_string(&messages)?)
+}
+
+async fn flash_now(flash: Flash, text: web::Path<String>) -> Reply {
+    flash.now(FlashMessage::warning(text.into_inner()))?;
+    Ok(serde_json::to_string(&flash.incoming())?)
+}
+
+/// Shows what came in and sends a new message for the next request.
+async fn flash_show_and_send(flash: Flash, text: web::Path<String>) -> Reply {
+    let shown = flash.incoming();
+    flash.info(text.into_inner())?;
+    Ok(serde_json::to_string(&shown)?)
+}
+
+/// Sends from the blocking thread pool: the session handle is explicit and `Send`.
+async fn flash_send_blocking(session: Session, text: web::Path<String>) -> Reply {
+    let text = text.into_inner();
+    web::block(move || FlashMessage::success(text).send(&session)).await??;
+    Ok("sent".into())
+}
+
+async fn login(session: Session, flash: Flash, user: web::Path<String>) -> Reply {
+    session.renew();
+    session.insert("user", user.into_inner())?;
+    flash.success("Signed in")?;
+    Ok("in".into())
+}
+
+async fn logout(session: Session, flash: Flash) -> Reply {
+    session.purge();
+    flash.info("Signed out")?;
+    Ok("out".into())
+}
+
 /// The routes every acceptance test uses (GET only, to keep the client small).
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/flash/send/{level}/{text}", web::get().to(flash_send))
+        .route("/flash/show", web::get().to(flash_show))
+        .route("/flash/now/{text}", web::get().to(flash_now))
+        .route(
+            "/flash/show-and-send/{text}",
+            web::get().to(flash_show_and_send),
+        )
+        .route("/flash/blocking/{text}", web::get().to(flash_send_blocking))
+        .route("/login/{user}", web::get().to(login))
+        .route("/logout", web::get().to(logout));
     cfg.route("/count", web::get().to(count))
         .route("/read", web::get().to(read))
         .route("/set/{key}/{value}", web::get().to(set))
@@ -188,6 +271,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/contains/{key}", web::get().to(contains))
         .route("/entries", web::get().to(entries))
         .route("/clear", web::get().to(clear))
+        .route(
+            "/clear-then-set/{key}/{value}",
+            web::get().to(clear_then_set),
+        )
         .route("/renew", web::get().to(renew))
         .route("/purge", web::get().to(purge))
         .route(

@@ -1,0 +1,253 @@
+//! Flash messages over the session, on every store, through real HTTP.
+
+#[macro_use]
+mod common;
+
+use common::{key, serve, Backend, Client};
+use futures_util::future::join_all;
+
+per_backend!(
+    a_message_is_shown_once_on_a_later_request,
+    messages_keep_their_order_and_debug_is_dropped_by_default,
+    the_minimum_level_is_configurable,
+    now_messages_are_shown_in_the_current_response_only,
+    unread_messages_wait_for_a_request_that_reads_them,
+    messages_sent_while_showing_others_are_kept_for_the_next_request,
+    messages_can_be_sent_from_the_blocking_thread_pool,
+    limits_are_errors_not_panics,
+    a_request_without_messages_writes_nothing_and_sets_no_cookie,
+    reading_messages_never_drops_a_concurrent_requests_field,
+    login_and_logout_flow_shows_each_message_once_and_ends_with_no_cookie,
+);
+
+mod suite {
+    use super::*;
+
+    pub async fn a_message_is_shown_once_on_a_later_request(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/flash/send/success/hello").await;
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"success","content":"hello"}]"#
+        );
+        assert_eq!(client.get("/flash/show").await.body, "[]");
+    }
+
+    pub async fn messages_keep_their_order_and_debug_is_dropped_by_default(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        for (level, text) in [
+            ("info", "a"),
+            ("debug", "b"),
+            ("error", "c"),
+            ("warning", "d"),
+        ] {
+            client.get(&format!("/flash/send/{level}/{text}")).await;
+        }
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            concat!(
+                r#"[{"level":"info","content":"a"},{"level":"error","content":"c"},"#,
+                r#"{"level":"warning","content":"d"}]"#
+            )
+        );
+    }
+
+    pub async fn the_minimum_level_is_configurable(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .flash_min_level(actix_redis_session::Level::Debug)
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        client.get("/flash/send/debug/trace").await;
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"debug","content":"trace"}]"#
+        );
+
+        let sessions = backend
+            .builder(key(1))
+            .flash_min_level(actix_redis_session::Level::Warning)
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        client.get("/flash/send/success/ok").await;
+        client.get("/flash/send/error/bad").await;
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"error","content":"bad"}]"#
+        );
+    }
+
+    pub async fn now_messages_are_shown_in_the_current_response_only(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/flash/send/info/earlier").await;
+        assert_eq!(
+            client.get("/flash/now/careful").await.body,
+            r#"[{"level":"info","content":"earlier"},{"level":"warning","content":"careful"}]"#
+        );
+        assert_eq!(client.get("/flash/show").await.body, "[]");
+        // A `now` message alone never creates a session.
+        let mut newcomer = Client::new(&srv);
+        let res = newcomer.get("/flash/now/hi").await;
+        assert!(res.set_cookies.is_empty());
+    }
+
+    pub async fn unread_messages_wait_for_a_request_that_reads_them(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/flash/send/info/waiting").await;
+        for _ in 0..3 {
+            client.get("/count").await;
+            client.get("/plain").await;
+        }
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"info","content":"waiting"}]"#
+        );
+    }
+
+    pub async fn messages_sent_while_showing_others_are_kept_for_the_next_request(
+        backend: Backend,
+    ) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/flash/send/info/one").await;
+        assert_eq!(
+            client.get("/flash/show-and-send/two").await.body,
+            r#"[{"level":"info","content":"one"}]"#
+        );
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"info","content":"two"}]"#
+        );
+    }
+
+    pub async fn messages_can_be_sent_from_the_blocking_thread_pool(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        assert_eq!(
+            client.get("/flash/blocking/from-a-thread").await.body,
+            "sent"
+        );
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"success","content":"from-a-thread"}]"#
+        );
+    }
+
+    pub async fn limits_are_errors_not_panics(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .flash_max_messages(2)
+            .flash_max_message_size(10)
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        assert_eq!(client.get("/flash/send/info/0123456789").await.status, 200);
+        let res = client.get("/flash/send/info/0123456789X").await;
+        assert_eq!(
+            (res.status, res.body.as_str()),
+            (500, "Internal Server Error")
+        );
+        assert_eq!(client.get("/flash/send/info/b").await.status, 200);
+        assert_eq!(
+            client.get("/flash/send/info/c").await.status,
+            500,
+            "a third waits"
+        );
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"info","content":"0123456789"},{"level":"info","content":"b"}]"#
+        );
+        assert_eq!(
+            client.get("/flash/send/info/c").await.status,
+            200,
+            "room again"
+        );
+    }
+
+    pub async fn a_request_without_messages_writes_nothing_and_sets_no_cookie(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        let res = client.get("/flash/show").await;
+        assert!(res.set_cookies.is_empty());
+        assert_eq!(
+            backend.stored_sessions(),
+            0,
+            "no session for reading nothing"
+        );
+        client.get("/count").await;
+        if let Some(server) = backend.redis_server() {
+            server.reset_stats();
+        }
+        let res = client.get("/flash/show").await;
+        assert_eq!(res.body, "[]");
+        assert!(res.set_cookies.is_empty());
+        if let Some(server) = backend.redis_server() {
+            let calls = server.command_calls();
+            let names: Vec<&str> = calls.keys().map(String::as_str).collect();
+            assert_eq!(names, ["hgetall", "pexpire"], "only the load: {calls:?}");
+        }
+    }
+
+    pub async fn reading_messages_never_drops_a_concurrent_requests_field(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        client.get("/flash/send/info/once").await;
+        let header = client.cookie_header().unwrap();
+        let writers = (0..20).map(|i| {
+            let (client, header) = (&client, &header);
+            async move { client.send(&format!("/set/f{i}/v{i}"), Some(header)).await }
+        });
+        let reader = client.send("/flash/show", Some(&header));
+        let (writes, read) = futures_util::future::join(join_all(writers), reader).await;
+        assert!(writes.iter().all(|r| r.status == 200));
+        assert_eq!(read.body, r#"[{"level":"info","content":"once"}]"#);
+        let entries: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&client.get("/entries").await.body).unwrap();
+        assert_eq!(entries.len(), 21, "{entries:?}");
+        assert_eq!(client.get("/flash/show").await.body, "[]");
+    }
+
+    pub async fn login_and_logout_flow_shows_each_message_once_and_ends_with_no_cookie(
+        backend: Backend,
+    ) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let anonymous = client.jar["sid"].clone();
+        client.get("/login/alice").await;
+        assert_ne!(client.jar["sid"], anonymous, "login renews the id");
+        assert_eq!(
+            client.get("/flash/show").await.body,
+            r#"[{"level":"success","content":"Signed in"}]"#
+        );
+        assert_eq!(client.get("/flash/show").await.body, "[]");
+        assert_eq!(client.get("/get/user").await.body, "\"alice\"");
+
+        let logged_in = client.jar["sid"].clone();
+        client.get("/logout").await;
+        assert_ne!(
+            client.jar["sid"], logged_in,
+            "the flash rides in a new session"
+        );
+        assert_eq!(client.get("/get/user").await.body, "none");
+        let res = client.get("/flash/show").await;
+        assert_eq!(res.body, r#"[{"level":"info","content":"Signed out"}]"#);
+        assert_eq!(
+            res.set_cookie("sid").map(|c| c.value()),
+            Some(""),
+            "nothing left: the session is deleted and the cookie removed"
+        );
+        assert!(client.jar.is_empty());
+        assert_eq!(backend.stored_sessions(), 0);
+    }
+}
