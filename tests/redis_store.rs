@@ -455,3 +455,74 @@ fn bad_configuration_is_a_typed_error() {
     // A server that is not there yet does not stop the application from starting.
     assert!(RedisSession::new("redis://127.0.0.1:1", key(1)).is_ok());
 }
+
+#[actix_web::test]
+async fn a_slow_redis_times_out_into_a_503_and_the_timed_out_connection_is_replaced() {
+    let server = RedisServer::start();
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .command_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
+    let mut client = Client::new(&srv);
+    client.get("/count").await;
+
+    // Every command now waits 1.5 s for an answer.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut server.conn())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let res = client.get("/count").await;
+    assert_eq!(res.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "the request gave up before Redis answered ({:?})",
+        started.elapsed()
+    );
+
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
+    // The late answer of the timed-out command must not be read as the answer to a new one.
+    for expected in ["2", "3"] {
+        assert_eq!(client.get("/count").await.body, expected);
+    }
+}
+
+#[actix_web::test]
+async fn other_middleware_reach_the_session_through_service_request() {
+    use actix_redis_session::SessionExt;
+    use actix_web::{dev::Service as _, HttpMessage as _};
+
+    let server = RedisServer::start();
+    let sessions = RedisSession::new(server.url(), key(1)).unwrap();
+    let srv = actix_test::start(move || {
+        App::new()
+            // Runs inside the session middleware: tags every request of a signed-in user.
+            .wrap_fn(|req, srv| {
+                let user: Option<String> = req
+                    .get_session()
+                    .ok()
+                    .and_then(|s| s.get("user").ok().flatten());
+                req.extensions_mut()
+                    .insert(user.unwrap_or_else(|| "anonymous".into()));
+                srv.call(req)
+            })
+            .wrap(sessions.clone())
+            .route(
+                "/who",
+                web::get().to(|req: actix_web::HttpRequest| async move {
+                    req.extensions()
+                        .get::<String>()
+                        .cloned()
+                        .unwrap_or_default()
+                }),
+            )
+            .configure(common::routes)
+    });
+    let mut client = Client::new(&srv);
+    assert_eq!(client.get("/who").await.body, "anonymous");
+    client.get("/set/user/carol").await;
+    assert_eq!(client.get("/who").await.body, "carol");
+}
