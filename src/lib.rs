@@ -74,7 +74,7 @@ mod typed;
 mod test_redis;
 
 pub use self::{
-    config::{OnStoreError, RedisSessionBuilder},
+    config::{OnStoreError, RedisSessionBuilder, Transport},
     cookie::Handle,
     error::{ConfigError, KeyError, SessionError, StoreError},
     flash::{Flash, FlashMessage, IncomingFlashMessages, Level},

@@ -152,9 +152,14 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        // Built once per worker: the store may keep per-worker connections.
+        let inner = Inner {
+            config: Arc::clone(&self.inner.config),
+            store: self.inner.store.for_worker(),
+        };
         ready(Ok(SessionMiddleware {
             service: Rc::new(service),
-            inner: Arc::clone(&self.inner),
+            inner: Arc::new(inner),
         }))
     }
 }

@@ -4,12 +4,23 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use actix_redis_session::{ConfigError, OnStoreError, RedisSession, Session};
+use actix_redis_session::{
+    ConfigError, OnStoreError, RedisSession, RedisSessionBuilder, Session, Transport,
+};
 use actix_web::{web, App};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use common::{key, serve, Client, RedisServer};
 use redis::Commands;
 use sha2::{Digest, Sha256};
+
+const TRANSPORTS: [Transport; 2] = [Transport::Pool, Transport::Multiplexed];
+
+fn with(transport: Transport, builder: RedisSessionBuilder) -> RedisSession {
+    builder
+        .transport(transport)
+        .build()
+        .expect("valid test configuration")
+}
 
 fn calls(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
@@ -77,8 +88,16 @@ async fn a_session_is_one_hash_under_the_hashed_id_and_no_key_or_value_holds_the
 
 #[actix_web::test]
 async fn each_kind_of_request_costs_the_documented_commands_and_never_a_ping() {
+    for transport in TRANSPORTS {
+        each_kind_of_request_costs_the_documented_commands_and_never_a_ping_with(transport).await;
+    }
+}
+
+async fn each_kind_of_request_costs_the_documented_commands_and_never_a_ping_with(
+    transport: Transport,
+) {
     let server = RedisServer::start();
-    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let srv = serve(with(transport, RedisSession::builder(server.url(), key(1))));
     let mut client = Client::new(&srv);
     // Warm up: open the pooled connection and load the create script.
     client.get("/count").await;
@@ -250,12 +269,22 @@ async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
 
 #[actix_web::test]
 async fn with_redis_down_requests_get_a_503_by_default_and_recover_when_it_is_back() {
+    for transport in TRANSPORTS {
+        with_redis_down_requests_get_a_503_by_default_and_recover_when_it_is_back_with(transport)
+            .await;
+    }
+}
+
+async fn with_redis_down_requests_get_a_503_by_default_and_recover_when_it_is_back_with(
+    transport: Transport,
+) {
     let mut server = RedisServer::start();
-    let sessions = RedisSession::builder(server.url(), key(1))
-        .checkout_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let sessions = with(
+        transport,
+        RedisSession::builder(server.url(), key(1))
+            .checkout_timeout(Duration::from_millis(300))
+            .connect_timeout(Duration::from_millis(300)),
+    );
     let srv = serve(sessions);
     let mut client = Client::new(&srv);
     client.get("/count").await;
@@ -295,12 +324,19 @@ async fn with_redis_down_requests_get_a_503_by_default_and_recover_when_it_is_ba
 
 #[actix_web::test]
 async fn with_fail_open_requests_run_with_a_degraded_unsaved_session() {
+    for transport in TRANSPORTS {
+        with_fail_open_requests_run_with_a_degraded_unsaved_session_with(transport).await;
+    }
+}
+
+async fn with_fail_open_requests_run_with_a_degraded_unsaved_session_with(transport: Transport) {
     let mut server = RedisServer::start();
-    let sessions = RedisSession::builder(server.url(), key(1))
-        .checkout_timeout(Duration::from_millis(300))
-        .on_store_error(OnStoreError::FailOpen)
-        .build()
-        .unwrap();
+    let sessions = with(
+        transport,
+        RedisSession::builder(server.url(), key(1))
+            .checkout_timeout(Duration::from_millis(300))
+            .on_store_error(OnStoreError::FailOpen),
+    );
     let srv = serve(sessions);
     let mut client = Client::new(&srv);
     client.get("/count").await;
@@ -327,8 +363,17 @@ async fn with_fail_open_requests_run_with_a_degraded_unsaved_session() {
 
 #[actix_web::test]
 async fn pooled_connections_broken_by_a_redis_restart_are_replaced_without_an_error() {
+    for transport in TRANSPORTS {
+        pooled_connections_broken_by_a_redis_restart_are_replaced_without_an_error_with(transport)
+            .await;
+    }
+}
+
+async fn pooled_connections_broken_by_a_redis_restart_are_replaced_without_an_error_with(
+    transport: Transport,
+) {
     let mut server = RedisServer::start();
-    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let srv = serve(with(transport, RedisSession::builder(server.url(), key(1))));
     let mut client = Client::new(&srv);
     for _ in 0..3 {
         client.get("/count").await;
@@ -452,17 +497,37 @@ fn bad_configuration_is_a_typed_error() {
             Err(ConfigError::TlsNotEnabled)
         ));
     }
+    let pool =
+        r2d2::Pool::builder().build_unchecked(redis::Client::open("redis://127.0.0.1:1").unwrap());
+    assert!(matches!(
+        RedisSession::builder_from_pool(pool, key(1))
+            .transport(Transport::Multiplexed)
+            .build(),
+        Err(ConfigError::InvalidOption {
+            option: "transport",
+            ..
+        })
+    ));
     // A server that is not there yet does not stop the application from starting.
     assert!(RedisSession::new("redis://127.0.0.1:1", key(1)).is_ok());
 }
 
 #[actix_web::test]
 async fn a_slow_redis_times_out_into_a_503_and_the_timed_out_connection_is_replaced() {
+    for transport in TRANSPORTS {
+        a_slow_redis_times_out_into_a_503_and_the_timed_out_connection_is_replaced_with(transport)
+            .await;
+    }
+}
+
+async fn a_slow_redis_times_out_into_a_503_and_the_timed_out_connection_is_replaced_with(
+    transport: Transport,
+) {
     let server = RedisServer::start();
-    let sessions = RedisSession::builder(server.url(), key(1))
-        .command_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let sessions = with(
+        transport,
+        RedisSession::builder(server.url(), key(1)).command_timeout(Duration::from_millis(200)),
+    );
     let srv = serve(sessions);
     let mut client = Client::new(&srv);
     client.get("/count").await;
@@ -525,4 +590,25 @@ async fn other_middleware_reach_the_session_through_service_request() {
     assert_eq!(client.get("/who").await.body, "anonymous");
     client.get("/set/user/carol").await;
     assert_eq!(client.get("/who").await.body, "carol");
+}
+
+#[actix_web::test]
+async fn both_transports_read_each_others_sessions() {
+    let server = RedisServer::start();
+    let pool = serve(with(
+        Transport::Pool,
+        RedisSession::builder(server.url(), key(1)),
+    ));
+    let multiplexed = serve(with(
+        Transport::Multiplexed,
+        RedisSession::builder(server.url(), key(1)),
+    ));
+    let mut client = Client::new(&pool);
+    client.get("/count").await;
+    client.get("/cart/add/5").await;
+    let mut client = Client::with_jar(&multiplexed, client.jar);
+    assert_eq!(client.get("/count").await.body, "2");
+    assert_eq!(client.get("/cart").await.body, "[5]");
+    let mut client = Client::with_jar(&pool, client.jar);
+    assert_eq!(client.get("/read").await.body, "2");
 }

@@ -4,13 +4,15 @@
 //! operations: load (with TTL refresh), field-level update of an existing record, create if
 //! absent, delete. The session logic on top is shared, so both behave alike.
 
+pub(crate) mod commands;
 pub(crate) mod memory;
+pub(crate) mod multiplexed;
 pub(crate) mod redis;
 
 use std::{collections::HashMap, time::Duration};
 
 pub use self::memory::MemoryStore;
-pub(crate) use self::redis::RedisStore;
+pub(crate) use self::{multiplexed::MultiplexedStore, redis::RedisStore};
 use crate::error::StoreError;
 
 /// A session record as stored: field name to encoded value.
@@ -51,6 +53,7 @@ pub(crate) enum Write {
 #[derive(Clone)]
 pub(crate) enum Store {
     Redis(RedisStore),
+    Multiplexed(MultiplexedStore),
     Memory(MemoryStore),
 }
 
@@ -63,6 +66,7 @@ impl Store {
     ) -> Result<Option<Fields>, StoreError> {
         match self {
             Store::Redis(s) => s.load(key, ttl).await,
+            Store::Multiplexed(s) => s.load(key, ttl).await,
             Store::Memory(s) => Ok(s.load(&key, ttl)),
         }
     }
@@ -72,7 +76,17 @@ impl Store {
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
         match self {
             Store::Redis(s) => s.write(write).await,
+            Store::Multiplexed(s) => s.write(write).await,
             Store::Memory(s) => Ok(s.write(write)),
+        }
+    }
+
+    /// The store as one actix worker uses it: the multiplexed transport gets a connection
+    /// of its own per worker; the others are shared.
+    pub(crate) fn for_worker(&self) -> Store {
+        match self {
+            Store::Multiplexed(s) => Store::Multiplexed(s.for_worker()),
+            other => other.clone(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
     store::MemoryStore, Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession,
-    RedisSessionBuilder, Session, SessionData, TypedSession,
+    RedisSessionBuilder, Session, SessionData, Transport, TypedSession,
 };
 use actix_web::{
     cookie::Cookie,
@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis_server::RedisServer;
 
-/// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name`.
+/// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name` (pool
+/// transport), `multiplexed::name` (Redis over the multiplexed transport).
 #[allow(unused_macros)]
 macro_rules! per_backend {
     ($($name:ident),* $(,)?) => {
@@ -35,13 +36,19 @@ macro_rules! per_backend {
                 super::suite::$name(super::common::Backend::redis()).await;
             })*
         }
+        mod multiplexed {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::multiplexed()).await;
+            })*
+        }
     };
 }
 
 /// Where the sessions of a test live.
 pub enum Backend {
     Memory(MemoryStore),
-    Redis(RedisServer),
+    Redis(RedisServer, Transport),
 }
 
 impl Backend {
@@ -50,14 +57,19 @@ impl Backend {
     }
 
     pub fn redis() -> Backend {
-        Backend::Redis(RedisServer::start())
+        Backend::Redis(RedisServer::start(), Transport::Pool)
+    }
+
+    pub fn multiplexed() -> Backend {
+        Backend::Redis(RedisServer::start(), Transport::Multiplexed)
     }
 
     /// A builder over this backend's storage; several builders share it.
     pub fn builder(&self, key: Key) -> RedisSessionBuilder {
         match self {
             Backend::Memory(store) => RedisSession::builder_with_memory(store.clone(), key),
-            Backend::Redis(server) => RedisSession::builder(server.url(), key)
+            Backend::Redis(server, transport) => RedisSession::builder(server.url(), key)
+                .transport(*transport)
                 .checkout_timeout(Duration::from_millis(500)),
         }
     }
@@ -71,13 +83,13 @@ impl Backend {
     pub fn stored_sessions(&self) -> usize {
         match self {
             Backend::Memory(store) => store.len(),
-            Backend::Redis(server) => server.keys().len(),
+            Backend::Redis(server, _) => server.keys().len(),
         }
     }
 
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match self {
-            Backend::Redis(server) => Some(server),
+            Backend::Redis(server, _) => Some(server),
             Backend::Memory(_) => None,
         }
     }

@@ -1,0 +1,245 @@
+//! The Redis commands of the session store, shared by both transports: one key layout, one
+//! set of scripts, the same pipelines.
+
+use std::time::Duration;
+
+use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
+
+use super::{Fields, Write};
+
+/// Creates the record only if the key is free (`0` when taken, `1` when created).
+/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: field, value pairs.
+/// HSET is called in chunks so that huge sessions stay below Lua's unpack limit.
+const CREATE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Removes fields, then deletes the record if no data field (one not starting with `m:`)
+/// is left, which a concurrent request may have added; `1` when deleted (or already gone).
+/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: fields to remove.
+const EMPTY_SCRIPT: &str = r"
+for i = 2, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, 2) ~= 'm:' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Connection settings of a store that opens its own connections.
+#[derive(Clone, Debug)]
+pub(crate) struct RedisOptions {
+    pub(crate) capacity: u32,
+    pub(crate) checkout_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            capacity: 20,
+            checkout_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A pipeline ready to send, and how to read its reply.
+pub(crate) struct Prepared {
+    pub(crate) pipe: Pipeline,
+    /// The first reply is a script's answer (`1` or `0`); otherwise every reply is ignored.
+    scripted: bool,
+}
+
+impl Prepared {
+    /// The answer of a write: see [`super::Store::write`].
+    pub(crate) fn answer(&self, replies: &[Value]) -> RedisResult<bool> {
+        if !self.scripted {
+            return Ok(true);
+        }
+        match replies.first() {
+            Some(Value::Int(n)) => Ok(*n == 1),
+            other => Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "session script answered",
+                format!("{other:?}"),
+            ))),
+        }
+    }
+}
+
+/// The store's scripts, and the pipelines built on them.
+pub(crate) struct Commands {
+    create: Script,
+    empty: Script,
+}
+
+impl Commands {
+    pub(crate) fn new() -> Commands {
+        Commands {
+            create: Script::new(CREATE_SCRIPT),
+            empty: Script::new(EMPTY_SCRIPT),
+        }
+    }
+
+    /// HGETALL and the TTL refresh, in one round trip.
+    pub(crate) fn load(key: &str, ttl: Duration) -> Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(key);
+        pipe.cmd("PEXPIRE").arg(key).arg(millis(ttl)).ignore();
+        pipe
+    }
+
+    /// The pipeline that applies `write`.
+    pub(crate) fn write(&self, write: &Write) -> Prepared {
+        let mut pipe = redis::pipe();
+        let scripted = match write {
+            Write::Update { key, set, del, ttl } => {
+                if !set.is_empty() {
+                    pipe.cmd("HSET").arg(key).arg(set).ignore();
+                }
+                if !del.is_empty() {
+                    pipe.cmd("HDEL").arg(key).arg(del).ignore();
+                }
+                pipe.cmd("PEXPIRE").arg(key).arg(millis(*ttl)).ignore();
+                false
+            }
+            Write::Create {
+                key,
+                fields,
+                ttl,
+                retire,
+            } => {
+                let mut invocation = self.create.key(key);
+                invocation.arg(millis(*ttl)).arg(fields);
+                pipe.invoke_script(&invocation);
+                if let Some(old) = retire {
+                    pipe.cmd("DEL").arg(old).ignore();
+                }
+                true
+            }
+            Write::Empty { key, del, ttl } => {
+                let mut invocation = self.empty.key(key);
+                invocation.arg(millis(*ttl)).arg(del);
+                pipe.invoke_script(&invocation);
+                true
+            }
+            Write::Delete { key } => {
+                pipe.cmd("DEL").arg(key).ignore();
+                false
+            }
+        };
+        Prepared { pipe, scripted }
+    }
+
+    /// Runs a pipeline on a blocking connection; if Redis lost our scripts (restart,
+    /// SCRIPT FLUSH), loads them and runs it again. Every command here is safe to repeat.
+    pub(crate) fn query(
+        &self,
+        conn: &mut redis::Connection,
+        pipe: &Pipeline,
+    ) -> RedisResult<Vec<Value>> {
+        match pipe.query(conn) {
+            Err(e) if is_no_script(&e) => {
+                self.create.load(conn)?;
+                self.empty.load(conn)?;
+                pipe.query(conn)
+            }
+            other => other,
+        }
+    }
+
+    /// As [`Commands::query`], on an async connection.
+    pub(crate) async fn query_async<C>(
+        &self,
+        conn: &mut C,
+        pipe: &Pipeline,
+    ) -> RedisResult<Vec<Value>>
+    where
+        C: redis::aio::ConnectionLike + Send,
+    {
+        match pipe.query_async(conn).await {
+            Err(e) if is_no_script(&e) => {
+                self.create.load_async(conn).await?;
+                self.empty.load_async(conn).await?;
+                pipe.query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+fn is_no_script(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// The record from the reply of a [`Commands::load`] pipeline.
+///
+/// Something that is not a hash under the key (WRONGTYPE) is not a session, but no reason to
+/// fail the request either: it comes back as an empty record, which the caller discards
+/// (deletes) like any record without a creation marker.
+pub(crate) fn loaded(reply: RedisResult<Vec<Value>>) -> RedisResult<Option<Fields>> {
+    match reply {
+        Ok(replies) => {
+            let fields = to_fields(replies.into_iter().next().unwrap_or(Value::Nil));
+            Ok((!fields.is_empty()).then_some(fields))
+        }
+        Err(e) if has_server_code(&e, "WRONGTYPE") => Ok(Some(Fields::new())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether Redis answered `code` to the command, or to one of the pipeline's commands.
+fn has_server_code(e: &RedisError, code: &str) -> bool {
+    e.code() == Some(code)
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
+}
+
+/// Whether another attempt on a fresh connection may succeed.
+pub(crate) fn worth_retrying(e: &RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_connection_refusal()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The fields of an HGETALL reply (RESP2 flat array or RESP3 map). Field names that are not
+/// UTF-8 cannot be ours and are skipped.
+fn to_fields(value: Value) -> Fields {
+    let pairs: Vec<(Value, Value)> = match value {
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|pair| match pair {
+            (Value::BulkString(name), Value::BulkString(value)) => {
+                String::from_utf8(name).ok().map(|name| (name, value))
+            }
+            _ => None,
+        })
+        .collect()
+}
