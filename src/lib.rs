@@ -86,3 +86,37 @@ pub use self::{
 
 /// Re-exported so that cookie options can be named without a direct dependency.
 pub use actix_web::cookie::SameSite;
+
+/// Internals exposed for the micro benchmarks in `bench/`. Not part of the API: no semver
+/// promise, may change in any release.
+#[doc(hidden)]
+pub mod __bench {
+    use serde::{de::DeserializeOwned, Serialize};
+
+    use crate::{codec, cookie, Key};
+
+    /// Signs a session cookie value for a fresh random id.
+    pub fn sign_new_cookie(key: &Key) -> String {
+        cookie::sign(key, &cookie::SessionId::generate(), None)
+    }
+
+    /// Verifies a cookie value; `true` when valid.
+    pub fn verify_cookie(key: &Key, value: &str) -> bool {
+        cookie::verify(key, value).is_ok()
+    }
+
+    /// Encodes a value as stored (header byte + JSON).
+    pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        codec::encode(value).expect("serializable")
+    }
+
+    /// Decodes a stored value.
+    pub fn decode<T: DeserializeOwned>(raw: &[u8]) -> Option<T> {
+        codec::decode(raw).ok()
+    }
+
+    /// Checks a stored value the way a load does.
+    pub fn validate(raw: &[u8]) -> bool {
+        codec::validate(raw).is_ok()
+    }
+}
