@@ -38,6 +38,15 @@
 //! }
 //! ```
 //!
+//! Flash messages ride in the session too: send with
+//! [`FlashMessage::success("Saved").send(&session)`](FlashMessage::send) or the [`Flash`]
+//! extractor, read once with [`IncomingFlashMessages`].
+//!
+//! Redis is reached through an r2d2 pool on actix's blocking threads ([`Transport::Pool`], the
+//! default, which can share the application's pool) or through one multiplexed async
+//! connection per worker ([`Transport::Multiplexed`], the highest throughput). The embedded
+//! [`store::MemoryStore`] serves development and tests.
+//!
 //! How it works:
 //!
 //! - The cookie holds a random 256-bit id and its HMAC-SHA256; nothing else. Tampered,
@@ -47,8 +56,8 @@
 //!   not overwrite each other.
 //! - One round trip to load (which also refreshes the idle timeout), none to finish a request
 //!   that changed nothing, one to write the changed fields.
-//! - Redis calls run on actix's blocking thread pool (`web::block`) over an r2d2 pool that
-//!   does not PING on checkout.
+//! - Pool transport: Redis calls run on actix's blocking thread pool (`web::block`), one hop
+//!   per phase, over an r2d2 pool that does not PING on checkout.
 //!
 //! [actix-web]: https://docs.rs/actix-web
 

@@ -632,6 +632,11 @@ impl Session {
         }
     }
 
+    /// The "remember me" lifetime of this session, if [`Session::remember`] set one.
+    pub fn remembered(&self) -> Option<Duration> {
+        self.lock().remember
+    }
+
     /// What happened to the session during this request.
     pub fn status(&self) -> SessionStatus {
         self.lock().status()

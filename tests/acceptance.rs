@@ -368,6 +368,7 @@ mod suite {
         client.get("/count").await;
         let res = client.get("/remember/86400").await;
         let cookie = res.set_cookie("sid").expect("remember sets a cookie");
+        assert_eq!(client.get("/remembered").await.body, "Some(86400s)");
         assert_eq!(cookie.max_age().map(|d| d.whole_seconds()), Some(86_400));
         let res = client.get("/read").await;
         assert_eq!(res.body, "1");

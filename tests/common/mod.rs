@@ -187,6 +187,10 @@ async fn remember(session: Session, secs: web::Path<u64>) -> Reply {
     Ok("remembered".into())
 }
 
+async fn remembered(session: Session) -> Reply {
+    Ok(format!("{:?}", session.remembered()))
+}
+
 async fn handle(session: Session) -> Reply {
     Ok(session.handle().to_string())
 }
@@ -295,6 +299,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/remember/{secs}", web::get().to(remember))
         .route("/handle", web::get().to(handle))
+        .route("/remembered", web::get().to(remembered))
         .route("/status", web::get().to(status))
         .route("/big/{bytes}", web::get().to(big))
         .route("/cart", web::get().to(cart))
