@@ -384,6 +384,12 @@ impl RedisSessionBuilder {
         if self.limits.max_fields == 0 || self.limits.max_value_size == 0 {
             return invalid("max_fields/max_value_size", "must be above zero");
         }
+        if self.flash.max_messages == 0 || self.flash.max_message_size == 0 {
+            return invalid(
+                "flash_max_messages/flash_max_message_size",
+                "must be above zero",
+            );
+        }
         if self.transport == Transport::Multiplexed && matches!(self.backend, Backend::Pool(_)) {
             return invalid(
                 "transport",

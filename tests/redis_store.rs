@@ -491,6 +491,12 @@ fn bad_configuration_is_a_typed_error() {
             ..
         })
     ));
+    assert!(matches!(
+        RedisSession::builder("redis://127.0.0.1", key(1))
+            .flash_max_messages(0)
+            .build(),
+        Err(ConfigError::InvalidOption { .. })
+    ));
     if !cfg!(feature = "tls") {
         assert!(matches!(
             RedisSession::new("rediss://127.0.0.1", key(1)),

@@ -1,0 +1,113 @@
+//! The login example's routes and templates, shared by `examples/login.rs` and
+//! `tests/browser.rs` (which includes this file with `#[path]`).
+
+use std::{sync::LazyLock, time::Duration};
+
+use actix_redis_session::{FlashMessage, IncomingFlashMessages, Session};
+use actix_web::{http::header, web, HttpResponse, Result};
+use minijinja::{context, value::Serde, Environment, Value};
+use serde::Deserialize;
+
+/// The one account of the example; the sign-in page says so.
+pub const DEMO_USER: &str = "demo";
+/// The password of [`DEMO_USER`].
+pub const DEMO_PASSWORD: &str = "demo";
+
+const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Compiled once. The templates are in the binary (`include_str!`), so the example runs from
+/// any working directory, and their names end in `.html`, so minijinja escapes every
+/// `{{ ... }}` for HTML.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("layout.html", include_str!("templates/layout.html")),
+        ("index.html", include_str!("templates/index.html")),
+    ] {
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("template {name}: {e}"));
+    }
+    env
+});
+
+/// `GET /`, `POST /login`, `POST /logout`. Wrap the app with `RedisSession`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/login", web::post().to(login))
+        .route("/logout", web::post().to(logout));
+}
+
+async fn index(session: Session, flash: IncomingFlashMessages) -> Result<HttpResponse> {
+    let user: Option<String> = session.get("user")?;
+    // Only signed-in visitors get a counter. An anonymous visitor's session holds nothing, so
+    // it is never stored, and after logout the page that shows "signed out" leaves the session
+    // empty: it is deleted and its cookie removed.
+    let views = match user {
+        Some(_) => {
+            let views = session.get::<u64>("views")?.unwrap_or(0) + 1;
+            session.insert("views", views)?;
+            Some(views)
+        }
+        None => None,
+    };
+    Ok(render(
+        "index.html",
+        context! {
+            flash => Serde(&flash),
+            user,
+            views,
+            demo_user => DEMO_USER,
+            demo_password => DEMO_PASSWORD,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+    password: String,
+    /// Present ("on") when the checkbox is ticked.
+    remember: Option<String>,
+}
+
+async fn login(session: Session, form: web::Form<Login>) -> Result<HttpResponse> {
+    if form.user != DEMO_USER || form.password != DEMO_PASSWORD {
+        FlashMessage::error("Wrong user name or password").send(&session)?;
+        return Ok(see_home());
+    }
+    // A new id on login: an id planted before it (session fixation) is now worthless.
+    session.renew();
+    session.insert("user", &form.user)?;
+    session.remove("views");
+    if form.remember.is_some() {
+        session.remember(REMEMBER_FOR);
+    }
+    FlashMessage::success(format!("Welcome, {}!", form.user)).send(&session)?;
+    Ok(see_home())
+}
+
+async fn logout(session: Session) -> Result<HttpResponse> {
+    // The message rides in a new session, which the next page empties and so removes.
+    session.purge();
+    FlashMessage::info("You have been signed out").send(&session)?;
+    Ok(see_home())
+}
+
+/// Post/Redirect/Get: reloading the page does not send the form again.
+fn see_home() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .finish()
+}
+
+fn render(name: &str, ctx: Value) -> HttpResponse {
+    match TEMPLATES.get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(html),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "rendering failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
