@@ -11,7 +11,7 @@ mod app;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -242,13 +242,7 @@ impl ChromeDriver {
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing. {INSTALL}"
         );
-        let mut last_error = String::new();
-        // Another process may take the port between our probe and chromedriver's bind.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
+        common::redis_server::on_free_port("chromedriver", |port| {
             let child = Command::new("chromedriver")
                 .arg(format!("--port={port}"))
                 .stdin(Stdio::null())
@@ -264,12 +258,8 @@ impl ChromeDriver {
                 port,
                 profile: tempfile::tempdir().expect("temp dir"),
             };
-            match driver.wait_until_listening() {
-                Ok(()) => return driver,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("chromedriver did not start: {last_error}");
+            driver.wait_until_listening().map(|()| driver)
+        })
     }
 
     fn wait_until_listening(&mut self) -> Result<(), String> {

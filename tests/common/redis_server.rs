@@ -46,24 +46,14 @@ impl RedisServer {
 
     /// A server on a free loopback TCP port.
     pub fn start_tcp() -> RedisServer {
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
+        on_free_port("redis-server", |port| {
             let mut server = RedisServer {
                 child: None,
                 listen: Listen::Tcp(port),
                 dir: tempfile::tempdir().expect("temp dir"),
             };
-            // Another process may take the port between our probe and the server's bind.
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("redis-server did not start on a free port: {last_error}");
+            server.spawn().map(|()| server)
+        })
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -187,6 +177,23 @@ impl RedisServer {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `start` on a free loopback port, trying other ports when another process takes the
+/// port between the probe and the server's bind.
+pub fn on_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        match start(port) {
+            Ok(started) => return started,
+            Err(e) => last_error = e,
+        }
+    }
+    panic!("{what} did not start on a free port: {last_error}");
 }
 
 impl Drop for RedisServer {
