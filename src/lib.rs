@@ -73,6 +73,7 @@ pub mod flash;
 mod key;
 mod middleware;
 mod session;
+mod state;
 pub mod store;
 mod typed;
 

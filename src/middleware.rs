@@ -22,7 +22,8 @@ use crate::{
     cookie::{self, Verified},
     error::{ConfigError, StoreError},
     key::Key,
-    session::{now_ms, Live, Plan, Session, SessionStatus},
+    session::{Session, SessionStatus},
+    state::{created_ms, now_ms, Live, Plan},
     store::{MemoryStore, Store, Write},
 };
 
@@ -284,7 +285,7 @@ impl Inner {
             return Ok(Session::fresh(Arc::clone(config)));
         };
         let id = verified.id.clone();
-        let Some(created) = Session::created_ms(&fields) else {
+        let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
             return Ok(Session::replacing(Arc::clone(config), id));
         };

@@ -1,10 +1,10 @@
-//! The `Session` handle and the per-request state it shares with the middleware.
+//! The `Session` handle: the public face of the per-request state in `state.rs`.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     future::{ready, Ready},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use actix_web::{dev::Payload, dev::ServiceRequest, FromRequest, HttpMessage, HttpRequest};
@@ -16,17 +16,12 @@ use crate::{
     cookie::{Handle, SessionId},
     error::SessionError,
     flash::FlashMessage,
-    store::{Fields, Write, META_PREFIX},
+    state::State,
+    store::{Fields, META_PREFIX},
 };
 
-/// Field holding the creation time (unix milliseconds). Only the create script writes it, and a
-/// record without it is not a session: a field-level update that raced with expiry can leave
-/// such a remnant behind, and it is never adopted.
-pub(crate) const CREATED: &str = "m:c";
 const DATA_PREFIX: &str = "d:";
 pub(crate) const TYPED_PREFIX: &str = "t:";
-/// Field holding the flash messages waiting to be read.
-const FLASH: &str = "f";
 
 /// What happened to the session during this request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,280 +77,21 @@ impl std::fmt::Debug for Session {
     }
 }
 
-pub(crate) struct State {
-    config: Arc<SessionConfig>,
-    /// `None` until a new session needs one.
-    id: Option<SessionId>,
-    /// The record exists in the store under `id`.
-    stored: bool,
-    fields: Fields,
-    /// Field names to write: set if present in `fields`, deleted if not.
-    dirty: HashSet<String>,
-    /// A stored record to delete (purge, renew, expired).
-    retire: Option<SessionId>,
-    remember: Option<Duration>,
-    remember_changed: bool,
-    status: SessionStatus,
-    flash: FlashState,
-}
-
-/// Flash messages in flight during this request.
-#[derive(Default)]
-struct FlashState {
-    /// The stored messages were read: remove them at the end of the request.
-    taken: bool,
-    /// Sent during this request, for a later one.
-    outgoing: Vec<FlashMessage>,
-    /// For this request only.
-    now: Vec<FlashMessage>,
-}
-
-/// What the middleware must do once the handler is done.
-pub(crate) enum Plan {
-    /// No write. `live`: the stored session that continues.
-    Keep { live: Option<Live> },
-    /// A field-level write to the stored session.
-    Update { write: Write, live: Live },
-    /// The stored session holds no data any more: remove the fields and delete the record,
-    /// unless a concurrent request added data meanwhile.
-    Empty { write: Write, live: Live },
-    /// Store a new record (new, renewed or purged-and-refilled session).
-    Create {
-        id: SessionId,
-        fields: Vec<(String, Vec<u8>)>,
-        ttl: Duration,
-        retire: Option<String>,
-        remember: Option<Duration>,
-    },
-    /// Delete the old record; no new one.
-    Delete { key: String },
-}
-
-/// A stored session that goes on after this request.
-pub(crate) struct Live {
-    pub(crate) id: SessionId,
-    pub(crate) remember: Option<Duration>,
-    pub(crate) remember_changed: bool,
-}
-
-impl State {
-    fn new(config: Arc<SessionConfig>) -> State {
-        State {
-            config,
-            id: None,
-            stored: false,
-            fields: Fields::new(),
-            dirty: HashSet::new(),
-            retire: None,
-            remember: None,
-            remember_changed: false,
-            status: SessionStatus::Unchanged,
-            flash: FlashState::default(),
-        }
-    }
-
-    fn status(&self) -> SessionStatus {
-        self.status
-    }
-
-    fn mark(&mut self, status: SessionStatus) {
-        match (self.status, status) {
-            // Degraded sticks; renew and purge stay visible after later changes.
-            (SessionStatus::Degraded, _)
-            | (SessionStatus::Renewed | SessionStatus::Purged, SessionStatus::Changed) => {}
-            _ => self.status = status,
-        }
-    }
-
-    fn has_data(&self) -> bool {
-        self.fields.keys().any(|k| !k.starts_with(META_PREFIX))
-    }
-
-    fn set(&mut self, field: String, value: Vec<u8>, key: &str) -> Result<(), SessionError> {
-        let limits = self.config.limits;
-        if value.len() > limits.max_value_size {
-            return Err(SessionError::ValueTooLarge {
-                key: key.to_owned(),
-                size: value.len(),
-                limit: limits.max_value_size,
-            });
-        }
-        if !self.fields.contains_key(&field) {
-            let used = self
-                .fields
-                .keys()
-                .filter(|k| !k.starts_with(META_PREFIX))
-                .count();
-            if used >= limits.max_fields {
-                return Err(SessionError::TooManyFields {
-                    limit: limits.max_fields,
-                });
-            }
-        }
-        if self.fields.get(&field) == Some(&value) {
-            return Ok(());
-        }
-        self.dirty.insert(field.clone());
-        self.fields.insert(field, value);
-        self.mark(SessionStatus::Changed);
-        Ok(())
-    }
-
-    fn unset(&mut self, field: &str) -> Option<Vec<u8>> {
-        let old = self.fields.remove(field)?;
-        self.dirty.insert(field.to_owned());
-        self.mark(SessionStatus::Changed);
-        Some(old)
-    }
-
-    /// Moves a stored record out of the way: it will be deleted, and what is saved next goes
-    /// under a new id.
-    fn detach(&mut self) {
-        if self.stored {
-            self.retire = self.id.take();
-            self.stored = false;
-        } else {
-            self.id = None;
-        }
-        self.dirty.clear();
-    }
-
-    fn ttl(&self, now_ms: u64) -> Duration {
-        let ttl = self.remember.unwrap_or(self.config.idle_timeout);
-        match (self.config.absolute_timeout, self.created_ms()) {
-            (Some(absolute), Some(created)) => {
-                let end =
-                    created.saturating_add(u64::try_from(absolute.as_millis()).unwrap_or(u64::MAX));
-                ttl.min(Duration::from_millis(end.saturating_sub(now_ms).max(1)))
-            }
-            _ => ttl,
-        }
-    }
-
-    fn created_ms(&self) -> Option<u64> {
-        parse_millis(self.fields.get(CREATED)?)
-    }
-
-    /// The flash messages stored by earlier requests (an unreadable list counts as none).
-    fn stored_flash(&self) -> Vec<FlashMessage> {
-        let Some(raw) = self.fields.get(FLASH) else {
-            return Vec::new();
-        };
-        codec::decode(raw).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "dropping unreadable flash messages");
-            Vec::new()
-        })
-    }
-
-    /// Writes the flash changes of this request into the fields: read messages go, sent
-    /// ones are appended. Nothing happens when no message was read or sent.
-    fn settle_flash(&mut self) {
-        let FlashState {
-            taken, outgoing, ..
-        } = std::mem::take(&mut self.flash);
-        if !taken && outgoing.is_empty() {
-            return;
-        }
-        let mut waiting = if taken {
-            Vec::new()
-        } else {
-            self.stored_flash()
-        };
-        waiting.extend(outgoing);
-        if waiting.is_empty() {
-            self.unset(FLASH);
-            return;
-        }
-        match codec::encode(&waiting) {
-            Ok(raw) => {
-                if let Err(e) = self.set(FLASH.to_owned(), raw, FLASH) {
-                    tracing::error!(error = %e, "flash messages not saved");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "flash messages not saved"),
-        }
-    }
-
-    pub(crate) fn plan(&mut self) -> Plan {
-        if self.status == SessionStatus::Degraded {
-            return Plan::Keep { live: None };
-        }
-        self.settle_flash();
-        let now = now_ms();
-        if self.stored {
-            let live = Live {
-                id: self.id.clone().expect("a stored session has an id"),
-                remember: self.remember,
-                remember_changed: self.remember_changed,
-            };
-            let empty = !self.has_data();
-            if self.dirty.is_empty() && !self.remember_changed && !empty {
-                return Plan::Keep { live: Some(live) };
-            }
-            let (mut set, mut del) = (Vec::new(), Vec::new());
-            for name in self.dirty.drain() {
-                match self.fields.get(&name) {
-                    Some(value) => set.push((name, value.clone())),
-                    None => del.push(name),
-                }
-            }
-            let key = self.config.storage_key(&live.id.handle());
-            let ttl = self.ttl(now);
-            if empty {
-                let write = Write::Empty { key, del, ttl };
-                return Plan::Empty { write, live };
-            }
-            let write = Write::Update { key, set, del, ttl };
-            return Plan::Update { write, live };
-        }
-        let retire = self
-            .retire
-            .take()
-            .map(|old| self.config.storage_key(&old.handle()));
-        if !self.has_data() {
-            return match retire {
-                Some(key) => Plan::Delete { key },
-                None => Plan::Keep { live: None },
-            };
-        }
-        if !self.fields.contains_key(CREATED) {
-            self.fields
-                .insert(CREATED.to_owned(), now.to_string().into_bytes());
-        }
-        let id = self.id.get_or_insert_with(SessionId::generate).clone();
-        Plan::Create {
-            id,
-            fields: self
-                .fields
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            ttl: self.ttl(now),
-            retire,
-            remember: self.remember,
-        }
-    }
-}
-
 impl Session {
     /// A new, empty session (no cookie, or one that was rejected).
     pub(crate) fn fresh(config: Arc<SessionConfig>) -> Session {
-        Session(Arc::new(Mutex::new(State::new(config))))
+        Session::wrap(State::new(config))
     }
 
     /// A fresh session that replaces a stored record which must go (expired, or a remnant
     /// without a creation marker).
     pub(crate) fn replacing(config: Arc<SessionConfig>, old: SessionId) -> Session {
-        let mut state = State::new(config);
-        state.retire = Some(old);
-        Session(Arc::new(Mutex::new(state)))
+        Session::wrap(State::replacing(config, old))
     }
 
     /// An empty session that is never saved (store down, fail-open policy).
     pub(crate) fn degraded(config: Arc<SessionConfig>) -> Session {
-        let mut state = State::new(config);
-        state.status = SessionStatus::Degraded;
-        Session(Arc::new(Mutex::new(state)))
+        Session::wrap(State::degraded(config))
     }
 
     /// A stored session. Fields that cannot be read are dropped (and deleted on the next
@@ -363,32 +99,14 @@ impl Session {
     pub(crate) fn loaded(
         config: Arc<SessionConfig>,
         id: SessionId,
-        mut fields: Fields,
+        fields: Fields,
         remember: Option<Duration>,
     ) -> Session {
-        let mut state = State::new(config);
-        fields.retain(|name, value| {
-            let readable = if name.starts_with(META_PREFIX) {
-                name != CREATED || parse_millis(value).is_some()
-            } else {
-                codec::validate(value).is_ok()
-            };
-            if !readable {
-                tracing::warn!(field = %name, "dropping an unreadable session field");
-                state.dirty.insert(name.clone());
-            }
-            readable
-        });
-        state.fields = fields;
-        state.id = Some(id);
-        state.stored = true;
-        state.remember = remember;
-        Session(Arc::new(Mutex::new(state)))
+        Session::wrap(State::loaded(config, id, fields, remember))
     }
 
-    /// When the stored session was created, if it was loaded with a creation time.
-    pub(crate) fn created_ms(fields: &Fields) -> Option<u64> {
-        parse_millis(fields.get(CREATED)?)
+    fn wrap(state: State) -> Session {
+        Session(Arc::new(Mutex::new(state)))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -547,75 +265,22 @@ impl Session {
     /// Call it when privileges change, above all on login: an attacker who planted or learned
     /// the old id (session fixation) is left with a dead cookie.
     pub fn renew(&self) {
-        let mut state = self.lock();
-        if state.status == SessionStatus::Degraded {
-            return;
-        }
-        state.detach();
-        state.mark(SessionStatus::Renewed);
+        self.lock().renew();
     }
 
     /// Ends the session: its record is deleted and the browser is told to drop the cookie.
     /// Call it on logout. Values inserted afterwards start a new session with a new id.
     pub fn purge(&self) {
-        let mut state = self.lock();
-        if state.status == SessionStatus::Degraded {
-            return;
-        }
-        state.detach();
-        state.fields.clear();
-        state.flash = FlashState::default();
-        state.remember = None;
-        state.remember_changed = false;
-        state.mark(SessionStatus::Purged);
+        self.lock().purge();
     }
 
     pub(crate) fn flash_send(&self, message: FlashMessage, now: bool) -> Result<(), SessionError> {
-        let mut state = self.lock();
-        let limits = state.config.flash;
-        if message.level() < limits.min_level {
-            return Ok(());
-        }
-        if message.content().len() > limits.max_message_size {
-            return Err(SessionError::FlashTooLarge {
-                size: message.content().len(),
-                limit: limits.max_message_size,
-            });
-        }
-        let queued = if now {
-            state.flash.now.len()
-        } else {
-            let stored = if state.flash.taken {
-                0
-            } else {
-                state.stored_flash().len()
-            };
-            stored + state.flash.outgoing.len()
-        };
-        if queued >= limits.max_messages {
-            return Err(SessionError::TooManyFlashMessages {
-                limit: limits.max_messages,
-            });
-        }
-        if now {
-            state.flash.now.push(message);
-        } else {
-            state.flash.outgoing.push(message);
-        }
-        Ok(())
+        self.lock().send_flash(message, now)
     }
 
     /// The stored flash messages (marked read) followed by this request's `now` messages.
     pub(crate) fn flash_take(&self) -> Vec<FlashMessage> {
-        let mut state = self.lock();
-        let mut messages = if state.flash.taken {
-            Vec::new()
-        } else {
-            state.flash.taken = true;
-            state.stored_flash()
-        };
-        messages.append(&mut state.flash.now);
-        messages
+        self.lock().take_flash()
     }
 
     /// "Remember me": keeps this session for `lifetime` of inactivity instead of the idle
@@ -623,13 +288,7 @@ impl Session {
     /// ticked. The lifetime rides in the signed cookie, so it cannot be extended by the
     /// client. The absolute timeout, if configured, still applies. At least one second.
     pub fn remember(&self, lifetime: Duration) {
-        let lifetime = lifetime.max(Duration::from_secs(1));
-        let mut state = self.lock();
-        if state.remember != Some(lifetime) {
-            state.remember = Some(lifetime);
-            state.remember_changed = true;
-            state.mark(SessionStatus::Changed);
-        }
+        self.lock().remember(lifetime.max(Duration::from_secs(1)));
     }
 
     /// The "remember me" lifetime of this session, if [`Session::remember`] set one.
@@ -675,17 +334,6 @@ fn decode_error(key: &str, e: codec::DecodeError) -> SessionError {
         key: key.to_owned(),
         source,
     }
-}
-
-fn parse_millis(raw: &[u8]) -> Option<u64> {
-    std::str::from_utf8(raw).ok()?.parse().ok()
-}
-
-pub(crate) fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl FromRequest for Session {
