@@ -286,7 +286,7 @@ impl State {
 
     fn ttl(&self, now_ms: u64) -> Duration {
         let ttl = self.remember.unwrap_or(self.config.idle_timeout);
-        match (self.config.absolute_timeout, self.created_ms()) {
+        match (self.config.absolute_timeout, created_ms(&self.fields)) {
             (Some(absolute), Some(created)) => {
                 let end =
                     created.saturating_add(u64::try_from(absolute.as_millis()).unwrap_or(u64::MAX));
@@ -294,10 +294,6 @@ impl State {
             }
             _ => ttl,
         }
-    }
-
-    fn created_ms(&self) -> Option<u64> {
-        parse_millis(self.fields.get(CREATED)?)
     }
 
     /// The flash messages stored by earlier requests (an unreadable list counts as none).
@@ -406,7 +402,7 @@ pub(crate) fn created_ms(fields: &Fields) -> Option<u64> {
     parse_millis(fields.get(CREATED)?)
 }
 
-pub(crate) fn parse_millis(raw: &[u8]) -> Option<u64> {
+fn parse_millis(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(raw).ok()?.parse().ok()
 }
 
