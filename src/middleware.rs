@@ -279,26 +279,26 @@ impl Inner {
         let config = &self.config;
         let ttl = verified.remember.unwrap_or(config.idle_timeout);
         let key = config.storage_key(&verified.id.handle());
-        let Some(fields) = self.store.load(key, ttl).await? else {
+        let Some(fields) = self.store.load(&key, ttl).await? else {
             // Strict mode: a signed id that the store does not know is never adopted.
             tracing::debug!("session not found; starting a fresh session");
             return Ok(Session::fresh(Arc::clone(config)));
         };
-        let id = verified.id.clone();
         let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
-            return Ok(Session::replacing(Arc::clone(config), id));
+            return Ok(Session::replacing(Arc::clone(config), key));
         };
         if let Some(absolute) = config.absolute_timeout {
             let age = Duration::from_millis(now_ms().saturating_sub(created));
             if age >= absolute {
                 tracing::debug!("session reached its absolute timeout");
-                return Ok(Session::replacing(Arc::clone(config), id));
+                return Ok(Session::replacing(Arc::clone(config), key));
             }
         }
         Ok(Session::loaded(
             Arc::clone(config),
-            id,
+            verified.id.clone(),
+            key,
             fields,
             verified.remember,
         ))

@@ -85,8 +85,8 @@ impl Session {
 
     /// A fresh session that replaces a stored record which must go (expired, or a remnant
     /// without a creation marker).
-    pub(crate) fn replacing(config: Arc<SessionConfig>, old: SessionId) -> Session {
-        Session::wrap(State::replacing(config, old))
+    pub(crate) fn replacing(config: Arc<SessionConfig>, old_key: String) -> Session {
+        Session::wrap(State::replacing(config, old_key))
     }
 
     /// An empty session that is never saved (store down, fail-open policy).
@@ -99,10 +99,11 @@ impl Session {
     pub(crate) fn loaded(
         config: Arc<SessionConfig>,
         id: SessionId,
+        key: String,
         fields: Fields,
         remember: Option<Duration>,
     ) -> Session {
-        Session::wrap(State::loaded(config, id, fields, remember))
+        Session::wrap(State::loaded(config, id, key, fields, remember))
     }
 
     fn wrap(state: State) -> Session {
@@ -314,7 +315,7 @@ impl Session {
 
     /// Whether the session was loaded from the store (as opposed to new in this request).
     pub fn is_new(&self) -> bool {
-        !self.lock().stored
+        self.lock().key.is_none()
     }
 }
 

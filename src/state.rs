@@ -24,19 +24,19 @@ pub(crate) const CREATED: &str = "m:c";
 /// Field holding the flash messages waiting to be read.
 pub(crate) const FLASH: &str = "f";
 
-/// One request's view of its session. `Session` handles read `fields`, `id`, `stored` and
+/// One request's view of its session. `Session` handles read `fields`, `id`, `key` and
 /// `remember` directly and change everything through methods, which keep `dirty` in step.
 pub(crate) struct State {
     config: Arc<SessionConfig>,
     /// `None` until a new session needs one.
     pub(crate) id: Option<SessionId>,
-    /// The record exists in the store under `id`.
-    pub(crate) stored: bool,
+    /// The record's Redis key, while it exists in the store under `id` (as loaded).
+    pub(crate) key: Option<String>,
     pub(crate) fields: Fields,
     /// Field names to write: set if present in `fields`, deleted if not.
     dirty: HashSet<String>,
-    /// A stored record to delete (purge, renew, expired).
-    retire: Option<SessionId>,
+    /// The key of a stored record to delete (purge, renew, expired).
+    retire: Option<String>,
     pub(crate) remember: Option<Duration>,
     remember_changed: bool,
     status: SessionStatus,
@@ -87,7 +87,7 @@ impl State {
         State {
             config,
             id: None,
-            stored: false,
+            key: None,
             fields: Fields::new(),
             dirty: HashSet::new(),
             retire: None,
@@ -98,9 +98,9 @@ impl State {
         }
     }
 
-    pub(crate) fn replacing(config: Arc<SessionConfig>, old: SessionId) -> State {
+    pub(crate) fn replacing(config: Arc<SessionConfig>, old_key: String) -> State {
         let mut state = State::new(config);
-        state.retire = Some(old);
+        state.retire = Some(old_key);
         state
     }
 
@@ -113,6 +113,7 @@ impl State {
     pub(crate) fn loaded(
         config: Arc<SessionConfig>,
         id: SessionId,
+        key: String,
         mut fields: Fields,
         remember: Option<Duration>,
     ) -> State {
@@ -131,7 +132,7 @@ impl State {
         });
         state.fields = fields;
         state.id = Some(id);
-        state.stored = true;
+        state.key = Some(key);
         state.remember = remember;
         state
     }
@@ -275,12 +276,10 @@ impl State {
     /// Moves a stored record out of the way: it will be deleted, and what is saved next goes
     /// under a new id.
     fn detach(&mut self) {
-        if self.stored {
-            self.retire = self.id.take();
-            self.stored = false;
-        } else {
-            self.id = None;
+        if let Some(key) = self.key.take() {
+            self.retire = Some(key);
         }
+        self.id = None;
         self.dirty.clear();
     }
 
@@ -342,7 +341,7 @@ impl State {
         }
         self.settle_flash();
         let now = now_ms();
-        if self.stored {
+        if let Some(key) = self.key.clone() {
             let live = Live {
                 id: self.id.clone().expect("a stored session has an id"),
                 remember: self.remember,
@@ -359,7 +358,6 @@ impl State {
                     None => del.push(name),
                 }
             }
-            let key = self.config.storage_key(&live.id.handle());
             let ttl = self.ttl(now);
             if empty {
                 let write = Write::Empty { key, del, ttl };
@@ -368,10 +366,7 @@ impl State {
             let write = Write::Update { key, set, del, ttl };
             return Plan::Update { write, live };
         }
-        let retire = self
-            .retire
-            .take()
-            .map(|old| self.config.storage_key(&old.handle()));
+        let retire = self.retire.take();
         if !self.has_data() {
             return match retire {
                 Some(key) => Plan::Delete { key },

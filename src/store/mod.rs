@@ -61,13 +61,13 @@ impl Store {
     /// The record under `key`, if any, with its TTL moved to `ttl`.
     pub(crate) async fn load(
         &self,
-        key: String,
+        key: &str,
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
         match self {
             Store::Redis(s) => s.load(key, ttl).await,
             Store::Multiplexed(s) => s.load(key, ttl).await,
-            Store::Memory(s) => Ok(s.load(&key, ttl)),
+            Store::Memory(s) => Ok(s.load(key, ttl)),
         }
     }
 

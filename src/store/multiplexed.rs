@@ -70,10 +70,10 @@ impl MultiplexedStore {
 
     pub(crate) async fn load(
         &self,
-        key: String,
+        key: &str,
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
-        let pipe = Commands::load(&key, ttl);
+        let pipe = Commands::load(key, ttl);
         commands::loaded(self.query(&pipe).await).map_err(StoreError::Redis)
     }
 

@@ -123,10 +123,10 @@ impl RedisStore {
 
     pub(crate) async fn load(
         &self,
-        key: String,
+        key: &str,
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
-        let pipe = Commands::load(&key, ttl);
+        let pipe = Commands::load(key, ttl);
         self.run(move |inner, conn| commands::loaded(inner.commands.query(conn, &pipe)))
             .await
     }
