@@ -1,6 +1,7 @@
 //! Public error types and their mapping to HTTP responses.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use std::sync::Arc;
 
 /// A [`Key`](crate::Key) could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +151,7 @@ impl ResponseError for SessionError {
 /// Clients never see this error: the middleware answers `503 Service Unavailable` with an
 /// opaque body (or, with [`OnStoreError::FailOpen`](crate::OnStoreError::FailOpen), serves
 /// the request with an unsaved session) and logs the detail.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Redis answered with an error or the connection failed.
@@ -158,8 +159,9 @@ pub enum StoreError {
     Redis(#[source] redis::RedisError),
     /// No pooled connection became free within the checkout timeout.
     #[error("no Redis connection available")]
-    Pool(#[source] r2d2::Error),
-    /// The blocking thread pool could not run the operation.
+    Pool(#[source] Arc<r2d2::Error>),
+    /// The blocking thread pool could not run the operation (pool transport), e.g. while the
+    /// server shuts down.
     #[error("the blocking thread pool is gone")]
     Blocking,
     /// Every freshly drawn session id was already taken: the random source is broken.

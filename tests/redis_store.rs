@@ -618,3 +618,63 @@ async fn both_transports_read_each_others_sessions() {
     let mut client = Client::with_jar(&pool, client.jar);
     assert_eq!(client.get("/read").await.body, "2");
 }
+
+#[actix_web::test]
+async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
+    for transport in TRANSPORTS {
+        concurrent_requests_are_batched_and_each_gets_its_own_answer_with(transport).await;
+    }
+}
+
+async fn concurrent_requests_are_batched_and_each_gets_its_own_answer_with(transport: Transport) {
+    let server = RedisServer::start();
+    let srv = serve(with(transport, RedisSession::builder(server.url(), key(1))));
+    let mut readers = Vec::new();
+    for i in 0..40 {
+        let mut client = Client::new(&srv);
+        client.get(&format!("/set/v/{i}")).await;
+        readers.push(client);
+    }
+    // A record replaced by a string: its WRONGTYPE error lands amid the others' replies.
+    let mut foreign = Client::new(&srv);
+    foreign.get("/set/v/foreign").await;
+    let redis_key = format!("session:{}", foreign.get("/handle").await.body);
+    let mut conn = server.conn();
+    let _: () = conn.set(&redis_key, "not a session").unwrap();
+    // Redis forgets the scripts: the new sessions of the burst meet NOSCRIPT inside a batch.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    let mut writers: Vec<Client> = (0..10).map(|_| Client::new(&srv)).collect();
+    let paths: Vec<String> = (0..10).map(|i| format!("/set/w/{i}")).collect();
+
+    let (reads, foreign_read, writes) = futures_util::future::join3(
+        futures_util::future::join_all(readers.iter_mut().map(|c| c.get("/get/v"))),
+        foreign.get("/get/v"),
+        futures_util::future::join_all(writers.iter_mut().zip(&paths).map(|(c, p)| c.get(p))),
+    )
+    .await;
+
+    for (i, res) in reads.iter().enumerate() {
+        assert_eq!((res.status, res.body.clone()), (200, format!("\"{i}\"")));
+    }
+    assert_eq!(
+        (foreign_read.status, foreign_read.body.as_str()),
+        (200, "none")
+    );
+    for res in &writes {
+        assert_eq!(res.status, 200, "{transport:?}: a new session in the burst");
+    }
+    for (i, writer) in writers.iter_mut().enumerate() {
+        assert_eq!(writer.get("/get/w").await.body, format!("\"{i}\""));
+    }
+    if transport == Transport::Pool {
+        // 51 requests at once went through at most 2 pooled connections (the pool may
+        // open 20), besides the test's own.
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut conn).unwrap();
+        let clients: usize = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("connected_clients");
+        assert!(clients <= 2 + 1, "{clients} connections");
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::{Fields, Write};
+use crate::error::StoreError;
 
 /// Creates the record only if the key is free (`0` when taken, `1` when created).
 /// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: field, value pairs.
@@ -59,13 +60,19 @@ impl Default for RedisOptions {
 /// A pipeline ready to send, and how to read its reply.
 pub(crate) struct Prepared {
     pub(crate) pipe: Pipeline,
+    pub(crate) reply: Reply,
+}
+
+/// How to read the reply of a write's pipeline.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reply {
     /// The first reply is a script's answer (`1` or `0`); otherwise every reply is ignored.
     scripted: bool,
 }
 
-impl Prepared {
+impl Reply {
     /// The answer of a write: see [`super::Store::write`].
-    pub(crate) fn answer(&self, replies: &[Value]) -> RedisResult<bool> {
+    pub(crate) fn answer(self, replies: &[Value]) -> RedisResult<bool> {
         if !self.scripted {
             return Ok(true);
         }
@@ -141,7 +148,10 @@ impl Commands {
                 false
             }
         };
-        Prepared { pipe, scripted }
+        Prepared {
+            pipe,
+            reply: Reply { scripted },
+        }
     }
 
     /// Runs a pipeline on a blocking connection; if Redis lost our scripts (restart,
@@ -181,7 +191,7 @@ impl Commands {
     }
 }
 
-fn is_no_script(e: &RedisError) -> bool {
+pub(crate) fn is_no_script(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
@@ -190,13 +200,13 @@ fn is_no_script(e: &RedisError) -> bool {
 /// Something that is not a hash under the key (WRONGTYPE) is not a session, but no reason to
 /// fail the request either: it comes back as an empty record, which the caller discards
 /// (deletes) like any record without a creation marker.
-pub(crate) fn loaded(reply: RedisResult<Vec<Value>>) -> RedisResult<Option<Fields>> {
+pub(crate) fn loaded(reply: Result<Vec<Value>, StoreError>) -> Result<Option<Fields>, StoreError> {
     match reply {
         Ok(replies) => {
             let fields = to_fields(replies.into_iter().next().unwrap_or(Value::Nil));
             Ok((!fields.is_empty()).then_some(fields))
         }
-        Err(e) if has_server_code(&e, "WRONGTYPE") => Ok(Some(Fields::new())),
+        Err(StoreError::Redis(e)) if has_server_code(&e, "WRONGTYPE") => Ok(Some(Fields::new())),
         Err(e) => Err(e),
     }
 }

@@ -74,13 +74,13 @@ impl MultiplexedStore {
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
         let pipe = Commands::load(key, ttl);
-        commands::loaded(self.query(&pipe).await).map_err(StoreError::Redis)
+        commands::loaded(self.query(&pipe).await.map_err(StoreError::Redis))
     }
 
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
         let prepared = self.shared.commands.write(write);
         let replies = self.query(&prepared.pipe).await?;
-        prepared.answer(&replies).map_err(StoreError::Redis)
+        prepared.reply.answer(&replies).map_err(StoreError::Redis)
     }
 
     async fn query(&self, pipe: &Pipeline) -> redis::RedisResult<Vec<Value>> {

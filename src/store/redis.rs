@@ -1,15 +1,27 @@
 //! The Redis store over an r2d2 pool of synchronous connections.
 //!
-//! Every operation is one round trip (one pipeline, or one script call) run inside
-//! `actix_web::web::block`, so no async worker thread ever waits on Redis. The pool does not
-//! PING connections on checkout (that costs two extra round trips per request); a connection
-//! that failed is marked broken and replaced, and an operation that met a dropped connection
-//! is retried on a fresh one a bounded number of times.
+//! Redis calls run inside `actix_web::web::block`, so no async worker thread ever waits on
+//! Redis, and they are batched: a request queues its pipeline and awaits the reply; a
+//! blocking thread (at most [`MAX_RUNNERS`] at once, started by the request that found too
+//! few running) takes every queued pipeline, sends them in one write on one pooled
+//! connection, reads the replies and hands each request its own. Under load one hop to a
+//! blocking thread and one round trip serve many requests, and Redis reads many requests'
+//! commands at once; a lone request costs one hop and one round trip, as before.
+//!
+//! The pool does not PING connections on checkout (that costs two extra round trips per
+//! request); a connection that failed is marked broken and replaced, and a batch that met a
+//! dropped connection is retried on a fresh one a bounded number of times.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    mem,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use actix_web::web;
-use redis::{Connection, ConnectionLike, RedisResult};
+use redis::{Connection, ConnectionLike, Pipeline, RedisError, RedisResult, Value};
+use tokio::sync::oneshot;
 
 use super::{
     commands::{self, Commands, RedisOptions},
@@ -17,9 +29,16 @@ use super::{
 };
 use crate::error::{ConfigError, StoreError};
 
-/// Attempts per operation when a pooled connection turns out to be dead (e.g. after a Redis
+/// Attempts per batch when a pooled connection turns out to be dead (e.g. after a Redis
 /// restart every idle connection is).
 const MAX_ATTEMPTS: usize = 3;
+
+/// Blocking threads sending batches at the same time, each on its own connection. One batch
+/// in flight while the next fills keeps Redis busy; more threads only add wake-ups.
+const MAX_RUNNERS: usize = 2;
+
+/// Most pipelines in one batch.
+const MAX_BATCH: usize = 64;
 
 /// The Redis-backed store (pool transport).
 #[derive(Clone)]
@@ -30,6 +49,21 @@ pub(crate) struct RedisStore {
 struct Inner {
     pool: Pool,
     commands: Commands,
+    queue: Mutex<Queue>,
+}
+
+/// Pipelines waiting for a runner, and how many runners there are.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    runners: usize,
+}
+
+/// One request's pipeline and where its replies go (every reply, ignored ones included;
+/// error replies of Redis turned into an error).
+struct Job {
+    pipe: Pipeline,
+    reply: oneshot::Sender<Result<Vec<Value>, StoreError>>,
 }
 
 enum Pool {
@@ -117,6 +151,7 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 pool,
                 commands: Commands::new(),
+                queue: Mutex::default(),
             }),
         }
     }
@@ -126,44 +161,140 @@ impl RedisStore {
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
-        let pipe = Commands::load(key, ttl);
-        self.run(move |inner, conn| commands::loaded(inner.commands.query(conn, &pipe)))
-            .await
+        let replies = self.query(Commands::load(key, ttl)).await;
+        commands::loaded(replies)
     }
 
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
         let prepared = self.inner.commands.write(write);
-        self.run(move |inner, conn| {
-            let replies = inner.commands.query(conn, &prepared.pipe)?;
-            prepared.answer(&replies)
-        })
-        .await
+        let replies = self.query(prepared.pipe).await?;
+        prepared.reply.answer(&replies).map_err(StoreError::Redis)
     }
 
-    /// Runs `op` on a pooled connection inside `web::block`.
-    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Fn(&Inner, &mut Connection) -> RedisResult<T> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        web::block(move || inner.with_connection(op))
-            .await
-            .map_err(|_| StoreError::Blocking)?
+    /// Queues `pipe` for the next batch, starts a runner if too few run, and awaits the
+    /// replies.
+    async fn query(&self, pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
+        let (reply, replied) = oneshot::channel();
+        let start = {
+            let mut queue = self.inner.queue();
+            queue.jobs.push_back(Job { pipe, reply });
+            let start = queue.runners < MAX_RUNNERS;
+            queue.runners += usize::from(start);
+            start
+        };
+        if start {
+            let runner = Runner {
+                inner: Arc::clone(&self.inner),
+                finished: false,
+            };
+            // The blocking task starts now; nobody needs to await its end.
+            drop(web::block(move || runner.run()));
+        }
+        replied.await.map_err(|_| StoreError::Blocking)?
+    }
+}
+
+/// A blocking thread's turn at sending batches; ends when the queue is empty.
+struct Runner {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Runner {
+    fn run(mut self) {
+        loop {
+            let batch: Vec<Job> = {
+                let mut queue = self.inner.queue();
+                if queue.jobs.is_empty() {
+                    // Checked and counted under one lock: a request that queues after this
+                    // sees one runner fewer and starts its own.
+                    queue.runners -= 1;
+                    self.finished = true;
+                    return;
+                }
+                let n = queue.jobs.len().min(MAX_BATCH);
+                queue.jobs.drain(..n).collect()
+            };
+            self.inner.send(batch);
+        }
+    }
+}
+
+impl Drop for Runner {
+    /// A runner that never ran (the blocking pool was shutting down) or panicked: give its
+    /// place back, and if no runner is left, fail the queued requests rather than strand them.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let orphans = {
+            let mut queue = self.inner.queue();
+            queue.runners -= 1;
+            if queue.runners == 0 {
+                mem::take(&mut queue.jobs)
+            } else {
+                VecDeque::new()
+            }
+        };
+        drop(orphans);
     }
 }
 
 impl Inner {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent across a panic (no invariant spans two statements).
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `batch` in one write on one connection and hands out the replies.
+    fn send(&self, batch: Vec<Job>) {
+        let mut packed = Vec::new();
+        let mut total = 0;
+        for job in &batch {
+            packed.extend_from_slice(&job.pipe.get_packed_pipeline());
+            total += job.pipe.len();
+        }
+        let result = self.with_connection(|conn| {
+            let mut replies = conn.req_packed_commands(&packed, 0, total)?.into_iter();
+            let mut answers = Vec::with_capacity(batch.len());
+            for job in &batch {
+                let mine: Vec<Value> = replies.by_ref().take(job.pipe.len()).collect();
+                let answer = match first_error(&mine) {
+                    // Redis lost our scripts (restart, SCRIPT FLUSH): this pipeline again,
+                    // alone, through the path that loads them.
+                    Some(e) if commands::is_no_script(&e) => self.commands.query(conn, &job.pipe),
+                    Some(e) => Err(e),
+                    None => Ok(mine),
+                };
+                answers.push(answer.map_err(StoreError::Redis));
+            }
+            Ok(answers)
+        });
+        match result {
+            Ok(answers) => {
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    // A request that went away no longer waits for its answer.
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
     fn with_connection<T>(
         &self,
-        op: impl Fn(&Inner, &mut Connection) -> RedisResult<T>,
+        op: impl Fn(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut attempt = 1;
         loop {
             let result = match &self.pool {
                 Pool::Own(pool) => {
-                    let mut pooled = pool.get().map_err(StoreError::Pool)?;
-                    let result = op(self, &mut pooled.conn);
+                    let mut pooled = pool.get().map_err(|e| StoreError::Pool(Arc::new(e)))?;
+                    let result = op(&mut pooled.conn);
                     if let Err(e) = &result {
                         // After an I/O error the connection's state is unknown: replace it.
                         pooled.broken |= e.is_io_error();
@@ -174,10 +305,10 @@ impl Inner {
                     pool,
                     command_timeout,
                 } => {
-                    let mut conn = pool.get().map_err(StoreError::Pool)?;
+                    let mut conn = pool.get().map_err(|e| StoreError::Pool(Arc::new(e)))?;
                     conn.set_read_timeout(Some(*command_timeout))?;
                     conn.set_write_timeout(Some(*command_timeout))?;
-                    let result = op(self, &mut conn);
+                    let result = op(&mut conn);
                     // The application's own commands on this connection (say a BLPOP) must
                     // not inherit our timeout: back to redis-rs's default, none.
                     let _ = conn.set_read_timeout(None);
@@ -194,4 +325,12 @@ impl Inner {
             }
         }
     }
+}
+
+/// The first error reply among a pipeline's replies.
+fn first_error(replies: &[Value]) -> Option<RedisError> {
+    replies.iter().find_map(|value| match value {
+        Value::ServerError(e) => Some(RedisError::from(e.clone())),
+        _ => None,
+    })
 }
