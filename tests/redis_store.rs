@@ -669,12 +669,36 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer_with(trans
     if transport == Transport::Pool {
         // 51 requests at once went through at most 2 pooled connections (the pool may
         // open 20), besides the test's own.
-        let info: String = redis::cmd("INFO").arg("clients").query(&mut conn).unwrap();
-        let clients: usize = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("connected_clients");
+        let clients = connected_clients(&mut conn);
         assert!(clients <= 2 + 1, "{clients} connections");
     }
+}
+
+fn connected_clients(conn: &mut redis::Connection) -> usize {
+    let info: String = redis::cmd("INFO").arg("clients").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("connected_clients")
+}
+
+#[actix_web::test]
+async fn a_pool_of_one_connection_serves_concurrent_requests() {
+    let server = RedisServer::start();
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .capacity(1)
+        .checkout_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
+    let mut clients: Vec<Client> = (0..20).map(|_| Client::new(&srv)).collect();
+    for _ in 0..3 {
+        let responses =
+            futures_util::future::join_all(clients.iter_mut().map(|c| c.get("/count"))).await;
+        assert!(responses.iter().all(|r| r.status == 200), "{responses:?}");
+    }
+    for client in &mut clients {
+        assert_eq!(client.get("/count").await.body, "4");
+    }
+    assert_eq!(connected_clients(&mut server.conn()), 1 + 1);
 }

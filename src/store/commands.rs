@@ -219,6 +219,25 @@ fn has_server_code(e: &RedisError, code: &str) -> bool {
             .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
 }
 
+/// A batch's replies split among its pipelines: each gets all of its replies (ignored ones
+/// included), or the first error Redis answered to one of its commands.
+pub(crate) fn split_replies<'a>(
+    replies: Vec<Value>,
+    pipes: impl Iterator<Item = &'a Pipeline>,
+) -> Vec<RedisResult<Vec<Value>>> {
+    let mut replies = replies.into_iter();
+    pipes
+        .map(|pipe| {
+            let mine: Vec<Value> = replies.by_ref().take(pipe.len()).collect();
+            let error = mine.iter().find_map(|value| match value {
+                Value::ServerError(e) => Some(RedisError::from(e.clone())),
+                _ => None,
+            });
+            error.map_or(Ok(mine), Err)
+        })
+        .collect()
+}
+
 /// Whether another attempt on a fresh connection may succeed.
 pub(crate) fn worth_retrying(e: &RedisError) -> bool {
     e.is_connection_dropped() && !e.is_connection_refusal()

@@ -20,7 +20,7 @@ use std::{
 };
 
 use actix_web::web;
-use redis::{Connection, ConnectionLike, Pipeline, RedisError, RedisResult, Value};
+use redis::{Connection, ConnectionLike, Pipeline, RedisResult, Value};
 use tokio::sync::oneshot;
 
 use super::{
@@ -50,6 +50,9 @@ struct Inner {
     pool: Pool,
     commands: Commands,
     queue: Mutex<Queue>,
+    /// [`MAX_RUNNERS`], or fewer for a smaller pool: a runner never waits for a connection
+    /// that another runner holds.
+    max_runners: usize,
 }
 
 /// Pipelines waiting for a runner, and how many runners there are.
@@ -147,11 +150,16 @@ impl RedisStore {
     }
 
     fn with_pool(pool: Pool) -> RedisStore {
+        let size = match &pool {
+            Pool::Own(pool) => pool.max_size(),
+            Pool::Shared { pool, .. } => pool.max_size(),
+        };
         RedisStore {
             inner: Arc::new(Inner {
                 pool,
                 commands: Commands::new(),
                 queue: Mutex::default(),
+                max_runners: MAX_RUNNERS.min(usize::try_from(size).unwrap_or(1).max(1)),
             }),
         }
     }
@@ -178,7 +186,7 @@ impl RedisStore {
         let start = {
             let mut queue = self.inner.queue();
             queue.jobs.push_back(Job { pipe, reply });
-            let start = queue.runners < MAX_RUNNERS;
+            let start = queue.runners < self.inner.max_runners;
             queue.runners += usize::from(start);
             start
         };
@@ -255,20 +263,23 @@ impl Inner {
             total += job.pipe.len();
         }
         let result = self.with_connection(|conn| {
-            let mut replies = conn.req_packed_commands(&packed, 0, total)?.into_iter();
-            let mut answers = Vec::with_capacity(batch.len());
-            for job in &batch {
-                let mine: Vec<Value> = replies.by_ref().take(job.pipe.len()).collect();
-                let answer = match first_error(&mine) {
-                    // Redis lost our scripts (restart, SCRIPT FLUSH): this pipeline again,
-                    // alone, through the path that loads them.
-                    Some(e) if commands::is_no_script(&e) => self.commands.query(conn, &job.pipe),
-                    Some(e) => Err(e),
-                    None => Ok(mine),
-                };
-                answers.push(answer.map_err(StoreError::Redis));
-            }
-            Ok(answers)
+            let replies = conn.req_packed_commands(&packed, 0, total)?;
+            let answers = commands::split_replies(replies, batch.iter().map(|job| &job.pipe));
+            Ok(batch
+                .iter()
+                .zip(answers)
+                .map(|(job, answer)| {
+                    match answer {
+                        // Redis lost our scripts (restart, SCRIPT FLUSH): this pipeline
+                        // again, alone, through the path that loads them.
+                        Err(e) if commands::is_no_script(&e) => {
+                            self.commands.query(conn, &job.pipe)
+                        }
+                        other => other,
+                    }
+                    .map_err(StoreError::Redis)
+                })
+                .collect::<Vec<_>>())
         });
         match result {
             Ok(answers) => {
@@ -325,12 +336,4 @@ impl Inner {
             }
         }
     }
-}
-
-/// The first error reply among a pipeline's replies.
-fn first_error(replies: &[Value]) -> Option<RedisError> {
-    replies.iter().find_map(|value| match value {
-        Value::ServerError(e) => Some(RedisError::from(e.clone())),
-        _ => None,
-    })
 }
