@@ -35,8 +35,11 @@ pub enum OnStoreError {
 #[non_exhaustive]
 pub enum Transport {
     /// An r2d2 pool of blocking connections, used on actix's blocking thread pool
-    /// (`web::block`). The default, and the only transport that can share the
-    /// application's own `r2d2::Pool` ([`RedisSession::from_pool`]).
+    /// (`web::block`), never on a worker thread. Concurrent requests are batched: the
+    /// pipelines queued meanwhile go to Redis in one write on one connection, so the hop to a
+    /// blocking thread and Redis's read are shared by many requests. The default, and the
+    /// only transport that can share the application's own `r2d2::Pool`
+    /// ([`RedisSession::from_pool`]).
     #[default]
     Pool,
     /// redis-rs's multiplexed async connection, one per actix worker, reconnecting by
@@ -296,7 +299,14 @@ impl RedisSessionBuilder {
         self
     }
 
-    /// Redis pool size. Default: 20. Ignored for a shared pool and the memory store.
+    /// Connections of the Redis pool, which is also how many batches of requests can be in
+    /// flight at once. Default: 2.
+    ///
+    /// The pool transport batches: every request queued while a batch is out goes with the
+    /// next one, in one write on one connection. Two connections (one batch in flight while
+    /// the next fills) keep a nearby Redis busy; more help when Redis is far (high round-trip
+    /// time) or slow. Ignored for a shared pool (the store uses at most 2 of its connections)
+    /// and the memory store.
     pub fn capacity(mut self, connections: u32) -> Self {
         self.redis.capacity = connections;
         self

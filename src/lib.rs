@@ -56,8 +56,9 @@
 //!   not overwrite each other.
 //! - One round trip to load (which also refreshes the idle timeout), none to finish a request
 //!   that changed nothing, one to write the changed fields.
-//! - Pool transport: Redis calls run on actix's blocking thread pool (`web::block`), one hop
-//!   per phase, over an r2d2 pool that does not PING on checkout.
+//! - Pool transport: Redis calls run on actix's blocking thread pool (`web::block`), over an
+//!   r2d2 pool that does not PING on checkout; concurrent requests' commands are batched into
+//!   one write on one connection.
 //!
 //! [actix-web]: https://docs.rs/actix-web
 

@@ -702,3 +702,34 @@ async fn a_pool_of_one_connection_serves_concurrent_requests() {
     }
     assert_eq!(connected_clients(&mut server.conn()), 1 + 1);
 }
+
+#[actix_web::test]
+async fn a_dropped_app_closes_its_multiplexed_connection() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    let sessions = with(
+        Transport::Multiplexed,
+        RedisSession::builder(server.url(), key(1)),
+    );
+    let app =
+        actix_web::test::init_service(App::new().wrap(sessions.clone()).configure(common::routes))
+            .await;
+    let req = actix_web::test::TestRequest::get()
+        .uri("/count")
+        .to_request();
+    assert_eq!(actix_web::test::call_service(&app, req).await.status(), 200);
+    assert_eq!(
+        connected_clients(&mut conn),
+        2,
+        "the app's connection and ours"
+    );
+    // The runtime goes on; the app (one worker's middleware) is dropped.
+    drop(app);
+    for _ in 0..200 {
+        if connected_clients(&mut conn) == 1 {
+            return;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the connection of a dropped app stays open");
+}

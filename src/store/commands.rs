@@ -49,18 +49,12 @@ pub(crate) struct RedisOptions {
 impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
-            capacity: 20,
+            capacity: 2,
             checkout_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
         }
     }
-}
-
-/// A pipeline ready to send, and how to read its reply.
-pub(crate) struct Prepared {
-    pub(crate) pipe: Pipeline,
-    pub(crate) reply: Reply,
 }
 
 /// How to read the reply of a write's pipeline.
@@ -101,17 +95,16 @@ impl Commands {
         }
     }
 
-    /// HGETALL and the TTL refresh, in one round trip.
-    pub(crate) fn load(key: &str, ttl: Duration) -> Pipeline {
-        let mut pipe = redis::pipe();
+    /// Appends the load of `key` to `pipe`: HGETALL and the TTL refresh. The first reply
+    /// is the record ([`loaded`]).
+    pub(crate) fn load(pipe: &mut Pipeline, key: &str, ttl: Duration) {
         pipe.cmd("HGETALL").arg(key);
         pipe.cmd("PEXPIRE").arg(key).arg(millis(ttl)).ignore();
-        pipe
     }
 
-    /// The pipeline that applies `write`.
-    pub(crate) fn write(&self, write: &Write) -> Prepared {
-        let mut pipe = redis::pipe();
+    /// Appends the commands that apply `write` to `pipe`; the answer says how to read
+    /// their replies.
+    pub(crate) fn write(&self, pipe: &mut Pipeline, write: &Write) -> Reply {
         let scripted = match write {
             Write::Update { key, set, del, ttl } => {
                 if !set.is_empty() {
@@ -148,10 +141,7 @@ impl Commands {
                 false
             }
         };
-        Prepared {
-            pipe,
-            reply: Reply { scripted },
-        }
+        Reply { scripted }
     }
 
     /// Runs a pipeline on a blocking connection; if Redis lost our scripts (restart,
@@ -217,25 +207,6 @@ fn has_server_code(e: &RedisError, code: &str) -> bool {
         || e.clone()
             .into_server_errors()
             .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
-}
-
-/// A batch's replies split among its pipelines: each gets all of its replies (ignored ones
-/// included), or the first error Redis answered to one of its commands.
-pub(crate) fn split_replies<'a>(
-    replies: Vec<Value>,
-    pipes: impl Iterator<Item = &'a Pipeline>,
-) -> Vec<RedisResult<Vec<Value>>> {
-    let mut replies = replies.into_iter();
-    pipes
-        .map(|pipe| {
-            let mine: Vec<Value> = replies.by_ref().take(pipe.len()).collect();
-            let error = mine.iter().find_map(|value| match value {
-                Value::ServerError(e) => Some(RedisError::from(e.clone())),
-                _ => None,
-            });
-            error.map_or(Ok(mine), Err)
-        })
-        .collect()
 }
 
 /// Whether another attempt on a fresh connection may succeed.

@@ -4,6 +4,7 @@
 //! operations: load (with TTL refresh), field-level update of an existing record, create if
 //! absent, delete. The session logic on top is shared, so both behave alike.
 
+pub(crate) mod batch;
 pub(crate) mod commands;
 pub(crate) mod memory;
 pub(crate) mod multiplexed;

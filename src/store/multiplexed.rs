@@ -1,18 +1,27 @@
 //! The Redis store over redis-rs's multiplexed async connection.
 //!
-//! Concurrent requests share one connection per actix worker and their commands are
-//! pipelined on the wire, which costs Redis far less CPU per request than one blocking
-//! connection per request. No thread hop either: the commands are awaited on the worker.
-//! Key layout, scripts and pipelines are the pool transport's ([`super::commands`]).
+//! Each actix worker has its own connection and its own batch: a request appends its
+//! commands to the batch and awaits its replies; a task on the same worker sends the batch
+//! as one pipeline whenever the previous one has been answered, and hands every request its
+//! replies. Under load one pipeline carries the commands of many requests, so redis-rs's
+//! per-call work and Redis's per-read work are shared; a lone request costs one round trip,
+//! as a direct call would. Nothing crosses threads, and the connection reconnects by itself.
+//! Key layout, scripts and commands are the pool transport's ([`super::commands`]).
 
-use std::{sync::Arc, time::Duration};
-
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    Pipeline, Value,
+use std::{
+    pin::pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    time::Duration,
 };
 
+use redis::{
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    Pipeline,
+};
+use tokio::sync::Notify;
+
 use super::{
+    batch::{self, Batch, Replies},
     commands::{self, Commands, RedisOptions},
     Fields, Write,
 };
@@ -22,14 +31,36 @@ use crate::error::{ConfigError, StoreError};
 #[derive(Clone)]
 pub(crate) struct MultiplexedStore {
     shared: Arc<Shared>,
-    /// This worker's connection; `None` in the copy held by the configuration.
-    connection: Option<ConnectionManager>,
+    /// This worker's connection and batch; `None` in the copy held by the configuration.
+    worker: Option<Arc<Worker>>,
 }
 
 struct Shared {
     client: redis::Client,
     config: ConnectionManagerConfig,
     commands: Commands,
+}
+
+/// One worker's connection, the batch being filled, and the sender task's state.
+struct Worker {
+    connection: ConnectionManager,
+    queue: Mutex<Queue>,
+    /// Wakes the sender when a request joins an empty batch.
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Queue {
+    batch: Batch,
+    /// The sender task is running (it is started by the first request).
+    sending: bool,
+}
+
+impl Drop for Worker {
+    /// Lets the sender task see that the worker is gone, and end.
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
 }
 
 impl MultiplexedStore {
@@ -48,7 +79,7 @@ impl MultiplexedStore {
                 config,
                 commands: Commands::new(),
             }),
-            connection: None,
+            worker: None,
         })
     }
 
@@ -64,7 +95,13 @@ impl MultiplexedStore {
         }
         MultiplexedStore {
             shared: Arc::clone(&self.shared),
-            connection: connection.ok(),
+            worker: connection.ok().map(|connection| {
+                Arc::new(Worker {
+                    connection,
+                    queue: Mutex::default(),
+                    wake: Arc::new(Notify::new()),
+                })
+            }),
         }
     }
 
@@ -73,42 +110,92 @@ impl MultiplexedStore {
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
-        let pipe = Commands::load(key, ttl);
-        commands::loaded(self.query(&pipe).await.map_err(StoreError::Redis))
+        commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
     }
 
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
-        let prepared = self.shared.commands.write(write);
-        let replies = self.query(&prepared.pipe).await?;
-        prepared.reply.answer(&replies).map_err(StoreError::Redis)
+        let mut reply = None;
+        let replies = self
+            .query(|pipe| reply = Some(self.shared.commands.write(pipe, write)))
+            .await?;
+        let reply = reply.expect("the commands were built");
+        reply.answer(&replies).map_err(StoreError::Redis)
     }
 
-    async fn query(&self, pipe: &Pipeline) -> redis::RedisResult<Vec<Value>> {
-        let mut connection = match &self.connection {
-            Some(connection) => connection.clone(),
-            None => {
-                ConnectionManager::new_with_config(
-                    self.shared.client.clone(),
-                    self.shared.config.clone(),
-                )
-                .await?
-            }
+    /// Adds the commands `build` makes to this worker's batch and awaits the replies.
+    async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
+        let Some(worker) = &self.worker else {
+            // Only the per-worker copies serve requests; this one could not be set up.
+            let e = redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the Redis connection could not be set up",
+            ));
+            return Err(StoreError::Redis(e));
         };
-        match self
-            .shared
-            .commands
-            .query_async(&mut connection, pipe)
-            .await
-        {
+        let (replied, start) = {
+            let mut queue = worker.queue();
+            let first = queue.batch.is_empty();
+            let replied = queue.batch.push(build);
+            let start = !queue.sending;
+            queue.sending = true;
+            if first && !start {
+                worker.wake.notify_one();
+            }
+            (replied, start)
+        };
+        if start {
+            // On this worker's runtime, like the connection's own tasks.
+            tokio::spawn(send(
+                Arc::clone(&self.shared),
+                Arc::downgrade(worker),
+                Arc::clone(&worker.wake),
+            ));
+        }
+        batch::replies(replied).await
+    }
+}
+
+impl Worker {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent across a panic (no invariant spans two statements).
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sender task of one worker: sends the batch, waits for its replies, hands them out,
+/// and again; sleeps while no request waits; ends with the worker.
+async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
+    loop {
+        // Registered before looking at the batch, so a request that joins after the look
+        // (or the worker's drop) wakes it.
+        let mut woken = pin!(wake.notified());
+        woken.as_mut().enable();
+        let Some(this) = worker.upgrade() else {
+            return;
+        };
+        let batch = std::mem::take(&mut this.queue().batch);
+        if batch.is_empty() {
+            drop(this);
+            woken.await;
+            continue;
+        }
+        let mut connection = this.connection.clone();
+        drop(this);
+        let pipe = batch.pipe();
+        let replies = match connection.req_packed_commands(pipe, 0, pipe.len()).await {
             // The manager reconnects after a dropped connection: one more try.
             Err(e) if commands::worth_retrying(&e) => {
                 tracing::debug!(error = %e, "redis connection dropped; retrying");
-                self.shared
-                    .commands
-                    .query_async(&mut connection, pipe)
-                    .await
+                connection.req_packed_commands(pipe, 0, pipe.len()).await
             }
             other => other,
+        };
+        for retry in batch.answer(replies.map_err(StoreError::Redis)) {
+            let replies = shared
+                .commands
+                .query_async(&mut connection, &retry.pipe)
+                .await;
+            retry.answer(replies.map_err(StoreError::Redis));
         }
     }
 }

@@ -2,28 +2,28 @@
 //!
 //! Redis calls run inside `actix_web::web::block`, so no async worker thread ever waits on
 //! Redis, and they are batched: a request queues its pipeline and awaits the reply; a
-//! blocking thread (at most [`MAX_RUNNERS`] at once, started by the request that found too
-//! few running) takes every queued pipeline, sends them in one write on one pooled
-//! connection, reads the replies and hands each request its own. Under load one hop to a
-//! blocking thread and one round trip serve many requests, and Redis reads many requests'
-//! commands at once; a lone request costs one hop and one round trip, as before.
+//! blocking thread (a "runner"; as many at once as the pool has connections, at most
+//! [`MAX_SHARED_RUNNERS`] on an application's pool; started by the request that found too few
+//! running) takes every queued pipeline, sends them in one write on one pooled connection,
+//! reads the replies and hands each request its own. Under load one hop to a blocking thread
+//! and one round trip serve many requests, and Redis reads many requests' commands at once; a
+//! lone request costs one hop and one round trip.
 //!
 //! The pool does not PING connections on checkout (that costs two extra round trips per
 //! request); a connection that failed is marked broken and replaced, and a batch that met a
 //! dropped connection is retried on a fresh one a bounded number of times.
 
 use std::{
-    collections::VecDeque,
     mem,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use actix_web::web;
-use redis::{Connection, ConnectionLike, Pipeline, RedisResult, Value};
-use tokio::sync::oneshot;
+use redis::{Connection, ConnectionLike, Pipeline, RedisResult};
 
 use super::{
+    batch::{self, Batch, Replies},
     commands::{self, Commands, RedisOptions},
     Fields, Write,
 };
@@ -33,12 +33,9 @@ use crate::error::{ConfigError, StoreError};
 /// restart every idle connection is).
 const MAX_ATTEMPTS: usize = 3;
 
-/// Blocking threads sending batches at the same time, each on its own connection. One batch
-/// in flight while the next fills keeps Redis busy; more threads only add wake-ups.
-const MAX_RUNNERS: usize = 2;
-
-/// Most pipelines in one batch.
-const MAX_BATCH: usize = 64;
+/// Runners at once on an application's pool, which its other work needs too. Two (one batch
+/// in flight while the next fills) is also our own pool's default size.
+const MAX_SHARED_RUNNERS: usize = 2;
 
 /// The Redis-backed store (pool transport).
 #[derive(Clone)]
@@ -50,23 +47,16 @@ struct Inner {
     pool: Pool,
     commands: Commands,
     queue: Mutex<Queue>,
-    /// [`MAX_RUNNERS`], or fewer for a smaller pool: a runner never waits for a connection
-    /// that another runner holds.
+    /// Runners at once, each on its own connection: never more than the pool has, so a
+    /// runner never waits for a connection that another runner holds.
     max_runners: usize,
 }
 
-/// Pipelines waiting for a runner, and how many runners there are.
+/// The requests waiting for a runner, and how many runners there are.
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
+    batch: Batch,
     runners: usize,
-}
-
-/// One request's pipeline and where its replies go (every reply, ignored ones included;
-/// error replies of Redis turned into an error).
-struct Job {
-    pipe: Pipeline,
-    reply: oneshot::Sender<Result<Vec<Value>, StoreError>>,
 }
 
 enum Pool {
@@ -152,14 +142,14 @@ impl RedisStore {
     fn with_pool(pool: Pool) -> RedisStore {
         let size = match &pool {
             Pool::Own(pool) => pool.max_size(),
-            Pool::Shared { pool, .. } => pool.max_size(),
+            Pool::Shared { pool, .. } => pool.max_size().min(MAX_SHARED_RUNNERS as u32),
         };
         RedisStore {
             inner: Arc::new(Inner {
                 pool,
                 commands: Commands::new(),
                 queue: Mutex::default(),
-                max_runners: MAX_RUNNERS.min(usize::try_from(size).unwrap_or(1).max(1)),
+                max_runners: usize::try_from(size).unwrap_or(usize::MAX).max(1),
             }),
         }
     }
@@ -169,26 +159,27 @@ impl RedisStore {
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Fields>, StoreError> {
-        let replies = self.query(Commands::load(key, ttl)).await;
-        commands::loaded(replies)
+        commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
     }
 
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
-        let prepared = self.inner.commands.write(write);
-        let replies = self.query(prepared.pipe).await?;
-        prepared.reply.answer(&replies).map_err(StoreError::Redis)
+        let mut reply = None;
+        let replies = self
+            .query(|pipe| reply = Some(self.inner.commands.write(pipe, write)))
+            .await?;
+        let reply = reply.expect("the commands were built");
+        reply.answer(&replies).map_err(StoreError::Redis)
     }
 
-    /// Queues `pipe` for the next batch, starts a runner if too few run, and awaits the
-    /// replies.
-    async fn query(&self, pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
-        let (reply, replied) = oneshot::channel();
-        let start = {
+    /// Adds the commands `build` makes to the next batch, starts a runner if too few run,
+    /// and awaits the replies.
+    async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
+        let (replied, start) = {
             let mut queue = self.inner.queue();
-            queue.jobs.push_back(Job { pipe, reply });
+            let replied = queue.batch.push(build);
             let start = queue.runners < self.inner.max_runners;
             queue.runners += usize::from(start);
-            start
+            (replied, start)
         };
         if start {
             let runner = Runner {
@@ -198,7 +189,7 @@ impl RedisStore {
             // The blocking task starts now; nobody needs to await its end.
             drop(web::block(move || runner.run()));
         }
-        replied.await.map_err(|_| StoreError::Blocking)?
+        batch::replies(replied).await
     }
 }
 
@@ -211,17 +202,16 @@ struct Runner {
 impl Runner {
     fn run(mut self) {
         loop {
-            let batch: Vec<Job> = {
+            let batch = {
                 let mut queue = self.inner.queue();
-                if queue.jobs.is_empty() {
+                if queue.batch.is_empty() {
                     // Checked and counted under one lock: a request that queues after this
                     // sees one runner fewer and starts its own.
                     queue.runners -= 1;
                     self.finished = true;
                     return;
                 }
-                let n = queue.jobs.len().min(MAX_BATCH);
-                queue.jobs.drain(..n).collect()
+                mem::take(&mut queue.batch)
             };
             self.inner.send(batch);
         }
@@ -239,9 +229,9 @@ impl Drop for Runner {
             let mut queue = self.inner.queue();
             queue.runners -= 1;
             if queue.runners == 0 {
-                mem::take(&mut queue.jobs)
+                mem::take(&mut queue.batch)
             } else {
-                VecDeque::new()
+                Batch::default()
             }
         };
         drop(orphans);
@@ -255,44 +245,13 @@ impl Inner {
     }
 
     /// Sends `batch` in one write on one connection and hands out the replies.
-    fn send(&self, batch: Vec<Job>) {
-        let mut packed = Vec::new();
-        let mut total = 0;
-        for job in &batch {
-            packed.extend_from_slice(&job.pipe.get_packed_pipeline());
-            total += job.pipe.len();
-        }
-        let result = self.with_connection(|conn| {
-            let replies = conn.req_packed_commands(&packed, 0, total)?;
-            let answers = commands::split_replies(replies, batch.iter().map(|job| &job.pipe));
-            Ok(batch
-                .iter()
-                .zip(answers)
-                .map(|(job, answer)| {
-                    match answer {
-                        // Redis lost our scripts (restart, SCRIPT FLUSH): this pipeline
-                        // again, alone, through the path that loads them.
-                        Err(e) if commands::is_no_script(&e) => {
-                            self.commands.query(conn, &job.pipe)
-                        }
-                        other => other,
-                    }
-                    .map_err(StoreError::Redis)
-                })
-                .collect::<Vec<_>>())
-        });
-        match result {
-            Ok(answers) => {
-                for (job, answer) in batch.into_iter().zip(answers) {
-                    // A request that went away no longer waits for its answer.
-                    let _ = job.reply.send(answer);
-                }
-            }
-            Err(e) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
+    fn send(&self, batch: Batch) {
+        let packed = batch.pipe().get_packed_pipeline();
+        let count = batch.pipe().len();
+        let replies = self.with_connection(|conn| conn.req_packed_commands(&packed, 0, count));
+        for retry in batch.answer(replies) {
+            let replies = self.with_connection(|conn| self.commands.query(conn, &retry.pipe));
+            retry.answer(replies);
         }
     }
 

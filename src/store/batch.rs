@@ -1,0 +1,202 @@
+//! Concurrent requests' commands gathered into one pipeline, shared by both Redis transports.
+//!
+//! A request appends its commands to the batch being filled and awaits its replies; whoever
+//! sends the batch (a blocking runner of the pool transport, a worker's task in the
+//! multiplexed one) takes the whole batch at once, sends it in one write and hands every
+//! request its own replies. The commands are built in place: no per-request pipeline, no
+//! copy when batching.
+
+use redis::{Pipeline, RedisError, Value};
+use tokio::sync::oneshot;
+
+use super::commands::is_no_script;
+use crate::error::StoreError;
+
+/// The replies of one request's commands (ignored ones included), or why there are none.
+pub(crate) type Replies = Result<Vec<Value>, StoreError>;
+
+/// The commands of the requests queued so far.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pipe: Pipeline,
+    requests: Vec<Request>,
+}
+
+/// One request in a batch: how many of the batch's commands are its own, and where its
+/// replies go.
+struct Request {
+    commands: usize,
+    reply: oneshot::Sender<Replies>,
+}
+
+/// A request to send again on its own: its commands met NOSCRIPT (Redis restarted, or
+/// `SCRIPT FLUSH`), and the path that sends a lone pipeline loads the scripts first.
+pub(crate) struct Retry {
+    pub(crate) pipe: Pipeline,
+    reply: oneshot::Sender<Replies>,
+}
+
+impl Retry {
+    pub(crate) fn answer(self, replies: Replies) {
+        // A request that went away no longer waits for its answer.
+        let _ = self.reply.send(replies);
+    }
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// The batch's commands, to send in one write.
+    pub(crate) fn pipe(&self) -> &Pipeline {
+        &self.pipe
+    }
+
+    /// Appends one request's commands (`build` adds them to the pipeline); the receiver gets
+    /// its replies once the batch is answered.
+    pub(crate) fn push(&mut self, build: impl FnOnce(&mut Pipeline)) -> oneshot::Receiver<Replies> {
+        let before = self.pipe.len();
+        build(&mut self.pipe);
+        let (reply, replied) = oneshot::channel();
+        self.requests.push(Request {
+            commands: self.pipe.len() - before,
+            reply,
+        });
+        replied
+    }
+
+    /// Hands every request its replies from `replies`, the answer to the whole batch: its
+    /// own replies, or the first error Redis answered to one of its commands. Requests that
+    /// met NOSCRIPT come back, to be sent again on their own.
+    pub(crate) fn answer(self, replies: Replies) -> Vec<Retry> {
+        let mut retries = Vec::new();
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) => {
+                for request in self.requests {
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+                return retries;
+            }
+        };
+        let mut replies = replies.into_iter();
+        let mut commands = self.pipe.cmd_iter();
+        for request in self.requests {
+            let mine: Vec<Value> = replies.by_ref().take(request.commands).collect();
+            let own_commands = commands.by_ref().take(request.commands);
+            match first_error(&mine) {
+                Some(e) if is_no_script(&e) => {
+                    let mut pipe = redis::pipe();
+                    for cmd in own_commands {
+                        pipe.add_command(cmd.clone());
+                    }
+                    retries.push(Retry {
+                        pipe,
+                        reply: request.reply,
+                    });
+                }
+                error => {
+                    own_commands.for_each(drop);
+                    let answer = error.map_or(Ok(mine), |e| Err(StoreError::Redis(e)));
+                    let _ = request.reply.send(answer);
+                }
+            }
+        }
+        retries
+    }
+}
+
+/// The first error reply among a request's replies.
+fn first_error(replies: &[Value]) -> Option<RedisError> {
+    replies.iter().find_map(|value| match value {
+        Value::ServerError(e) => Some(RedisError::from(e.clone())),
+        _ => None,
+    })
+}
+
+/// What a request awaits: the replies, or an error if the sender went away (runtime or
+/// blocking pool shutting down).
+pub(crate) async fn replies(replied: oneshot::Receiver<Replies>) -> Replies {
+    replied.await.map_err(|_| StoreError::Blocking)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error reply as Redis sends it.
+    fn server_error(line: &str) -> Value {
+        let value = redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap();
+        assert!(matches!(value, Value::ServerError(_)), "{value:?}");
+        value
+    }
+
+    #[test]
+    fn each_request_gets_its_own_replies_or_its_own_error() {
+        let mut batch = Batch::default();
+        let a = batch.push(|p| {
+            p.cmd("HGETALL").arg("a");
+            p.cmd("PEXPIRE").arg("a").arg(1);
+        });
+        let b = batch.push(|p| {
+            p.cmd("HGETALL").arg("b");
+        });
+        let c = batch.push(|p| {
+            p.cmd("HSET").arg("c").arg("f").arg("v");
+            p.cmd("PEXPIRE").arg("c").arg(1);
+        });
+        let d = batch.push(|p| {
+            p.cmd("EVALSHA").arg("sha").arg(1).arg("d");
+        });
+        assert_eq!(batch.pipe().len(), 6);
+        let retries = batch.answer(Ok(vec![
+            Value::Int(1),
+            Value::Int(2),
+            server_error("WRONGTYPE not a hash"),
+            Value::Int(3),
+            Value::Int(4),
+            server_error("NOSCRIPT no script"),
+        ]));
+        let now = |mut rx: oneshot::Receiver<Replies>| rx.try_recv().expect("answered");
+        assert_eq!(now(a).unwrap(), vec![Value::Int(1), Value::Int(2)]);
+        let e = now(b).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Redis(e) if e.code() == Some("WRONGTYPE")),
+            "{e:?}"
+        );
+        assert_eq!(now(c).unwrap(), vec![Value::Int(3), Value::Int(4)]);
+        // NOSCRIPT: handed back with its own commands, unanswered so far.
+        assert_eq!(retries.len(), 1);
+        let packed = String::from_utf8(retries[0].pipe.get_packed_pipeline()).unwrap();
+        assert!(
+            packed.contains("EVALSHA") && packed.contains("sha"),
+            "{packed}"
+        );
+        assert_eq!(retries[0].pipe.len(), 1);
+        let mut d = d;
+        assert!(d.try_recv().is_err(), "not answered yet");
+        retries
+            .into_iter()
+            .next()
+            .unwrap()
+            .answer(Ok(vec![Value::Int(1)]));
+        assert_eq!(d.try_recv().unwrap().unwrap(), vec![Value::Int(1)]);
+    }
+
+    #[test]
+    fn a_failed_batch_fails_every_request_in_it() {
+        let mut batch = Batch::default();
+        let a = batch.push(|p| {
+            p.cmd("HGETALL").arg("a");
+        });
+        let b = batch.push(|p| {
+            p.cmd("HGETALL").arg("b");
+        });
+        let retries = batch.answer(Err(StoreError::Blocking));
+        assert!(retries.is_empty());
+        for mut rx in [a, b] {
+            assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Blocking))));
+        }
+    }
+}
