@@ -252,19 +252,23 @@ impl Inner {
         Ok(res.map_into_left_body())
     }
 
+    /// Finds our cookie in the Cookie header(s) without building the request's cookie jar:
+    /// our values are base64url, so there is nothing to percent-decode, and a header that is
+    /// not UTF-8 or holds malformed pairs still yields a well-formed session cookie.
     fn read_cookie(&self, req: &ServiceRequest) -> Incoming {
-        let Ok(cookies) = req.cookies() else {
-            tracing::debug!("unparsable Cookie header; starting a fresh session");
-            return Incoming::Absent;
-        };
+        let name = self.config.cookie.name.as_bytes();
         let mut incoming = Incoming::Absent;
         // Several cookies of that name can arrive (different paths or domains): take the first
         // that verifies.
-        for c in cookies
-            .iter()
-            .filter(|c| c.name() == self.config.cookie.name)
+        for value in req
+            .headers()
+            .get_all(header::COOKIE)
+            .flat_map(|h| cookie_values(h.as_bytes(), name))
         {
-            match cookie::verify(&self.config.key, c.value()) {
+            let verified = std::str::from_utf8(value)
+                .map_err(|_| cookie::Rejected::Malformed)
+                .and_then(|value| cookie::verify(&self.config.key, value));
+            match verified {
                 Ok(verified) => return Incoming::Valid(verified),
                 Err(why) => {
                     tracing::debug!(reason = ?why, "session cookie rejected; starting a fresh session");
@@ -376,6 +380,21 @@ impl Inner {
     }
 }
 
+/// The values of the cookies called `name` in one Cookie header (`a=1; b=2`), surrounding
+/// whitespace and optional double quotes removed.
+fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    header.split(|&b| b == b';').filter_map(move |pair| {
+        let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        (key.trim_ascii() == name).then(|| {
+            let value = value[1..].trim_ascii();
+            value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value)
+        })
+    })
+}
+
 fn unavailable() -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header((header::RETRY_AFTER, "1"))
@@ -467,6 +486,29 @@ mod tests {
             test::call_service(&app, test::TestRequest::get().uri("/set/x").to_request()).await;
         assert_eq!(res.status(), 503);
         assert_eq!(read(&sessions, &first).await, "first");
+    }
+
+    #[::core::prelude::v1::test]
+    fn cookie_values_are_found_in_any_position_and_form() {
+        let values = |header: &[u8]| -> Vec<Vec<u8>> {
+            cookie_values(header, b"sid").map(<[u8]>::to_vec).collect()
+        };
+        assert_eq!(values(b"sid=a.b"), [b"a.b".to_vec()]);
+        assert_eq!(values(b"x=1; sid=a.b; y=2"), [b"a.b".to_vec()]);
+        assert_eq!(values(b"x=1;sid=\"a.b\" ;y"), [b"a.b".to_vec()]);
+        assert_eq!(values(b" sid = a.b "), [b"a.b".to_vec()]);
+        assert_eq!(
+            values(b"sid=one; other=x; sid=two"),
+            [b"one".to_vec(), b"two".to_vec()]
+        );
+        assert_eq!(values(b"sid=a=b"), [b"a=b".to_vec()]);
+        assert_eq!(values(b"sid="), [Vec::<u8>::new()]);
+        assert!(values(b"sidx=1; xsid=2; sid; =sid").is_empty());
+        assert_eq!(
+            values(b"\xff\xfe=1; sid=\xff.\x00"),
+            [b"\xff.\x00".to_vec()]
+        );
+        assert!(values(b"").is_empty());
     }
 
     #[actix_web::test]

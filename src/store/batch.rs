@@ -68,21 +68,26 @@ impl Batch {
 
     /// Hands every request its replies from `replies`, the answer to the whole batch: its
     /// own replies, or the first error Redis answered to one of its commands. Requests that
-    /// met NOSCRIPT come back, to be sent again on their own.
-    pub(crate) fn answer(self, replies: Replies) -> Vec<Retry> {
+    /// met NOSCRIPT come back, to be sent again on their own. The batch is left empty, with
+    /// its memory, for reuse.
+    pub(crate) fn answer(&mut self, replies: Replies) -> Vec<Retry> {
         let mut retries = Vec::new();
-        let replies = match replies {
-            Ok(replies) => replies,
+        match replies {
+            Ok(replies) => self.hand_out(replies, &mut retries),
             Err(e) => {
-                for request in self.requests {
+                for request in self.requests.drain(..) {
                     let _ = request.reply.send(Err(e.clone()));
                 }
-                return retries;
             }
-        };
+        }
+        self.pipe.clear();
+        retries
+    }
+
+    fn hand_out(&mut self, replies: Vec<Value>, retries: &mut Vec<Retry>) {
         let mut replies = replies.into_iter();
         let mut commands = self.pipe.cmd_iter();
-        for request in self.requests {
+        for request in self.requests.drain(..) {
             let mine: Vec<Value> = replies.by_ref().take(request.commands).collect();
             let own_commands = commands.by_ref().take(request.commands);
             match first_error(&mine) {
@@ -103,7 +108,6 @@ impl Batch {
                 }
             }
         }
-        retries
     }
 }
 
@@ -150,6 +154,7 @@ mod tests {
             p.cmd("EVALSHA").arg("sha").arg(1).arg("d");
         });
         assert_eq!(batch.pipe().len(), 6);
+        let mut batch = batch;
         let retries = batch.answer(Ok(vec![
             Value::Int(1),
             Value::Int(2),
@@ -195,6 +200,10 @@ mod tests {
         });
         let retries = batch.answer(Err(StoreError::Blocking));
         assert!(retries.is_empty());
+        assert!(
+            batch.is_empty() && batch.pipe().is_empty(),
+            "ready for reuse"
+        );
         for mut rx in [a, b] {
             assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Blocking))));
         }

@@ -52,6 +52,8 @@ struct Worker {
 #[derive(Default)]
 struct Queue {
     batch: Batch,
+    /// The last batch sent, answered and emptied: the next one, memory included.
+    spare: Batch,
     /// The sender task is running (it is started by the first request).
     sending: bool,
 }
@@ -173,12 +175,18 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
         let Some(this) = worker.upgrade() else {
             return;
         };
-        let batch = std::mem::take(&mut this.queue().batch);
-        if batch.is_empty() {
+        let batch = {
+            let mut queue = this.queue();
+            (!queue.batch.is_empty()).then(|| {
+                let spare = std::mem::take(&mut queue.spare);
+                std::mem::replace(&mut queue.batch, spare)
+            })
+        };
+        let Some(mut batch) = batch else {
             drop(this);
             woken.await;
             continue;
-        }
+        };
         let mut connection = this.connection.clone();
         drop(this);
         let pipe = batch.pipe();
@@ -196,6 +204,9 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
                 .query_async(&mut connection, &retry.pipe)
                 .await;
             retry.answer(replies.map_err(StoreError::Redis));
+        }
+        if let Some(this) = worker.upgrade() {
+            this.queue().spare = batch;
         }
     }
 }

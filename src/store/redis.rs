@@ -56,6 +56,8 @@ struct Inner {
 #[derive(Default)]
 struct Queue {
     batch: Batch,
+    /// Answered and emptied batches, memory included, for the next ones.
+    spares: Vec<Batch>,
     runners: usize,
 }
 
@@ -211,9 +213,11 @@ impl Runner {
                     self.finished = true;
                     return;
                 }
-                mem::take(&mut queue.batch)
+                let spare = queue.spares.pop().unwrap_or_default();
+                mem::replace(&mut queue.batch, spare)
             };
-            self.inner.send(batch);
+            let batch = self.inner.send(batch);
+            self.inner.queue().spares.push(batch);
         }
     }
 }
@@ -244,8 +248,9 @@ impl Inner {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `batch` in one write on one connection and hands out the replies.
-    fn send(&self, batch: Batch) {
+    /// Sends `batch` in one write on one connection and hands out the replies; returns the
+    /// emptied batch.
+    fn send(&self, mut batch: Batch) -> Batch {
         let packed = batch.pipe().get_packed_pipeline();
         let count = batch.pipe().len();
         let replies = self.with_connection(|conn| conn.req_packed_commands(&packed, 0, count));
@@ -253,6 +258,7 @@ impl Inner {
             let replies = self.with_connection(|conn| self.commands.query(conn, &retry.pipe));
             retry.answer(replies);
         }
+        batch
     }
 
     fn with_connection<T>(
