@@ -76,16 +76,6 @@ pub(crate) struct SessionConfig {
     pub(crate) on_store_error: OnStoreError,
 }
 
-impl SessionConfig {
-    /// The Redis key of a session: prefix and handle.
-    pub(crate) fn storage_key(&self, handle: &crate::Handle) -> String {
-        let mut key = String::with_capacity(self.key_prefix.len() + 64);
-        key.push_str(&self.key_prefix);
-        key.push_str(handle.as_str());
-        key
-    }
-}
-
 enum Backend {
     Url(String),
     Pool(r2d2::Pool<redis::Client>),

@@ -38,7 +38,17 @@ impl SessionId {
 
     /// The public handle: hex SHA-256 of the id.
     pub(crate) fn handle(&self) -> Handle {
-        Handle(hex_lower(&Sha256::digest(self.0)))
+        let mut hex = String::with_capacity(2 * 32);
+        push_hex(&mut hex, &Sha256::digest(self.0));
+        Handle(hex)
+    }
+
+    /// `prefix` followed by the [`Handle`], built in one allocation: the session's Redis key.
+    pub(crate) fn storage_key(&self, prefix: &str) -> String {
+        let mut key = String::with_capacity(prefix.len() + 2 * 32);
+        key.push_str(prefix);
+        push_hex(&mut key, &Sha256::digest(self.0));
+        key
     }
 
     #[cfg(test)]
@@ -79,14 +89,12 @@ impl AsRef<str> for Handle {
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
-    s
 }
 
 /// What a valid cookie says.
@@ -292,5 +300,6 @@ pub(crate) mod tests {
             id.handle().as_str(),
             "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
         );
+        assert_eq!(id.storage_key("app:s:"), format!("app:s:{}", id.handle()));
     }
 }

@@ -282,7 +282,7 @@ impl Inner {
     async fn load(&self, verified: &Verified) -> Result<Session, StoreError> {
         let config = &self.config;
         let ttl = verified.remember.unwrap_or(config.idle_timeout);
-        let key = config.storage_key(&verified.id.handle());
+        let key = verified.id.storage_key(&config.key_prefix);
         let Some(fields) = self.store.load(&key, ttl).await? else {
             // Strict mode: a signed id that the store does not know is never adopted.
             tracing::debug!("session not found; starting a fresh session");
@@ -344,7 +344,7 @@ impl Inner {
                 remember,
             } => {
                 let mut write = Write::Create {
-                    key: config.storage_key(&id.handle()),
+                    key: id.storage_key(&config.key_prefix),
                     fields,
                     ttl,
                     retire,
@@ -358,7 +358,7 @@ impl Inner {
                     attempt += 1;
                     id = crate::cookie::SessionId::generate();
                     if let Write::Create { key, .. } = &mut write {
-                        *key = config.storage_key(&id.handle());
+                        *key = id.storage_key(&config.key_prefix);
                     }
                 }
                 let value = cookie::sign(&config.key, &id, remember);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::{Fields, Write};
 use crate::error::StoreError;
@@ -98,8 +98,10 @@ impl Commands {
     /// Appends the load of `key` to `pipe`: HGETALL and the TTL refresh. The first reply
     /// is the record ([`loaded`]).
     pub(crate) fn load(pipe: &mut Pipeline, key: &str, ttl: Duration) {
-        pipe.cmd("HGETALL").arg(key);
-        pipe.cmd("PEXPIRE").arg(key).arg(millis(ttl)).ignore();
+        let mut hgetall = command("HGETALL", 1, key.len());
+        hgetall.arg(key);
+        pipe.add_command(hgetall);
+        pexpire(pipe, key, ttl);
     }
 
     /// Appends the commands that apply `write` to `pipe`; the answer says how to read
@@ -108,12 +110,18 @@ impl Commands {
         let scripted = match write {
             Write::Update { key, set, del, ttl } => {
                 if !set.is_empty() {
-                    pipe.cmd("HSET").arg(key).arg(set).ignore();
+                    let data = set.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>();
+                    let mut hset = command("HSET", 1 + 2 * set.len(), key.len() + data);
+                    hset.arg(key).arg(set);
+                    pipe.add_command(hset).ignore();
                 }
                 if !del.is_empty() {
-                    pipe.cmd("HDEL").arg(key).arg(del).ignore();
+                    let data = del.iter().map(String::len).sum::<usize>();
+                    let mut hdel = command("HDEL", 1 + del.len(), key.len() + data);
+                    hdel.arg(key).arg(del);
+                    pipe.add_command(hdel).ignore();
                 }
-                pipe.cmd("PEXPIRE").arg(key).arg(millis(*ttl)).ignore();
+                pexpire(pipe, key, *ttl);
                 false
             }
             Write::Create {
@@ -214,6 +222,21 @@ pub(crate) fn worth_retrying(e: &RedisError) -> bool {
     e.is_connection_dropped() && !e.is_connection_refusal()
 }
 
+/// A command sized for its arguments up front: building it costs one allocation for the
+/// data and one for the argument list, not one per growth step.
+fn command(name: &str, args: usize, data: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(1 + args, name.len() + data);
+    cmd.arg(name);
+    cmd
+}
+
+fn pexpire(pipe: &mut Pipeline, key: &str, ttl: Duration) {
+    // 20 bytes: the longest u64 in decimal.
+    let mut pexpire = command("PEXPIRE", 2, key.len() + 20);
+    pexpire.arg(key).arg(millis(ttl));
+    pipe.add_command(pexpire).ignore();
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -221,25 +244,22 @@ fn millis(d: Duration) -> u64 {
 /// The fields of an HGETALL reply (RESP2 flat array or RESP3 map). Field names that are not
 /// UTF-8 cannot be ours and are skipped.
 fn to_fields(value: Value) -> Fields {
-    let pairs: Vec<(Value, Value)> = match value {
-        Value::Map(pairs) => pairs,
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            let mut pairs = Vec::with_capacity(items.len() / 2);
-            while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                pairs.push((k, v));
-            }
-            pairs
-        }
-        _ => Vec::new(),
-    };
-    pairs
-        .into_iter()
-        .filter_map(|pair| match pair {
+    fn field(pair: (Value, Value)) -> Option<(String, Vec<u8>)> {
+        match pair {
             (Value::BulkString(name), Value::BulkString(value)) => {
                 String::from_utf8(name).ok().map(|name| (name, value))
             }
             _ => None,
-        })
-        .collect()
+        }
+    }
+    match value {
+        Value::Map(pairs) => pairs.into_iter().filter_map(field).collect(),
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?)))
+                .filter_map(field)
+                .collect()
+        }
+        _ => Fields::new(),
+    }
 }
