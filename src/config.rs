@@ -43,8 +43,9 @@ pub enum Transport {
     #[default]
     Pool,
     /// redis-rs's multiplexed async connection, one per actix worker, reconnecting by
-    /// itself. Concurrent requests share it and their commands are pipelined on the wire:
-    /// the highest throughput and the least Redis CPU per request.
+    /// itself and awaited on the worker (no thread hop). The concurrent requests of a worker
+    /// are batched into one pipeline per round trip: the highest throughput and the least
+    /// Redis CPU per request.
     Multiplexed,
 }
 
@@ -69,6 +70,8 @@ pub(crate) struct SessionConfig {
     pub(crate) key: Key,
     pub(crate) cookie: CookieConfig,
     pub(crate) idle_timeout: Duration,
+    /// Zero: the idle timeout moves on every load.
+    pub(crate) touch_after: Duration,
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) key_prefix: String,
     pub(crate) limits: Limits,
@@ -110,6 +113,7 @@ pub struct RedisSessionBuilder {
     cookie: CookieConfig,
     persistent_cookie: bool,
     idle_timeout: Duration,
+    touch_after: Duration,
     absolute_timeout: Option<Duration>,
     key_prefix: String,
     limits: Limits,
@@ -139,6 +143,7 @@ impl RedisSessionBuilder {
             },
             persistent_cookie: false,
             idle_timeout: Duration::from_secs(3600),
+            touch_after: Duration::ZERO,
             absolute_timeout: None,
             key_prefix: "session:".to_owned(),
             limits: Limits {
@@ -219,10 +224,38 @@ impl RedisSessionBuilder {
     }
 
     /// Sliding idle timeout: a session not used for this long is gone. Every request that
-    /// loads the session moves it forward (in the same round trip as the load). Enforced by
-    /// the store (Redis TTL), not by the cookie. Default: 1 hour. At least 1 second.
+    /// loads the session moves it forward (in the same round trip as the load; see
+    /// [`touch_after`](Self::touch_after) to do that less often). Enforced by the store
+    /// (Redis TTL), not by the cookie. Default: 1 hour. At least 1 second.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Moves the idle timeout forward at most once per `interval` per session, instead of on
+    /// every request. Default: zero, every request. Must be shorter than the idle timeout.
+    ///
+    /// With an interval, loading a session is a lone `HGETALL`: a request that changes
+    /// nothing writes nothing to Redis (no `PEXPIRE` to run, replicate or append to the AOF)
+    /// until the session's last refresh is `interval` old; that request then refreshes the
+    /// TTL and records the time (field `m:t`) after the handler, in one more round trip.
+    /// Requests that write refresh it anyway. The price: a session expires between
+    /// `idle_timeout - interval` and `idle_timeout` after its last request, instead of
+    /// exactly `idle_timeout` after it. The same trade as connect-mongo's `touchAfter`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// // Idle sessions end after 30 to 31 minutes; at most one TTL write per minute each.
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .idle_timeout(Duration::from_secs(31 * 60))
+    ///     .touch_after(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn touch_after(mut self, interval: Duration) -> Self {
+        self.touch_after = interval;
         self
     }
 
@@ -352,6 +385,7 @@ impl RedisSessionBuilder {
             key: self.key,
             cookie,
             idle_timeout: self.idle_timeout,
+            touch_after: self.touch_after,
             absolute_timeout: self.absolute_timeout,
             key_prefix: self.key_prefix,
             limits: self.limits,
@@ -380,6 +414,9 @@ impl RedisSessionBuilder {
             .is_some_and(|a| a < Duration::from_secs(1))
         {
             return invalid("absolute_timeout", "must be at least 1 second");
+        }
+        if self.touch_after >= self.idle_timeout {
+            return invalid("touch_after", "must be shorter than idle_timeout");
         }
         if self.limits.max_fields == 0 || self.limits.max_value_size == 0 {
             return invalid("max_fields/max_value_size", "must be above zero");

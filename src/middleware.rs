@@ -281,7 +281,11 @@ impl Inner {
 
     async fn load(&self, verified: &Verified) -> Result<Session, StoreError> {
         let config = &self.config;
-        let ttl = verified.remember.unwrap_or(config.idle_timeout);
+        // With touch_after, the TTL moves after the handler, when due (see State::plan).
+        let ttl = config
+            .touch_after
+            .is_zero()
+            .then(|| verified.remember.unwrap_or(config.idle_timeout));
         let key = verified.id.storage_key(&config.key_prefix);
         let Some(fields) = self.store.load(&key, ttl).await? else {
             // Strict mode: a signed id that the store does not know is never adopted.

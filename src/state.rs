@@ -21,6 +21,9 @@ use crate::{
 /// record without it is not a session: a field-level update that raced with expiry can leave
 /// such a remnant behind, and it is never adopted.
 pub(crate) const CREATED: &str = "m:c";
+/// Field holding when the idle timeout last moved (unix milliseconds), written only with
+/// [`touch_after`](crate::RedisSessionBuilder::touch_after).
+pub(crate) const TOUCHED: &str = "m:t";
 /// Field holding the flash messages waiting to be read.
 pub(crate) const FLASH: &str = "f";
 
@@ -295,6 +298,22 @@ impl State {
         }
     }
 
+    /// Whether the load left the idle timeout alone ([`touch_after`]) and its last move is
+    /// that old (or unknown), so that this request must move it.
+    ///
+    /// [`touch_after`]: crate::RedisSessionBuilder::touch_after
+    fn touch_due(&self, now_ms: u64) -> bool {
+        let interval = self.config.touch_after;
+        if interval.is_zero() {
+            return false;
+        }
+        let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        match self.fields.get(TOUCHED).and_then(|raw| parse_millis(raw)) {
+            Some(touched) => now_ms.saturating_sub(touched) >= interval,
+            None => true,
+        }
+    }
+
     /// The flash messages stored by earlier requests (an unreadable list counts as none).
     fn stored_flash(&self) -> Vec<FlashMessage> {
         let Some(raw) = self.fields.get(FLASH) else {
@@ -348,8 +367,15 @@ impl State {
                 remember_changed: self.remember_changed,
             };
             let empty = !self.has_data();
-            if self.dirty.is_empty() && !self.remember_changed && !empty {
+            let lazy = !self.config.touch_after.is_zero();
+            if self.dirty.is_empty() && !self.remember_changed && !empty && !self.touch_due(now) {
                 return Plan::Keep { live: Some(live) };
+            }
+            if lazy && !empty {
+                // This write moves the idle timeout: record when.
+                self.fields
+                    .insert(TOUCHED.to_owned(), now.to_string().into_bytes());
+                self.dirty.insert(TOUCHED.to_owned());
             }
             let (mut set, mut del) = (Vec::new(), Vec::new());
             for name in self.dirty.drain() {
@@ -376,6 +402,10 @@ impl State {
         if !self.fields.contains_key(CREATED) {
             self.fields
                 .insert(CREATED.to_owned(), now.to_string().into_bytes());
+        }
+        if !self.config.touch_after.is_zero() {
+            self.fields
+                .insert(TOUCHED.to_owned(), now.to_string().into_bytes());
         }
         let id = self.id.get_or_insert_with(SessionId::generate).clone();
         Plan::Create {

@@ -24,6 +24,7 @@ per_backend!(
     a_session_left_without_values_is_deleted_and_its_cookie_removed,
     clear_then_insert_keeps_the_session_and_its_id,
     the_idle_timeout_slides_and_expires_unused_sessions,
+    with_touch_after_the_idle_timeout_moves_at_most_once_per_interval,
     the_absolute_timeout_ends_even_an_active_session,
     remember_me_makes_the_cookie_persistent_and_sets_the_lifetime,
     a_persistent_cookie_moves_its_max_age_on_every_response,
@@ -338,6 +339,34 @@ mod suite {
         let res = client.get("/read").await;
         assert_eq!(res.body, "0", "idle for longer than the timeout");
         assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+    }
+
+    pub async fn with_touch_after_the_idle_timeout_moves_at_most_once_per_interval(
+        backend: Backend,
+    ) {
+        let sessions = backend
+            .builder(key(1))
+            .idle_timeout(Duration::from_secs(2))
+            .touch_after(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        let sleep = |ms| actix_rt::time::sleep(Duration::from_millis(ms));
+        client.get("/count").await; // t = 0: expires at 2.0
+        sleep(400).await;
+        assert_eq!(client.get("/read").await.body, "1"); // 0.4: too early to move it
+        sleep(800).await;
+        assert_eq!(client.get("/read").await.body, "1"); // 1.2: moved, expires at 3.2
+        sleep(1400).await;
+        // 2.6: alive thanks to the move at 1.2; moved again, expires at 4.6.
+        assert_eq!(client.get("/read").await.body, "1", "the due move happened");
+        sleep(400).await;
+        assert_eq!(client.get("/read").await.body, "1"); // 3.0: too early again
+        sleep(1800).await;
+        // 4.8: had the read at 3.0 moved it, it would live until 5.0.
+        let res = client.get("/read").await;
+        assert_eq!(res.body, "0", "a read before the interval does not move it");
     }
 
     pub async fn the_absolute_timeout_ends_even_an_active_session(backend: Backend) {

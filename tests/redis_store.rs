@@ -484,6 +484,16 @@ fn bad_configuration_is_a_typed_error() {
     ));
     assert!(matches!(
         RedisSession::builder("redis://127.0.0.1", key(1))
+            .idle_timeout(Duration::from_secs(60))
+            .touch_after(Duration::from_secs(60))
+            .build(),
+        Err(ConfigError::InvalidOption {
+            option: "touch_after",
+            ..
+        })
+    ));
+    assert!(matches!(
+        RedisSession::builder("redis://127.0.0.1", key(1))
             .cookie_name("bad name;")
             .build(),
         Err(ConfigError::InvalidOption {
@@ -732,4 +742,61 @@ async fn a_dropped_app_closes_its_multiplexed_connection() {
         actix_web::rt::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the connection of a dropped app stays open");
+}
+
+#[actix_web::test]
+async fn with_touch_after_reads_write_nothing_until_the_refresh_is_due() {
+    for transport in TRANSPORTS {
+        with_touch_after_reads_write_nothing_until_the_refresh_is_due_with(transport).await;
+    }
+}
+
+async fn with_touch_after_reads_write_nothing_until_the_refresh_is_due_with(transport: Transport) {
+    let server = RedisServer::start();
+    let builder = RedisSession::builder(server.url(), key(1))
+        .idle_timeout(Duration::from_secs(60))
+        .touch_after(Duration::from_millis(500));
+    let srv = serve(with(transport, builder));
+    let mut client = Client::new(&srv);
+    client.get("/set/a/1").await;
+    let redis_key = format!("session:{}", client.get("/handle").await.body);
+    let mut conn = server.conn();
+    let created_touch: u64 = conn.hget(&redis_key, "m:t").unwrap();
+    let _: () = conn.pexpire(&redis_key, 30_000).unwrap();
+
+    server.reset_stats();
+    for _ in 0..3 {
+        assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    }
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 3)]),
+        "{transport:?}"
+    );
+    let ttl: i64 = conn.pttl(&redis_key).unwrap();
+    assert!(ttl <= 30_000, "not moved: {ttl}");
+
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    server.reset_stats();
+    assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 1), ("hset", 1), ("pexpire", 1)]),
+        "{transport:?}: the due refresh, after the handler"
+    );
+    let ttl: i64 = conn.pttl(&redis_key).unwrap();
+    assert!(ttl > 50_000, "moved to the idle timeout: {ttl}");
+    let touched: u64 = conn.hget(&redis_key, "m:t").unwrap();
+    assert!(touched >= created_touch + 500);
+
+    // Refreshed: reads are lone HGETALLs again; a write refreshes as always.
+    server.reset_stats();
+    client.get("/get/a").await;
+    client.get("/set/a/2").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 2), ("hset", 1), ("pexpire", 1)]),
+        "{transport:?}"
+    );
+    assert_eq!(client.get("/get/a").await.body, "\"2\"");
 }

@@ -214,6 +214,11 @@ fn print_targets(results: &Results) {
             Goal::AtLeast(1.0),
         ),
         (
+            "mux-ro-touch / actix-session-ro".into(),
+            results.ratio(MuxRoTouch, ActixRo),
+            Goal::AtLeast(1.0),
+        ),
+        (
             "pool-rw / actix-session-rw".into(),
             results.ratio(PoolRw, ActixRw),
             Goal::AtLeast(0.6),
@@ -227,6 +232,7 @@ fn print_targets(results: &Results) {
     for (variant, commands) in [
         (PoolRo, 2.0),
         (MuxRo, 2.0),
+        (MuxRoTouch, 1.0),
         (PoolRw, 4.0),
         (MuxRw, 4.0),
         (PoolNew, 4.0),

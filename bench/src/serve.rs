@@ -6,7 +6,10 @@
 //! creates a session holding 1,000,000 (the load generator's sessions are made that way);
 //! `/` is the measured handler.
 
-use std::io::{self, Write as _};
+use std::{
+    io::{self, Write as _},
+    time::Duration,
+};
 
 use actix_redis_session::{Key, RedisSession, Session, Transport};
 use actix_session::{
@@ -43,11 +46,14 @@ pub enum Variant {
     MuxRw,
     /// Ours, multiplexed transport: read only.
     MuxRo,
+    /// Ours, multiplexed transport, read only, `touch_after(60 s)`: the idle timeout moves
+    /// at most once a minute per session, so a read is a lone HGETALL.
+    MuxRoTouch,
 }
 
 impl Variant {
     /// Every variant, in the order they run within a round and appear in the report.
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Plain,
         Variant::ActixRw,
         Variant::ActixRoTtl,
@@ -58,6 +64,7 @@ impl Variant {
         Variant::MemoryRw,
         Variant::MuxRw,
         Variant::MuxRo,
+        Variant::MuxRoTouch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +79,7 @@ impl Variant {
             Variant::MemoryRw => "memory-rw",
             Variant::MuxRw => "mux-rw",
             Variant::MuxRo => "mux-ro",
+            Variant::MuxRoTouch => "mux-ro-touch",
         }
     }
 
@@ -87,7 +95,11 @@ impl Variant {
     pub fn read_only(self) -> bool {
         matches!(
             self,
-            Variant::ActixRoTtl | Variant::ActixRo | Variant::PoolRo | Variant::MuxRo
+            Variant::ActixRoTtl
+                | Variant::ActixRo
+                | Variant::PoolRo
+                | Variant::MuxRo
+                | Variant::MuxRoTouch
         )
     }
 
@@ -95,7 +107,12 @@ impl Variant {
     pub fn ours_on_redis(self) -> bool {
         matches!(
             self,
-            Variant::PoolRw | Variant::PoolRo | Variant::PoolNew | Variant::MuxRw | Variant::MuxRo
+            Variant::PoolRw
+                | Variant::PoolRo
+                | Variant::PoolNew
+                | Variant::MuxRw
+                | Variant::MuxRo
+                | Variant::MuxRoTouch
         )
     }
 }
@@ -189,12 +206,18 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
             | Variant::PoolNew
             | Variant::MemoryRw
             | Variant::MuxRw
-            | Variant::MuxRo => {
+            | Variant::MuxRo
+            | Variant::MuxRoTouch => {
                 let sessions = match variant {
                     Variant::PoolRw | Variant::PoolRo | Variant::PoolNew => {
                         RedisSession::new(&redis_url, Key::generate()).map_err(io::Error::other)?
                     }
                     Variant::MemoryRw => RedisSession::memory(Key::generate()),
+                    Variant::MuxRoTouch => RedisSession::builder(&redis_url, Key::generate())
+                        .transport(Transport::Multiplexed)
+                        .touch_after(Duration::from_secs(60))
+                        .build()
+                        .map_err(io::Error::other)?,
                     _ => RedisSession::builder(&redis_url, Key::generate())
                         .transport(Transport::Multiplexed)
                         .build()

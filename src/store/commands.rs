@@ -95,13 +95,15 @@ impl Commands {
         }
     }
 
-    /// Appends the load of `key` to `pipe`: HGETALL and the TTL refresh. The first reply
-    /// is the record ([`loaded`]).
-    pub(crate) fn load(pipe: &mut Pipeline, key: &str, ttl: Duration) {
+    /// Appends the load of `key` to `pipe`: HGETALL, and the TTL refresh if `ttl` is given.
+    /// The first reply is the record ([`loaded`]).
+    pub(crate) fn load(pipe: &mut Pipeline, key: &str, ttl: Option<Duration>) {
         let mut hgetall = command("HGETALL", 1, key.len());
         hgetall.arg(key);
         pipe.add_command(hgetall);
-        pexpire(pipe, key, ttl);
+        if let Some(ttl) = ttl {
+            pexpire(pipe, key, ttl);
+        }
     }
 
     /// Appends the commands that apply `write` to `pipe`; the answer says how to read

@@ -95,7 +95,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    pub(crate) fn load(&self, key: &str, ttl: Duration) -> Option<Fields> {
+    pub(crate) fn load(&self, key: &str, ttl: Option<Duration>) -> Option<Fields> {
         let now = Instant::now();
         let mut records = self.inner.lock();
         let record = records.get_mut(key)?;
@@ -103,7 +103,9 @@ impl MemoryStore {
             records.remove(key);
             return None;
         }
-        record.expires = now + ttl;
+        if let Some(ttl) = ttl {
+            record.expires = now + ttl;
+        }
         Some(record.fields.clone())
     }
 
@@ -222,7 +224,7 @@ mod tests {
         assert!(create(&store, "a", Duration::from_millis(1)));
         assert!(create(&store, "b", Duration::from_millis(1)));
         thread::sleep(Duration::from_millis(5));
-        assert!(store.load("a", Duration::from_secs(1)).is_none());
+        assert!(store.load("a", Some(Duration::from_secs(1))).is_none());
         let deadline = Instant::now() + Duration::from_secs(5);
         while !store.is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));

@@ -59,11 +59,11 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// The record under `key`, if any, with its TTL moved to `ttl`.
+    /// The record under `key`, if any, with its TTL moved to `ttl` (if given).
     pub(crate) async fn load(
         &self,
         key: &str,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Result<Option<Fields>, StoreError> {
         match self {
             Store::Redis(s) => s.load(key, ttl).await,

@@ -110,7 +110,7 @@ impl MultiplexedStore {
     pub(crate) async fn load(
         &self,
         key: &str,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Result<Option<Fields>, StoreError> {
         commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
     }

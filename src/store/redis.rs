@@ -159,7 +159,7 @@ impl RedisStore {
     pub(crate) async fn load(
         &self,
         key: &str,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Result<Option<Fields>, StoreError> {
         commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
     }
