@@ -238,10 +238,12 @@ impl RedisSessionBuilder {
     /// With an interval, loading a session is a lone `HGETALL`: a request that changes
     /// nothing writes nothing to Redis (no `PEXPIRE` to run, replicate or append to the AOF)
     /// until the session's last refresh is `interval` old; that request then refreshes the
-    /// TTL and records the time (field `m:t`) after the handler, in one more round trip.
-    /// Requests that write refresh it anyway. The price: a session expires between
-    /// `idle_timeout - interval` and `idle_timeout` after its last request, instead of
-    /// exactly `idle_timeout` after it. The same trade as connect-mongo's `touchAfter`.
+    /// TTL and records the time (field `m:t`) right after the load, while its handler runs,
+    /// without waiting for the reply. Requests that write refresh it anyway. The price: a
+    /// session expires between `idle_timeout - interval` and `idle_timeout` after its last
+    /// request, instead of exactly `idle_timeout` after it. A "remember me" lifetime shorter
+    /// than twice the interval is refreshed at least twice per lifetime. The same trade as
+    /// connect-mongo's `touchAfter`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -349,8 +351,9 @@ impl RedisSessionBuilder {
         self
     }
 
-    /// Longest wait for Redis to accept a command or answer it. Default: 2 seconds. Applies to
-    /// shared pools too (set on every checkout).
+    /// Longest wait for Redis to accept a batch of commands or to answer it (concurrent
+    /// requests share batches; a stalled Redis fails a batch after one timeout, not one per
+    /// command). Default: 2 seconds. Applies to shared pools too (set on every checkout).
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.redis.command_timeout = timeout;
         self

@@ -54,8 +54,9 @@
 //! - One Redis hash per session under `prefix + hex(SHA-256(id))`, so a dump of Redis holds no
 //!   usable cookie. One field per key, so concurrent requests that change different keys do
 //!   not overwrite each other.
-//! - One round trip to load (which also refreshes the idle timeout), none to finish a request
-//!   that changed nothing, one to write the changed fields.
+//! - One round trip to load (which also refreshes the idle timeout, or with
+//!   [`touch_after`](RedisSessionBuilder::touch_after) at most once per interval), none to
+//!   finish a request that changed nothing, one to write the changed fields.
 //! - Pool transport: Redis calls run on actix's blocking thread pool (`web::block`), over an
 //!   r2d2 pool that does not PING on checkout; concurrent requests' commands are batched into
 //!   one write on one connection.

@@ -281,7 +281,8 @@ impl Inner {
 
     async fn load(&self, verified: &Verified) -> Result<Session, StoreError> {
         let config = &self.config;
-        // With touch_after, the TTL moves after the handler, when due (see State::plan).
+        // With touch_after, the TTL moves only when due, right after this load
+        // (State::due_touch).
         let ttl = config
             .touch_after
             .is_zero()
@@ -303,13 +304,19 @@ impl Inner {
                 return Ok(Session::replacing(Arc::clone(config), key));
             }
         }
-        Ok(Session::loaded(
+        let session = Session::loaded(
             Arc::clone(config),
             verified.id.clone(),
             key,
             fields,
             verified.remember,
-        ))
+        );
+        let touch = session.lock().due_touch();
+        if let Some(touch) = touch {
+            // Sent while the handler runs; a touch that fails is due again next time.
+            self.store.write_detached(&touch);
+        }
+        Ok(session)
     }
 
     /// Carries out the plan; returns the cookie to set, if any.

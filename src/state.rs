@@ -307,11 +307,35 @@ impl State {
         if interval.is_zero() {
             return false;
         }
-        let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        // A "remember me" lifetime can be shorter than the interval: a session used more
+        // often than its lifetime must never expire, so move it at least twice per lifetime.
+        let lifetime = self.remember.unwrap_or(self.config.idle_timeout);
+        let interval = u64::try_from(interval.min(lifetime / 2).as_millis()).unwrap_or(u64::MAX);
         match self.fields.get(TOUCHED).and_then(|raw| parse_millis(raw)) {
             Some(touched) => now_ms.saturating_sub(touched) >= interval,
             None => true,
         }
+    }
+
+    /// The write that moves the idle timeout of a loaded session now, if [`touch_after`]
+    /// says it is due. The middleware sends it as soon as the session is loaded, without
+    /// waiting for it, so that the TTL moves before the handler runs, not after.
+    ///
+    /// [`touch_after`]: crate::RedisSessionBuilder::touch_after
+    pub(crate) fn due_touch(&mut self) -> Option<Write> {
+        let now = now_ms();
+        if !self.touch_due(now) {
+            return None;
+        }
+        let key = self.key.clone()?;
+        let stamp = now.to_string().into_bytes();
+        self.fields.insert(TOUCHED.to_owned(), stamp.clone());
+        Some(Write::Update {
+            key,
+            set: vec![(TOUCHED.to_owned(), stamp)],
+            del: Vec::new(),
+            ttl: self.ttl(now),
+        })
     }
 
     /// The flash messages stored by earlier requests (an unreadable list counts as none).

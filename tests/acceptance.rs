@@ -25,6 +25,7 @@ per_backend!(
     clear_then_insert_keeps_the_session_and_its_id,
     the_idle_timeout_slides_and_expires_unused_sessions,
     with_touch_after_the_idle_timeout_moves_at_most_once_per_interval,
+    with_touch_after_a_short_remember_me_lifetime_still_slides,
     the_absolute_timeout_ends_even_an_active_session,
     remember_me_makes_the_cookie_persistent_and_sets_the_lifetime,
     a_persistent_cookie_moves_its_max_age_on_every_response,
@@ -367,6 +368,28 @@ mod suite {
         // 4.8: had the read at 3.0 moved it, it would live until 5.0.
         let res = client.get("/read").await;
         assert_eq!(res.body, "0", "a read before the interval does not move it");
+    }
+
+    pub async fn with_touch_after_a_short_remember_me_lifetime_still_slides(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .idle_timeout(Duration::from_secs(60))
+            .touch_after(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        client.get("/remember/2").await; // the record now lives 2 s from here
+        for _ in 0..3 {
+            // Moved at least every second (half the lifetime), not every 30 s.
+            actix_rt::time::sleep(Duration::from_millis(800)).await;
+            assert_eq!(
+                client.get("/read").await.body,
+                "1",
+                "used within its lifetime"
+            );
+        }
     }
 
     pub async fn the_absolute_timeout_ends_even_an_active_session(backend: Backend) {

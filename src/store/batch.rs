@@ -6,7 +6,9 @@
 //! request its own replies. The commands are built in place: no per-request pipeline, no
 //! copy when batching.
 
-use redis::{Pipeline, RedisError, Value};
+use std::panic::{self, AssertUnwindSafe};
+
+use redis::{ErrorKind, Pipeline, RedisError, Value};
 use tokio::sync::oneshot;
 
 use super::commands::is_no_script;
@@ -20,6 +22,9 @@ pub(crate) type Replies = Result<Vec<Value>, StoreError>;
 pub(crate) struct Batch {
     pipe: Pipeline,
     requests: Vec<Request>,
+    /// A request's commands were half built when building them panicked: commands nobody
+    /// owns would shift every later reply onto the wrong request, so the batch is failed.
+    torn: bool,
 }
 
 /// One request in a batch: how many of the batch's commands are its own, and where its
@@ -57,7 +62,11 @@ impl Batch {
     /// its replies once the batch is answered.
     pub(crate) fn push(&mut self, build: impl FnOnce(&mut Pipeline)) -> oneshot::Receiver<Replies> {
         let before = self.pipe.len();
-        build(&mut self.pipe);
+        let pipe = &mut self.pipe;
+        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(move || build(pipe))) {
+            self.torn = true;
+            panic::resume_unwind(panic);
+        }
         let (reply, replied) = oneshot::channel();
         self.requests.push(Request {
             commands: self.pipe.len() - before,
@@ -72,6 +81,17 @@ impl Batch {
     /// its memory, for reuse.
     pub(crate) fn answer(&mut self, replies: Replies) -> Vec<Retry> {
         let mut retries = Vec::new();
+        let replies = replies.and_then(|replies| {
+            if self.torn || replies.len() != self.pipe.len() {
+                let e = RedisError::from((
+                    ErrorKind::Client,
+                    "batch replies do not match its commands",
+                    format!("{} replies to {} commands", replies.len(), self.pipe.len()),
+                ));
+                return Err(StoreError::Redis(e));
+            }
+            Ok(replies)
+        });
         match replies {
             Ok(replies) => self.hand_out(replies, &mut retries),
             Err(e) => {
@@ -81,6 +101,7 @@ impl Batch {
             }
         }
         self.pipe.clear();
+        self.torn = false;
         retries
     }
 
@@ -187,6 +208,52 @@ mod tests {
             .unwrap()
             .answer(Ok(vec![Value::Int(1)]));
         assert_eq!(d.try_recv().unwrap().unwrap(), vec![Value::Int(1)]);
+    }
+
+    #[test]
+    fn a_reply_count_that_does_not_match_fails_the_batch() {
+        let mut batch = Batch::default();
+        let a = batch.push(|p| {
+            p.cmd("HGETALL").arg("a");
+            p.cmd("PEXPIRE").arg("a").arg(1);
+        });
+        let b = batch.push(|p| {
+            p.cmd("HGETALL").arg("b");
+        });
+        batch.answer(Ok(vec![Value::Int(1), Value::Int(2)]));
+        for mut rx in [a, b] {
+            assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Redis(_)))));
+        }
+    }
+
+    #[test]
+    fn a_request_whose_commands_panicked_half_built_fails_its_batch() {
+        let mut batch = Batch::default();
+        let a = batch.push(|p| {
+            p.cmd("HGETALL").arg("a");
+        });
+        let half = panic::catch_unwind(AssertUnwindSafe(|| {
+            batch.push(|p| {
+                p.cmd("HSET").arg("b").arg("f").arg("v");
+                panic!("building failed");
+            })
+        }));
+        assert!(half.is_err());
+        let c = batch.push(|p| {
+            p.cmd("HGETALL").arg("c");
+        });
+        // Three replies for three commands, but the second one belongs to nobody.
+        batch.answer(Ok(vec![Value::Int(1), Value::Int(2), Value::Int(3)]));
+        for mut rx in [a, c] {
+            assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Redis(_)))));
+        }
+        // The next batch is whole again.
+        let d = batch.push(|p| {
+            p.cmd("HGETALL").arg("d");
+        });
+        batch.answer(Ok(vec![Value::Int(4)]));
+        let mut d = d;
+        assert_eq!(d.try_recv().unwrap().unwrap(), vec![Value::Int(4)]);
     }
 
     #[test]

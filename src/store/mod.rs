@@ -72,6 +72,17 @@ impl Store {
         }
     }
 
+    /// Applies `write` without waiting for the answer (which only a log could use).
+    pub(crate) fn write_detached(&self, write: &Write) {
+        match self {
+            Store::Redis(s) => s.write_detached(write),
+            Store::Multiplexed(s) => s.write_detached(write),
+            Store::Memory(s) => {
+                s.write(write);
+            }
+        }
+    }
+
     /// Applies `write`. The answer is `false` when a create found its key taken, and for
     /// [`Write::Empty`] whether the record was deleted; otherwise `true`.
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {

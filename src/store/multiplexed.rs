@@ -18,7 +18,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     Pipeline,
 };
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use super::{
     batch::{self, Batch, Replies},
@@ -126,6 +126,25 @@ impl MultiplexedStore {
 
     /// Adds the commands `build` makes to this worker's batch and awaits the replies.
     async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
+        match self.enqueue(build) {
+            Ok(replied) => batch::replies(replied).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `write` without waiting for the answer.
+    pub(crate) fn write_detached(&self, write: &Write) {
+        drop(self.enqueue(|pipe| {
+            self.shared.commands.write(pipe, write);
+        }));
+    }
+
+    /// Adds the commands `build` makes to this worker's batch, and wakes or starts its
+    /// sender; the receiver gets the replies.
+    fn enqueue(
+        &self,
+        build: impl FnOnce(&mut Pipeline),
+    ) -> Result<oneshot::Receiver<Replies>, StoreError> {
         let Some(worker) = &self.worker else {
             // Only the per-worker copies serve requests; this one could not be set up.
             let e = redis::RedisError::from((
@@ -153,13 +172,33 @@ impl MultiplexedStore {
                 Arc::clone(&worker.wake),
             ));
         }
-        batch::replies(replied).await
+        Ok(replied)
+    }
+}
+
+/// Held by the sender task: should it end while its worker lives on (a panic, or its runtime
+/// cancelling it), the next request starts a new one, and the requests already queued get an
+/// error instead of waiting for a sender that is gone.
+struct Restart(Weak<Worker>);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let Some(worker) = self.0.upgrade() else {
+            return;
+        };
+        let stranded = {
+            let mut queue = worker.queue();
+            queue.sending = false;
+            std::mem::take(&mut queue.batch)
+        };
+        drop(stranded);
     }
 }
 
 impl Worker {
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        // The queue stays consistent across a panic (no invariant spans two statements).
+        // Consistent across a panic: a request whose commands were half built when it
+        // panicked tears its batch, which then fails as a whole (see `Batch::push`).
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -167,6 +206,7 @@ impl Worker {
 /// The sender task of one worker: sends the batch, waits for its replies, hands them out,
 /// and again; sleeps while no request waits; ends with the worker.
 async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
+    let _restart = Restart(worker.clone());
     loop {
         // Registered before looking at the batch, so a request that joins after the look
         // (or the worker's drop) wakes it.

@@ -20,7 +20,8 @@ use std::{
 };
 
 use actix_web::web;
-use redis::{Connection, ConnectionLike, Pipeline, RedisResult};
+use redis::{Connection, ConnectionLike, Pipeline, RedisResult, Value};
+use tokio::sync::oneshot;
 
 use super::{
     batch::{self, Batch, Replies},
@@ -173,9 +174,21 @@ impl RedisStore {
         reply.answer(&replies).map_err(StoreError::Redis)
     }
 
-    /// Adds the commands `build` makes to the next batch, starts a runner if too few run,
-    /// and awaits the replies.
+    /// Adds the commands `build` makes to the next batch and awaits the replies.
     async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
+        batch::replies(self.enqueue(build)).await
+    }
+
+    /// Applies `write` without waiting for the answer.
+    pub(crate) fn write_detached(&self, write: &Write) {
+        drop(self.enqueue(|pipe| {
+            self.inner.commands.write(pipe, write);
+        }));
+    }
+
+    /// Adds the commands `build` makes to the next batch, and starts a runner if too few
+    /// run; the receiver gets the replies.
+    fn enqueue(&self, build: impl FnOnce(&mut Pipeline)) -> oneshot::Receiver<Replies> {
         let (replied, start) = {
             let mut queue = self.inner.queue();
             let replied = queue.batch.push(build);
@@ -191,7 +204,7 @@ impl RedisStore {
             // The blocking task starts now; nobody needs to await its end.
             drop(web::block(move || runner.run()));
         }
-        batch::replies(replied).await
+        replied
     }
 }
 
@@ -244,7 +257,8 @@ impl Drop for Runner {
 
 impl Inner {
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        // The queue stays consistent across a panic (no invariant spans two statements).
+        // Consistent across a panic: a request whose commands were half built when it
+        // panicked tears its batch, which then fails as a whole (see `Batch::push`).
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -253,7 +267,7 @@ impl Inner {
     fn send(&self, mut batch: Batch) -> Batch {
         let packed = batch.pipe().get_packed_pipeline();
         let count = batch.pipe().len();
-        let replies = self.with_connection(|conn| conn.req_packed_commands(&packed, 0, count));
+        let replies = self.with_connection(|conn| exchange(conn, &packed, count));
         for retry in batch.answer(replies) {
             let replies = self.with_connection(|conn| self.commands.query(conn, &retry.pipe));
             retry.answer(replies);
@@ -301,4 +315,21 @@ impl Inner {
             }
         }
     }
+}
+
+/// Writes a batch and reads its `count` replies. The first failure ends the exchange: a read
+/// that timed out leaves the rest unread (the connection is then replaced), so a stalled
+/// Redis costs a batch one `command_timeout`, not one per reply as redis-rs's
+/// `req_packed_commands` would.
+fn exchange(conn: &mut Connection, packed: &[u8], count: usize) -> RedisResult<Vec<Value>> {
+    conn.send_packed_command(packed)?;
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        match conn.recv_response()? {
+            // RESP3 push messages are not replies.
+            Value::Push { .. } => {}
+            reply => replies.push(reply),
+        }
+    }
+    Ok(replies)
 }
