@@ -10,6 +10,8 @@
 //!
 //! - `BIND`: address to listen on, default `127.0.0.1:8080`.
 //! - `REDIS_URL`: Redis to use; without it sessions live in this process's memory.
+//! - `TRANSPORT=multiplexed`: with Redis, one async connection per worker instead of the
+//!   default r2d2 pool (see the README's "Performance and choosing a transport").
 //! - `SESSION_KEY`: base64 secret of 32+ bytes (`openssl rand -base64 64`); without it a
 //!   random key is used and sessions do not survive a restart.
 //! - `COOKIE_SECURE=false`: drop the cookie's `Secure` flag. Browsers (and recent curl)
@@ -21,7 +23,7 @@
 use std::{env, io, time::Duration};
 
 use actix_redis_session::{
-    store::MemoryStore, Key, RedisSession, Session, SessionData, TypedSession,
+    store::MemoryStore, Key, RedisSession, Session, SessionData, Transport, TypedSession,
 };
 use actix_web::{
     get, http::header, middleware::Logger, post, web, App, HttpResponse, HttpServer, Result,
@@ -181,8 +183,15 @@ async fn main() -> io::Result<()> {
     };
     let builder = match env::var("REDIS_URL") {
         Ok(url) => {
-            println!("store: Redis at {}", redacted(&url));
-            RedisSession::builder(&url, key)
+            let transport = match env::var("TRANSPORT").as_deref() {
+                Ok("multiplexed") => Transport::Multiplexed,
+                _ => Transport::Pool,
+            };
+            println!(
+                "store: Redis at {} ({transport:?} transport)",
+                redacted(&url)
+            );
+            RedisSession::builder(&url, key).transport(transport)
         }
         Err(_) => {
             println!("store: memory (set REDIS_URL, e.g. redis://127.0.0.1:6379, to use Redis)");
@@ -195,6 +204,9 @@ async fn main() -> io::Result<()> {
     }
     let sessions = builder
         .cookie_secure(secure)
+        // Page views that change nothing write nothing to Redis: the 1-hour idle timeout
+        // moves at most once a minute per session.
+        .touch_after(Duration::from_secs(60))
         .build()
         .map_err(io::Error::other)?;
 

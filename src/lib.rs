@@ -44,7 +44,8 @@
 //!
 //! Redis is reached through an r2d2 pool on actix's blocking threads ([`Transport::Pool`], the
 //! default, which can share the application's pool) or through one multiplexed async
-//! connection per worker ([`Transport::Multiplexed`], the highest throughput). The embedded
+//! connection per worker ([`Transport::Multiplexed`], the highest read-write throughput). Both
+//! batch the commands of concurrent requests into one pipeline per round trip. The embedded
 //! [`store::MemoryStore`] serves development and tests.
 //!
 //! How it works:
