@@ -720,9 +720,11 @@ async fn a_pool_of_one_connection_serves_concurrent_requests() {
 }
 
 #[actix_web::test]
-async fn a_dropped_app_closes_its_multiplexed_connection() {
+async fn a_dropped_app_closes_its_multiplexed_connection_and_ends_its_tasks() {
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
     let server = RedisServer::start();
     let mut conn = server.conn();
+    let tasks_before = tasks();
     let sessions = with(
         Transport::Multiplexed,
         RedisSession::builder(server.url(), key(1)),
@@ -739,15 +741,28 @@ async fn a_dropped_app_closes_its_multiplexed_connection() {
         2,
         "the app's connection and ours"
     );
+    // Several requests at once, so that every sender task of the worker has started.
+    let requests = (0..8).map(|_| {
+        let req = actix_web::test::TestRequest::get()
+            .uri("/count")
+            .to_request();
+        actix_web::test::call_service(&app, req)
+    });
+    futures_util::future::join_all(requests).await;
+    assert!(tasks() > tasks_before, "the app runs tasks");
     // The runtime goes on; the app (one worker's middleware) is dropped.
     drop(app);
     for _ in 0..200 {
-        if connected_clients(&mut conn) == 1 {
+        if connected_clients(&mut conn) == 1 && tasks() <= tasks_before {
             return;
         }
         actix_web::rt::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the connection of a dropped app stays open");
+    panic!(
+        "a dropped app left {} connection(s) and {} task(s) behind",
+        connected_clients(&mut conn) - 1,
+        tasks().saturating_sub(tasks_before)
+    );
 }
 
 #[actix_web::test]

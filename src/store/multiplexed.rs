@@ -1,9 +1,9 @@
 //! The Redis store over redis-rs's multiplexed async connection.
 //!
 //! Each actix worker has its own connection and its own batch: a request appends its
-//! commands to the batch and awaits its replies; a task on the same worker sends the batch
-//! as one pipeline whenever the previous one has been answered, and hands every request its
-//! replies. Under load one pipeline carries the commands of many requests, so redis-rs's
+//! commands to the batch and awaits its replies; [`SENDERS`] tasks on the same worker each
+//! take the batch when they are free, send it as one pipeline, and hand every request its
+//! replies, so one batch can be on the wire while the next one fills. Under load one pipeline carries the commands of many requests, so redis-rs's
 //! per-call work and Redis's per-read work are shared; a lone request costs one round trip,
 //! as a direct call would. Nothing crosses threads, and the connection reconnects by itself.
 //! Key layout, scripts and commands are the pool transport's ([`super::commands`]).
@@ -27,6 +27,11 @@ use super::{
 };
 use crate::error::{ConfigError, StoreError};
 
+/// Sender tasks per worker, hence batches in flight on its connection. With one, a
+/// read-write request waits for two whole batch cycles (load, then save) behind the batch
+/// already out; two cut that wait and measured faster at 1 and 2 workers (BENCHMARKS.md).
+const SENDERS: usize = 2;
+
 /// The Redis-backed store (multiplexed transport).
 #[derive(Clone)]
 pub(crate) struct MultiplexedStore {
@@ -41,7 +46,7 @@ struct Shared {
     commands: Commands,
 }
 
-/// One worker's connection, the batch being filled, and the sender task's state.
+/// One worker's connection, the batch being filled, and its sender tasks' state.
 struct Worker {
     connection: ConnectionManager,
     queue: Mutex<Queue>,
@@ -54,14 +59,15 @@ struct Queue {
     batch: Batch,
     /// The last batch sent, answered and emptied: the next one, memory included.
     spare: Batch,
-    /// The sender task is running (it is started by the first request).
-    sending: bool,
+    /// Sender tasks running (started by requests, up to [`SENDERS`]).
+    senders: usize,
 }
 
 impl Drop for Worker {
-    /// Lets the sender task see that the worker is gone, and end.
+    /// Lets the sender tasks see that the worker is gone, and end (they register for wake-ups
+    /// before they look, so none misses this).
     fn drop(&mut self) {
-        self.wake.notify_one();
+        self.wake.notify_waiters();
     }
 }
 
@@ -157,8 +163,8 @@ impl MultiplexedStore {
             let mut queue = worker.queue();
             let first = queue.batch.is_empty();
             let replied = queue.batch.push(build);
-            let start = !queue.sending;
-            queue.sending = true;
+            let start = queue.senders < SENDERS;
+            queue.senders += usize::from(start);
             if first && !start {
                 worker.wake.notify_one();
             }
@@ -176,9 +182,9 @@ impl MultiplexedStore {
     }
 }
 
-/// Held by the sender task: should it end while its worker lives on (a panic, or its runtime
-/// cancelling it), the next request starts a new one, and the requests already queued get an
-/// error instead of waiting for a sender that is gone.
+/// Held by a sender task: should it end while its worker lives on (a panic, or its runtime
+/// cancelling it), the next request starts a new one, and if it was the last, the requests
+/// already queued get an error instead of waiting for a sender that is gone.
 struct Restart(Weak<Worker>);
 
 impl Drop for Restart {
@@ -188,8 +194,12 @@ impl Drop for Restart {
         };
         let stranded = {
             let mut queue = worker.queue();
-            queue.sending = false;
-            std::mem::take(&mut queue.batch)
+            queue.senders -= 1;
+            if queue.senders == 0 {
+                std::mem::take(&mut queue.batch)
+            } else {
+                Batch::default()
+            }
         };
         drop(stranded);
     }
@@ -203,7 +213,7 @@ impl Worker {
     }
 }
 
-/// The sender task of one worker: sends the batch, waits for its replies, hands them out,
+/// A sender task of one worker: sends the batch, waits for its replies, hands them out,
 /// and again; sleeps while no request waits; ends with the worker.
 async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
     let _restart = Restart(worker.clone());
