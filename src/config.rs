@@ -44,8 +44,8 @@ pub enum Transport {
     Pool,
     /// redis-rs's multiplexed async connection, one per actix worker, reconnecting by
     /// itself and awaited on the worker (no thread hop). The concurrent requests of a worker
-    /// are batched into one pipeline per round trip: the highest read-write throughput and
-    /// the least Redis CPU per request.
+    /// are batched into one pipeline per round trip: the highest throughput, and less Redis
+    /// CPU per request than the pool.
     Multiplexed,
 }
 

@@ -721,7 +721,11 @@ async fn a_pool_of_one_connection_serves_concurrent_requests() {
 
 #[actix_web::test]
 async fn a_dropped_app_closes_its_multiplexed_connection_and_ends_its_tasks() {
-    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
     let server = RedisServer::start();
     let mut conn = server.conn();
     let tasks_before = tasks();
