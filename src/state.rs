@@ -323,6 +323,9 @@ impl State {
     ///
     /// [`touch_after`]: crate::RedisSessionBuilder::touch_after
     pub(crate) fn due_touch(&mut self) -> Option<Write> {
+        if self.config.touch_after.is_zero() {
+            return None;
+        }
         let now = now_ms();
         if !self.touch_due(now) {
             return None;

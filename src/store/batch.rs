@@ -6,16 +6,62 @@
 //! request its own replies. The commands are built in place: no per-request pipeline, no
 //! copy when batching.
 
-use std::panic::{self, AssertUnwindSafe};
+use std::{
+    panic::{self, AssertUnwindSafe},
+    time::Duration,
+};
 
 use redis::{ErrorKind, Pipeline, RedisError, Value};
 use tokio::sync::oneshot;
 
-use super::commands::is_no_script;
+use super::{
+    commands::{self, is_no_script, Commands},
+    Fields, Write,
+};
 use crate::error::StoreError;
 
 /// The replies of one request's commands (ignored ones included), or why there are none.
 pub(crate) type Replies = Result<Vec<Value>, StoreError>;
+
+/// A Redis transport as the store's operations see it: where a request's commands go, and
+/// the scripts they call. The operations themselves are the same for both transports.
+pub(crate) trait Sender {
+    fn commands(&self) -> &Commands;
+
+    /// Adds the commands `build` makes to the batch being filled and makes sure that batch
+    /// will be sent; the receiver gets the replies.
+    fn enqueue(
+        &self,
+        build: impl FnOnce(&mut Pipeline),
+    ) -> Result<oneshot::Receiver<Replies>, StoreError>;
+
+    /// See [`super::Store::load`].
+    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
+        commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
+    }
+
+    /// See [`super::Store::write`].
+    async fn write(&self, write: &Write) -> Result<bool, StoreError> {
+        let mut reply = None;
+        let replies = self
+            .query(|pipe| reply = Some(self.commands().write(pipe, write)))
+            .await?;
+        let reply = reply.expect("the commands were built");
+        reply.answer(&replies).map_err(StoreError::Redis)
+    }
+
+    /// Applies `write` without waiting for the answer.
+    fn write_detached(&self, write: &Write) {
+        drop(self.enqueue(|pipe| {
+            self.commands().write(pipe, write);
+        }));
+    }
+
+    /// Adds the commands `build` makes to the next batch and awaits the replies.
+    async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
+        replies(self.enqueue(build)?).await
+    }
+}
 
 /// The commands of the requests queued so far.
 #[derive(Default)]
@@ -142,7 +188,7 @@ fn first_error(replies: &[Value]) -> Option<RedisError> {
 
 /// What a request awaits: the replies, or an error if the sender went away (runtime or
 /// blocking pool shutting down).
-pub(crate) async fn replies(replied: oneshot::Receiver<Replies>) -> Replies {
+async fn replies(replied: oneshot::Receiver<Replies>) -> Replies {
     replied.await.map_err(|_| StoreError::Blocking)?
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod redis;
 
 use std::{collections::HashMap, time::Duration};
 
+use self::batch::Sender as _;
 pub use self::memory::MemoryStore;
 pub(crate) use self::{multiplexed::MultiplexedStore, redis::RedisStore};
 use crate::error::StoreError;

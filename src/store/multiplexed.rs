@@ -21,9 +21,8 @@ use redis::{
 use tokio::sync::{oneshot, Notify};
 
 use super::{
-    batch::{self, Batch, Replies},
+    batch::{Batch, Replies, Sender},
     commands::{self, Commands, RedisOptions},
-    Fields, Write,
 };
 use crate::error::{ConfigError, StoreError};
 
@@ -112,41 +111,14 @@ impl MultiplexedStore {
             }),
         }
     }
+}
 
-    pub(crate) async fn load(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-    ) -> Result<Option<Fields>, StoreError> {
-        commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
+impl Sender for MultiplexedStore {
+    fn commands(&self) -> &Commands {
+        &self.shared.commands
     }
 
-    pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
-        let mut reply = None;
-        let replies = self
-            .query(|pipe| reply = Some(self.shared.commands.write(pipe, write)))
-            .await?;
-        let reply = reply.expect("the commands were built");
-        reply.answer(&replies).map_err(StoreError::Redis)
-    }
-
-    /// Adds the commands `build` makes to this worker's batch and awaits the replies.
-    async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
-        match self.enqueue(build) {
-            Ok(replied) => batch::replies(replied).await,
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Applies `write` without waiting for the answer.
-    pub(crate) fn write_detached(&self, write: &Write) {
-        drop(self.enqueue(|pipe| {
-            self.shared.commands.write(pipe, write);
-        }));
-    }
-
-    /// Adds the commands `build` makes to this worker's batch, and wakes or starts its
-    /// sender; the receiver gets the replies.
+    /// Wakes or starts this worker's senders.
     fn enqueue(
         &self,
         build: impl FnOnce(&mut Pipeline),

@@ -24,9 +24,8 @@ use redis::{Connection, ConnectionLike, Pipeline, RedisResult, Value};
 use tokio::sync::oneshot;
 
 use super::{
-    batch::{self, Batch, Replies},
+    batch::{Batch, Replies, Sender},
     commands::{self, Commands, RedisOptions},
-    Fields, Write,
 };
 use crate::error::{ConfigError, StoreError};
 
@@ -156,39 +155,18 @@ impl RedisStore {
             }),
         }
     }
+}
 
-    pub(crate) async fn load(
+impl Sender for RedisStore {
+    fn commands(&self) -> &Commands {
+        &self.inner.commands
+    }
+
+    /// Starts a runner if too few run.
+    fn enqueue(
         &self,
-        key: &str,
-        ttl: Option<Duration>,
-    ) -> Result<Option<Fields>, StoreError> {
-        commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
-    }
-
-    pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
-        let mut reply = None;
-        let replies = self
-            .query(|pipe| reply = Some(self.inner.commands.write(pipe, write)))
-            .await?;
-        let reply = reply.expect("the commands were built");
-        reply.answer(&replies).map_err(StoreError::Redis)
-    }
-
-    /// Adds the commands `build` makes to the next batch and awaits the replies.
-    async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
-        batch::replies(self.enqueue(build)).await
-    }
-
-    /// Applies `write` without waiting for the answer.
-    pub(crate) fn write_detached(&self, write: &Write) {
-        drop(self.enqueue(|pipe| {
-            self.inner.commands.write(pipe, write);
-        }));
-    }
-
-    /// Adds the commands `build` makes to the next batch, and starts a runner if too few
-    /// run; the receiver gets the replies.
-    fn enqueue(&self, build: impl FnOnce(&mut Pipeline)) -> oneshot::Receiver<Replies> {
+        build: impl FnOnce(&mut Pipeline),
+    ) -> Result<oneshot::Receiver<Replies>, StoreError> {
         let (replied, start) = {
             let mut queue = self.inner.queue();
             let replied = queue.batch.push(build);
@@ -204,7 +182,7 @@ impl RedisStore {
             // The blocking task starts now; nobody needs to await its end.
             drop(web::block(move || runner.run()));
         }
-        replied
+        Ok(replied)
     }
 }
 
