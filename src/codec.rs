@@ -6,6 +6,8 @@
 //!
 //! Metadata fields (`m:*`) are not user values and are stored as plain ASCII.
 
+mod finite;
+
 use serde::{de::DeserializeOwned, de::IgnoredAny, Serialize};
 
 const VERSION_MASK: u8 = 0x0f;
@@ -27,10 +29,21 @@ pub(crate) enum DecodeError {
 }
 
 /// Serializes `value` into its stored form.
+///
+/// # Errors
+///
+/// What serde_json refuses (a map key that is not a string or number, a `Serialize` that
+/// fails), and NaN or infinite floats, which JSON would store as `null` and so could not give
+/// back.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(32);
     out.push(FORMAT_JSON);
     serde_json::to_writer(&mut out, value)?;
+    // serde_json writes a float that is not finite as `null`: only JSON with a `null` in it
+    // can hold one, so most values skip the second walk.
+    if memchr::memmem::find(&out[1..], b"null").is_some() {
+        finite::check(value)?;
+    }
     Ok(out)
 }
 
@@ -72,6 +85,36 @@ mod tests {
         assert_eq!(&raw[1..], b"[1,2,3]");
         assert_eq!(decode::<Vec<u32>>(&raw).unwrap(), vec![1, 2, 3]);
         validate(&raw).unwrap();
+    }
+
+    #[test]
+    fn refuses_values_json_cannot_give_back() {
+        #[derive(Serialize)]
+        struct Reading {
+            label: Option<String>,
+            values: Vec<f64>,
+        }
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let reading = Reading {
+                label: None,
+                values: vec![1.0, bad],
+            };
+            let e = encode(&reading).unwrap_err();
+            assert!(e.to_string().contains("NaN"), "{e}");
+            assert!(encode(&Some(bad as f32)).is_err());
+        }
+        // `null` for a real None, or inside a string, is fine.
+        let fine = Reading {
+            label: Some("null".into()),
+            values: vec![1.5, -0.0, f64::MAX],
+        };
+        assert_eq!(
+            decode::<serde_json::Value>(&encode(&fine).unwrap()).unwrap(),
+            serde_json::json!({"label": "null", "values": [1.5, -0.0, f64::MAX]})
+        );
+        // Map keys JSON cannot hold.
+        let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert!(encode(&map).is_err());
     }
 
     #[test]

@@ -123,6 +123,13 @@ pub struct RedisSessionBuilder {
     transport: Transport,
 }
 
+/// Longest idle timeout, absolute timeout and "remember me" lifetime: 400 days, the longest
+/// `Max-Age` browsers keep a cookie for (RFC 6265bis caps it there).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(400 * 86_400);
+
+/// Longest connect, command and checkout timeout: 1 hour.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Default cookie name. Neutral on purpose: names like `actix-session` or `connect.sid` tell
 /// an attacker which framework (and which known bugs) to try.
 pub const DEFAULT_COOKIE_NAME: &str = "sid";
@@ -174,18 +181,25 @@ impl RedisSessionBuilder {
     }
 
     /// Name of the session cookie. Default: `sid`.
+    ///
+    /// An HTTP token: visible ASCII without separators (`()<>@,;:\"/[]?={}`). The prefixes
+    /// browsers enforce are checked too: `__Secure-` needs [`cookie_secure`](Self::cookie_secure),
+    /// `__Host-` needs it as well, path `/` and no domain (the strongest binding of a cookie to
+    /// its host, and the recommended name for a single-host site: `__Host-sid`).
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie.name = name.into();
         self
     }
 
-    /// `Path` of the session cookie. Default: `/`.
+    /// `Path` of the session cookie. Default: `/`. Starts with `/`; visible ASCII without `;`.
     pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
         self.cookie.path = path.into();
         self
     }
 
     /// `Domain` of the session cookie. Default: none (host-only cookie, the safest choice).
+    /// A host name: ASCII letters, digits, `-` and `.` (a leading `.` is allowed and ignored
+    /// by browsers), at most 253 characters.
     pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
         self.cookie.domain = Some(domain.into());
         self
@@ -206,7 +220,9 @@ impl RedisSessionBuilder {
         self
     }
 
-    /// `SameSite` attribute. Default: [`SameSite::Lax`].
+    /// `SameSite` attribute. Default: [`SameSite::Lax`]. [`SameSite::None`] needs
+    /// [`cookie_secure`](Self::cookie_secure): browsers drop a `SameSite=None` cookie that
+    /// is not `Secure`.
     pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
         self.cookie.same_site = same_site;
         self
@@ -226,7 +242,8 @@ impl RedisSessionBuilder {
     /// Sliding idle timeout: a session not used for this long is gone. Every request that
     /// loads the session moves it forward (in the same round trip as the load; see
     /// [`touch_after`](Self::touch_after) to do that less often). Enforced by the store
-    /// (Redis TTL), not by the cookie. Default: 1 hour. At least 1 second.
+    /// (Redis TTL), not by the cookie. Default: 1 hour. From 1 second to [`MAX_LIFETIME`]
+    /// (400 days).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -262,7 +279,8 @@ impl RedisSessionBuilder {
     }
 
     /// Absolute lifetime: a session older than this is gone however active it is, checked
-    /// against its creation time on every load. Default: none.
+    /// against its creation time on every load. Default: none. From 1 second to
+    /// [`MAX_LIFETIME`] (400 days).
     pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
         self.absolute_timeout = Some(timeout);
         self
@@ -330,22 +348,24 @@ impl RedisSessionBuilder {
     /// The pool transport batches: every request queued while a batch is out goes with the
     /// next one, in one write on one connection. Two connections (one batch in flight while
     /// the next fills) keep a nearby Redis busy; more help when Redis is far (high round-trip
-    /// time) or slow. Ignored for a shared pool (the store uses at most 2 of its connections)
-    /// and the memory store.
+    /// time) or slow. From 1 to 1024. Ignored for a shared pool (the store uses at most 2 of
+    /// its connections), the multiplexed transport (one connection per worker) and the memory
+    /// store.
     pub fn capacity(mut self, connections: u32) -> Self {
         self.redis.capacity = connections;
         self
     }
 
-    /// Longest wait for a free pooled connection. Default: 2 seconds. Ignored for a shared
-    /// pool (its own setting applies) and the memory store.
+    /// Longest wait for a free pooled connection. Default: 2 seconds. Above zero, at most
+    /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool (its own setting applies), the
+    /// multiplexed transport (it has no pool) and the memory store.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
         self.redis.checkout_timeout = timeout;
         self
     }
 
-    /// Longest wait to open a TCP connection to Redis. Default: 2 seconds. Ignored for a
-    /// shared pool and the memory store.
+    /// Longest wait to open a connection to Redis. Default: 2 seconds. Above zero, at most
+    /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool and the memory store.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.redis.connect_timeout = timeout;
         self
@@ -353,7 +373,12 @@ impl RedisSessionBuilder {
 
     /// Longest wait for Redis to accept a batch of commands or to answer it (concurrent
     /// requests share batches; a stalled Redis fails a batch after one timeout, not one per
-    /// command). Default: 2 seconds. Applies to shared pools too (set on every checkout).
+    /// command). Default: 2 seconds. Above zero, at most [`MAX_TIMEOUT`] (1 hour). Applies to
+    /// shared pools too (set on every checkout).
+    ///
+    /// The pool transport tries a batch up to 3 times when its connection turns out to be
+    /// dropped (after a Redis restart every idle connection is); the multiplexed transport
+    /// tries twice, reconnecting in between.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.redis.command_timeout = timeout;
         self
@@ -400,23 +425,72 @@ impl RedisSessionBuilder {
 
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |option, reason| Err(ConfigError::InvalidOption { option, reason });
-        let name_ok = !self.cookie.name.is_empty()
-            && self
-                .cookie
+        let cookie = &self.cookie;
+        let name_ok = !cookie.name.is_empty()
+            && cookie
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
         if !name_ok {
             return invalid("cookie_name", "must be a non-empty HTTP token");
         }
-        if self.idle_timeout < Duration::from_secs(1) {
-            return invalid("idle_timeout", "must be at least 1 second");
+        let path_ok = cookie.path.starts_with('/')
+            && cookie
+                .path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';');
+        if !path_ok {
+            return invalid(
+                "cookie_path",
+                "must start with '/' and hold visible ASCII without ';'",
+            );
+        }
+        if let Some(domain) = &cookie.domain {
+            let host = domain.strip_prefix('.').unwrap_or(domain);
+            let domain_ok = !host.is_empty()
+                && domain.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !domain_ok {
+                return invalid(
+                    "cookie_domain",
+                    "must be a host name (letters, digits, '-' and '.')",
+                );
+            }
+        }
+        if cookie.same_site == SameSite::None && !cookie.secure {
+            return invalid(
+                "cookie_same_site",
+                "SameSite=None needs cookie_secure(true): browsers drop it otherwise",
+            );
+        }
+        if cookie.name.starts_with("__Secure-") && !cookie.secure {
+            return invalid(
+                "cookie_name",
+                "a __Secure- cookie needs cookie_secure(true)",
+            );
+        }
+        if cookie.name.starts_with("__Host-")
+            && (!cookie.secure || cookie.path != "/" || cookie.domain.is_some())
+        {
+            return invalid(
+                "cookie_name",
+                "a __Host- cookie needs cookie_secure(true), path '/' and no domain",
+            );
+        }
+        let lifetime = Duration::from_secs(1)..=MAX_LIFETIME;
+        if !lifetime.contains(&self.idle_timeout) {
+            return invalid("idle_timeout", "must be from 1 second to 400 days");
         }
         if self
             .absolute_timeout
-            .is_some_and(|a| a < Duration::from_secs(1))
+            .is_some_and(|a| !lifetime.contains(&a))
         {
-            return invalid("absolute_timeout", "must be at least 1 second");
+            return invalid("absolute_timeout", "must be from 1 second to 400 days");
         }
         if self.touch_after >= self.idle_timeout {
             return invalid("touch_after", "must be shorter than idle_timeout");
@@ -430,22 +504,34 @@ impl RedisSessionBuilder {
                 "must be above zero",
             );
         }
-        if self.transport == Transport::Multiplexed && matches!(self.backend, Backend::Pool(_)) {
-            return invalid(
-                "transport",
-                "a shared r2d2 pool is always the pool transport",
-            );
+        match &self.backend {
+            Backend::Pool(_) if self.transport == Transport::Multiplexed => {
+                return invalid(
+                    "transport",
+                    "a shared r2d2 pool is always the pool transport",
+                );
+            }
+            Backend::Memory(store)
+                if !(MemoryStore::MIN_GC_INTERVAL..=MAX_LIFETIME)
+                    .contains(&store.gc_interval()) =>
+            {
+                return invalid(
+                    "MemoryStore::with_gc_interval",
+                    "must be from 1 millisecond to 400 days",
+                );
+            }
+            _ => {}
         }
-        if self.redis.capacity == 0 {
-            return invalid("capacity", "must be at least 1");
+        if !(1..=1024).contains(&self.redis.capacity) {
+            return invalid("capacity", "must be from 1 to 1024");
         }
         let timeouts = [
             self.redis.checkout_timeout,
             self.redis.connect_timeout,
             self.redis.command_timeout,
         ];
-        if timeouts.iter().any(Duration::is_zero) {
-            return invalid("timeouts", "must be above zero");
+        if timeouts.iter().any(|t| t.is_zero() || *t > MAX_TIMEOUT) {
+            return invalid("timeouts", "must be above zero and at most 1 hour");
         }
         Ok(())
     }

@@ -75,6 +75,7 @@ mod error;
 pub mod flash;
 mod key;
 mod middleware;
+mod record;
 mod session;
 mod state;
 pub mod store;

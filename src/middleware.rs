@@ -19,11 +19,12 @@ use actix_web::{
 
 use crate::{
     config::{OnStoreError, RedisSessionBuilder, SessionConfig},
-    cookie::{self, Verified},
+    cookie::{self, SessionId, Verified},
     error::{ConfigError, StoreError},
     key::Key,
-    session::{Session, SessionStatus},
-    state::{created_ms, now_ms, Live, Plan},
+    record::now_ms,
+    session::Session,
+    state::{created_ms, Live, Plan, Retired},
     store::{MemoryStore, Store, Write},
 };
 
@@ -216,7 +217,10 @@ impl Inner {
                 Err(e) => {
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
                     match config.on_store_error {
-                        OnStoreError::FailOpen => Session::degraded(Arc::clone(config)),
+                        OnStoreError::FailOpen => {
+                            let key = verified.id.storage_key(&config.key_prefix);
+                            Session::degraded(Arc::clone(config), key)
+                        }
                         _ => return Ok(req.into_response(unavailable()).map_into_right_body()),
                     }
                 }
@@ -227,14 +231,23 @@ impl Inner {
 
         let mut res = service.call(req).await?;
 
-        if session.status() == SessionStatus::Degraded {
-            return Ok(res.map_into_left_body());
-        }
-        let plan = session.lock().plan();
+        let (plan, logout) = {
+            let mut state = session.lock();
+            let logout = state.purged();
+            (state.plan(), logout)
+        };
         let cookie = match self.save(plan, &incoming).await {
             Ok(cookie) => cookie,
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
+                if logout {
+                    // A logout that could not be carried out must not look like one that
+                    // was, whatever the policy: 503, and the browser drops the cookie anyway.
+                    let (req, _) = res.into_parts();
+                    let mut res = unavailable();
+                    let _ = res.add_cookie(&config.cookie.removal_cookie());
+                    return Ok(ServiceResponse::new(req, res).map_into_right_body());
+                }
                 return Ok(match config.on_store_error {
                     OnStoreError::FailOpen => res.map_into_left_body(),
                     _ => {
@@ -327,6 +340,7 @@ impl Inner {
     ) -> Result<Option<Cookie<'static>>, StoreError> {
         let config = &self.config;
         Ok(match plan {
+            Plan::Skip => None,
             Plan::Keep { live: None } => {
                 // A cookie that led nowhere (rejected, unknown id): tell the browser to drop it.
                 (!matches!(incoming, Incoming::Absent)).then(|| config.cookie.removal_cookie())
@@ -348,34 +362,66 @@ impl Inner {
                 Some(config.cookie.removal_cookie())
             }
             Plan::Create {
-                mut id,
+                id,
                 fields,
                 ttl,
-                retire,
+                replaces,
                 remember,
             } => {
-                let mut write = Write::Create {
-                    key: id.storage_key(&config.key_prefix),
-                    fields,
-                    ttl,
-                    retire,
-                };
-                let mut attempt = 1;
-                while !self.store.write(&write).await? {
-                    if attempt == CREATE_ATTEMPTS {
-                        return Err(StoreError::IdCollision);
+                // A record that must go in any case goes first: a logout is carried out even
+                // if the session that carries its flash message cannot be stored.
+                let renewed = match replaces {
+                    Some((old, Retired::Renewed)) => Some(old),
+                    Some((old, Retired::Purged | Retired::Discarded)) => {
+                        self.store.write(&Write::Delete { key: old }).await?;
+                        None
                     }
-                    tracing::warn!("new session id already taken; drawing another");
-                    attempt += 1;
-                    id = crate::cookie::SessionId::generate();
-                    if let Write::Create { key, .. } = &mut write {
-                        *key = id.storage_key(&config.key_prefix);
+                    None => None,
+                };
+                let id = self.create(id, fields, ttl).await?;
+                if let Some(old) = renewed {
+                    // Only now that the new record exists may the old one go. If it was gone
+                    // already, the session was ended while this request ran (a logout in
+                    // another tab, an administrator): the renewed copy must not outlive it.
+                    if !self.store.write(&Write::Delete { key: old }).await? {
+                        tracing::debug!("session ended during its renewal; discarding the copy");
+                        let key = id.storage_key(&config.key_prefix);
+                        self.store.write(&Write::Delete { key }).await?;
+                        return Ok(Some(config.cookie.removal_cookie()));
                     }
                 }
                 let value = cookie::sign(&config.key, &id, remember);
                 Some(config.cookie.session_cookie(value, remember))
             }
         })
+    }
+
+    /// Stores a new record under `id`, or under another fresh id if that one is taken;
+    /// returns the id used.
+    async fn create(
+        &self,
+        mut id: SessionId,
+        fields: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> Result<SessionId, StoreError> {
+        let mut write = Write::Create {
+            key: id.storage_key(&self.config.key_prefix),
+            fields,
+            ttl,
+        };
+        let mut attempt = 1;
+        while !self.store.write(&write).await? {
+            if attempt == CREATE_ATTEMPTS {
+                return Err(StoreError::IdCollision);
+            }
+            tracing::warn!("new session id already taken; drawing another");
+            attempt += 1;
+            id = SessionId::generate();
+            if let Write::Create { key, .. } = &mut write {
+                *key = id.storage_key(&self.config.key_prefix);
+            }
+        }
+        Ok(id)
     }
 
     /// The cookie of a session that goes on, when it must be sent again: signed with an old

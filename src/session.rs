@@ -16,12 +16,10 @@ use crate::{
     cookie::{Handle, SessionId},
     error::SessionError,
     flash::FlashMessage,
+    record::DATA_PREFIX,
     state::State,
-    store::{Fields, META_PREFIX},
+    store::Fields,
 };
-
-const DATA_PREFIX: &str = "d:";
-pub(crate) const TYPED_PREFIX: &str = "t:";
 
 /// What happened to the session during this request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,9 +87,10 @@ impl Session {
         Session::wrap(State::replacing(config, old_key))
     }
 
-    /// An empty session that is never saved (store down, fail-open policy).
-    pub(crate) fn degraded(config: Arc<SessionConfig>) -> Session {
-        Session::wrap(State::degraded(config))
+    /// An empty session that is never saved (store down, fail-open policy); `key` is the
+    /// record its cookie names, which a purge still deletes.
+    pub(crate) fn degraded(config: Arc<SessionConfig>, key: String) -> Session {
+        Session::wrap(State::degraded(config, key))
     }
 
     /// A stored session. Fields that cannot be read are dropped (and deleted on the next
@@ -236,16 +235,7 @@ impl Session {
     /// of a request is deleted and its cookie removed, as with [`Session::purge`]; values
     /// inserted after `clear` in the same request keep the session and its id.
     pub fn clear(&self) {
-        let mut state = self.lock();
-        let names: Vec<String> = state
-            .fields
-            .keys()
-            .filter(|k| !k.starts_with(META_PREFIX))
-            .cloned()
-            .collect();
-        for name in names {
-            state.unset(&name);
-        }
+        self.lock().clear();
     }
 
     /// The plain values (those set with [`Session::insert`]) as JSON, by key.
@@ -287,9 +277,12 @@ impl Session {
     /// "Remember me": keeps this session for `lifetime` of inactivity instead of the idle
     /// timeout, with a persistent cookie (`Max-Age`), e.g. 30 days after a login with the box
     /// ticked. The lifetime rides in the signed cookie, so it cannot be extended by the
-    /// client. The absolute timeout, if configured, still applies. At least one second.
+    /// client. The absolute timeout, if configured, still applies. Clamped to the range from
+    /// one second to [`MAX_LIFETIME`](crate::config::MAX_LIFETIME) (400 days, the longest
+    /// `Max-Age` browsers keep).
     pub fn remember(&self, lifetime: Duration) {
-        self.lock().remember(lifetime.max(Duration::from_secs(1)));
+        let lifetime = lifetime.clamp(Duration::from_secs(1), crate::config::MAX_LIFETIME);
+        self.lock().remember(lifetime);
     }
 
     /// The "remember me" lifetime of this session, if [`Session::remember`] set one.

@@ -13,19 +13,10 @@ use crate::{
     cookie::SessionId,
     error::SessionError,
     flash::FlashMessage,
+    record::{self, now_ms, CREATED, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
     session::SessionStatus,
-    store::{Fields, Write, META_PREFIX},
+    store::{Fields, Write},
 };
-
-/// Field holding the creation time (unix milliseconds). Only the create script writes it, and a
-/// record without it is not a session: a field-level update that raced with expiry can leave
-/// such a remnant behind, and it is never adopted.
-pub(crate) const CREATED: &str = "m:c";
-/// Field holding when the idle timeout last moved (unix milliseconds), written only with
-/// [`touch_after`](crate::RedisSessionBuilder::touch_after).
-pub(crate) const TOUCHED: &str = "m:t";
-/// Field holding the flash messages waiting to be read.
-pub(crate) const FLASH: &str = "f";
 
 /// One request's view of its session. `Session` handles read `fields`, `id`, `key` and
 /// `remember` directly and change everything through methods, which keep `dirty` in step.
@@ -38,15 +29,37 @@ pub(crate) struct State {
     pub(crate) fields: Fields,
     /// Field names to write: set if present in `fields`, deleted if not.
     dirty: HashSet<String>,
-    /// The key of a stored record to delete (purge, renew, expired).
-    retire: Option<String>,
+    /// Degraded: the key of the record the cookie names, which could not be loaded.
+    unloaded: Option<String>,
+    /// The key of a stored record to delete (purge, renew, expired), and why.
+    retire: Option<(String, Retired)>,
     pub(crate) remember: Option<Duration>,
     remember_changed: bool,
     status: SessionStatus,
     flash: FlashState,
+    /// Counts [`State::purge`] and [`State::clear`] calls, so that a [`TypedSession`] read
+    /// before one of them knows that its value is from before and must not be written back.
+    ///
+    /// [`TypedSession`]: crate::TypedSession
+    generation: u64,
 }
 
-/// Flash messages in flight during this request.
+/// Why a stored record is being replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// [`State::renew`]: its data moves to a new id. The new record is created first; if the
+    /// old one is gone by then, the session was ended meanwhile (a logout in another tab, an
+    /// administrator) and the new one is deleted too.
+    Renewed,
+    /// [`State::purge`]: a logout. It must go, whatever else happens.
+    Purged,
+    /// Expired, or not a session (no creation marker): discarded on load.
+    Discarded,
+}
+
+/// Flash messages in flight during this request. Each stored message is a field of its own
+/// (`f:<order>`), so that concurrent requests that send messages never overwrite each other,
+/// and reading removes exactly the fields that were read.
 #[derive(Default)]
 struct FlashState {
     /// The stored messages were read: remove them at the end of the request.
@@ -59,6 +72,9 @@ struct FlashState {
 
 /// What the middleware must do once the handler is done.
 pub(crate) enum Plan {
+    /// Nothing at all: the session could not be loaded and is not saved
+    /// ([`SessionStatus::Degraded`]).
+    Skip,
     /// No write. `live`: the stored session that continues.
     Keep { live: Option<Live> },
     /// A field-level write to the stored session.
@@ -66,12 +82,13 @@ pub(crate) enum Plan {
     /// The stored session holds no data any more: remove the fields and delete the record,
     /// unless a concurrent request added data meanwhile.
     Empty { write: Write, live: Live },
-    /// Store a new record (new, renewed or purged-and-refilled session).
+    /// Store a new record (new, renewed or purged-and-refilled session); `replaces` is the
+    /// stored record it replaces, to delete (see [`Retired`] for the order).
     Create {
         id: SessionId,
         fields: Vec<(String, Vec<u8>)>,
         ttl: Duration,
-        retire: Option<String>,
+        replaces: Option<(String, Retired)>,
         remember: Option<Duration>,
     },
     /// Delete the old record; no new one.
@@ -93,22 +110,27 @@ impl State {
             key: None,
             fields: Fields::new(),
             dirty: HashSet::new(),
+            unloaded: None,
             retire: None,
             remember: None,
             remember_changed: false,
             status: SessionStatus::Unchanged,
             flash: FlashState::default(),
+            generation: 0,
         }
     }
 
     pub(crate) fn replacing(config: Arc<SessionConfig>, old_key: String) -> State {
         let mut state = State::new(config);
-        state.retire = Some(old_key);
+        state.retire = Some((old_key, Retired::Discarded));
         state
     }
 
-    pub(crate) fn degraded(config: Arc<SessionConfig>) -> State {
+    /// A session that could not be loaded; `key` is the record the cookie names, which a
+    /// [`State::purge`] must still delete.
+    pub(crate) fn degraded(config: Arc<SessionConfig>, key: String) -> State {
         let mut state = State::new(config);
+        state.unloaded = Some(key);
         state.status = SessionStatus::Degraded;
         state
     }
@@ -122,8 +144,8 @@ impl State {
     ) -> State {
         let mut state = State::new(config);
         fields.retain(|name, value| {
-            let readable = if name.starts_with(META_PREFIX) {
-                name != CREATED || parse_millis(value).is_some()
+            let readable = if !record::is_data(name) {
+                name != CREATED || record::created_ms(value).is_some()
             } else {
                 codec::validate(value).is_ok()
             };
@@ -141,6 +163,9 @@ impl State {
     }
 
     pub(crate) fn remember(&mut self, lifetime: Duration) {
+        if self.status == SessionStatus::Degraded {
+            return;
+        }
         if self.remember != Some(lifetime) {
             self.remember = Some(lifetime);
             self.remember_changed = true;
@@ -152,20 +177,61 @@ impl State {
         if self.status == SessionStatus::Degraded {
             return;
         }
-        self.detach();
+        self.detach(Retired::Renewed);
         self.mark(SessionStatus::Renewed);
     }
 
+    /// Ends the session. Degraded too: the record could not be read, but the logout must
+    /// still delete it (or fail visibly).
     pub(crate) fn purge(&mut self) {
+        self.generation += 1;
         if self.status == SessionStatus::Degraded {
+            if let Some(key) = self.unloaded.take() {
+                self.retire = Some((key, Retired::Purged));
+            }
             return;
         }
-        self.detach();
+        // A renew earlier in this request already moved the record out of the way: it is
+        // still the stored session, and this logout ends it.
+        let renewed = self
+            .retire
+            .take()
+            .filter(|(_, why)| *why == Retired::Renewed);
+        self.detach(Retired::Purged);
+        if let Some((key, _)) = renewed {
+            self.retire = Some((key, Retired::Purged));
+        }
         self.fields.clear();
         self.flash = FlashState::default();
         self.remember = None;
         self.remember_changed = false;
         self.mark(SessionStatus::Purged);
+    }
+
+    /// Removes every value: plain, typed and flash (stored, and sent in this request).
+    pub(crate) fn clear(&mut self) {
+        self.generation += 1;
+        let names: Vec<String> = self
+            .fields
+            .keys()
+            .filter(|k| record::is_data(k))
+            .cloned()
+            .collect();
+        for name in names {
+            self.unset(&name);
+        }
+        self.flash.outgoing.clear();
+        self.flash.now.clear();
+    }
+
+    /// See [`State::generation`](State#structfield.generation).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether this request ends the stored session it came with.
+    pub(crate) fn purged(&self) -> bool {
+        matches!(self.retire, Some((_, Retired::Purged)))
     }
 
     pub(crate) fn send_flash(
@@ -212,6 +278,9 @@ impl State {
         } else {
             self.flash.taken = true;
             self.stored_flash()
+                .into_iter()
+                .map(|(_, message)| message)
+                .collect()
         };
         messages.append(&mut self.flash.now);
         messages
@@ -231,7 +300,7 @@ impl State {
     }
 
     fn has_data(&self) -> bool {
-        self.fields.keys().any(|k| !k.starts_with(META_PREFIX))
+        self.fields.keys().any(|k| record::is_data(k))
     }
 
     pub(crate) fn set(
@@ -248,11 +317,12 @@ impl State {
                 limit: limits.max_value_size,
             });
         }
-        if !self.fields.contains_key(&field) {
+        if !self.fields.contains_key(&field) && !record::is_flash(&field) {
+            // Flash messages have a limit of their own.
             let used = self
                 .fields
                 .keys()
-                .filter(|k| !k.starts_with(META_PREFIX))
+                .filter(|k| record::is_data(k) && !record::is_flash(k))
                 .count();
             if used >= limits.max_fields {
                 return Err(SessionError::TooManyFields {
@@ -278,9 +348,9 @@ impl State {
 
     /// Moves a stored record out of the way: it will be deleted, and what is saved next goes
     /// under a new id.
-    fn detach(&mut self) {
+    fn detach(&mut self, why: Retired) {
         if let Some(key) = self.key.take() {
-            self.retire = Some(key);
+            self.retire = Some((key, why));
         }
         self.id = None;
         self.dirty.clear();
@@ -311,7 +381,11 @@ impl State {
         // often than its lifetime must never expire, so move it at least twice per lifetime.
         let lifetime = self.remember.unwrap_or(self.config.idle_timeout);
         let interval = u64::try_from(interval.min(lifetime / 2).as_millis()).unwrap_or(u64::MAX);
-        match self.fields.get(TOUCHED).and_then(|raw| parse_millis(raw)) {
+        match self
+            .fields
+            .get(TOUCHED)
+            .and_then(|raw| record::parse_millis(raw))
+        {
             Some(touched) => now_ms.saturating_sub(touched) >= interval,
             None => true,
         }
@@ -341,49 +415,70 @@ impl State {
         })
     }
 
-    /// The flash messages stored by earlier requests (an unreadable list counts as none).
-    fn stored_flash(&self) -> Vec<FlashMessage> {
-        let Some(raw) = self.fields.get(FLASH) else {
-            return Vec::new();
-        };
-        codec::decode(raw).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "dropping unreadable flash messages");
-            Vec::new()
-        })
+    /// The flash messages stored by earlier requests, by field name, in the order sent: the
+    /// list of releases before 0.2 first, then one field per message, whose names sort in
+    /// the order sent. An unreadable message counts as none.
+    fn stored_flash(&self) -> Vec<(String, FlashMessage)> {
+        let mut names: Vec<&String> = self
+            .fields
+            .keys()
+            .filter(|name| name.starts_with(FLASH_PREFIX))
+            .collect();
+        names.sort_unstable();
+        let mut messages = Vec::with_capacity(names.len());
+        if let Some(raw) = self.fields.get(LEGACY_FLASH) {
+            match codec::decode::<Vec<FlashMessage>>(raw) {
+                Ok(list) => messages.extend(list.into_iter().map(|m| (LEGACY_FLASH.to_owned(), m))),
+                Err(e) => tracing::warn!(error = %e, "dropping unreadable flash messages"),
+            }
+        }
+        for name in names {
+            match codec::decode::<FlashMessage>(&self.fields[name]) {
+                Ok(message) => messages.push((name.clone(), message)),
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable flash message"),
+            }
+        }
+        messages
     }
 
-    /// Writes the flash changes of this request into the fields: read messages go, sent
-    /// ones are appended. Nothing happens when no message was read or sent.
+    /// Writes the flash changes of this request into the fields: the messages read go (the
+    /// fields present at load, and no others: a message a concurrent request sent meanwhile
+    /// stays for the next read), the ones sent become fields of their own.
     fn settle_flash(&mut self) {
         let FlashState {
             taken, outgoing, ..
         } = std::mem::take(&mut self.flash);
-        if !taken && outgoing.is_empty() {
-            return;
-        }
-        let mut waiting = if taken {
-            Vec::new()
-        } else {
-            self.stored_flash()
-        };
-        waiting.extend(outgoing);
-        if waiting.is_empty() {
-            self.unset(FLASH);
-            return;
-        }
-        match codec::encode(&waiting) {
-            Ok(raw) => {
-                if let Err(e) = self.set(FLASH.to_owned(), raw, FLASH) {
-                    tracing::error!(error = %e, "flash messages not saved");
-                }
+        if taken {
+            let read: Vec<String> = self
+                .fields
+                .keys()
+                .filter(|name| record::is_flash(name))
+                .cloned()
+                .collect();
+            for name in read {
+                self.unset(&name);
             }
-            Err(e) => tracing::error!(error = %e, "flash messages not saved"),
+        }
+        let mut order = FlashOrder::default();
+        for message in outgoing {
+            let name = order.next_name();
+            match codec::encode(&message) {
+                Ok(raw) => {
+                    if let Err(e) = self.set(name, raw, "flash") {
+                        tracing::error!(error = %e, "flash message not saved");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "flash message not saved"),
+            }
         }
     }
 
     pub(crate) fn plan(&mut self) -> Plan {
         if self.status == SessionStatus::Degraded {
-            return Plan::Keep { live: None };
+            return match self.retire.take() {
+                Some((key, _)) => Plan::Delete { key },
+                None => Plan::Skip,
+            };
         }
         self.settle_flash();
         let now = now_ms();
@@ -419,17 +514,18 @@ impl State {
             let write = Write::Update { key, set, del, ttl };
             return Plan::Update { write, live };
         }
-        let retire = self.retire.take();
+        let replaces = self.retire.take();
         if !self.has_data() {
-            return match retire {
-                Some(key) => Plan::Delete { key },
+            return match replaces {
+                Some((key, _)) => Plan::Delete { key },
                 None => Plan::Keep { live: None },
             };
         }
-        if !self.fields.contains_key(CREATED) {
-            self.fields
-                .insert(CREATED.to_owned(), now.to_string().into_bytes());
-        }
+        // A renewed session keeps its creation time (the absolute timeout counts from the
+        // first login, not the last renew); the marker's random part is new with each record.
+        let created = created_ms(&self.fields).unwrap_or(now);
+        self.fields
+            .insert(CREATED.to_owned(), record::creation_marker(created));
         if !self.config.touch_after.is_zero() {
             self.fields
                 .insert(TOUCHED.to_owned(), now.to_string().into_bytes());
@@ -443,24 +539,38 @@ impl State {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             ttl: self.ttl(now),
-            retire,
+            replaces,
             remember: self.remember,
         }
     }
 }
 
+/// Names for the flash messages one request sends: `f:` + the time sent in microseconds (16
+/// hex digits, so that names sort by time) + 8 random hex digits. Within a request every
+/// name is later than the one before, even within one microsecond; two requests that send
+/// in the same microsecond are ordered by the random part.
+#[derive(Default)]
+struct FlashOrder {
+    last: u64,
+}
+
+impl FlashOrder {
+    fn next_name(&mut self) -> String {
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.last = micros.max(self.last.saturating_add(1));
+        let mut tie = [0u8; 4];
+        getrandom::fill(&mut tie).expect("the OS random number generator failed");
+        format!(
+            "{FLASH_PREFIX}{:016x}{:08x}",
+            self.last,
+            u32::from_be_bytes(tie)
+        )
+    }
+}
+
 /// When the stored session was created, if its record says.
 pub(crate) fn created_ms(fields: &Fields) -> Option<u64> {
-    parse_millis(fields.get(CREATED)?)
-}
-
-fn parse_millis(raw: &[u8]) -> Option<u64> {
-    std::str::from_utf8(raw).ok()?.parse().ok()
-}
-
-pub(crate) fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    record::created_ms(fields.get(CREATED)?)
 }

@@ -11,7 +11,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     codec,
     error::SessionError,
-    session::{Session, SessionExt, TYPED_PREFIX},
+    record::TYPED_PREFIX,
+    session::{Session, SessionExt},
 };
 
 /// A struct that lives in the session as one field, `t:<KEY>`.
@@ -72,6 +73,9 @@ pub struct TypedSession<T: SessionData> {
     session: Session,
     value: T,
     dirty: bool,
+    /// The session's generation when `value` was read: a purge or clear since then makes the
+    /// value a leftover of the session that was ended or emptied, never to be written back.
+    generation: u64,
 }
 
 impl<T: SessionData> TypedSession<T> {
@@ -81,6 +85,7 @@ impl<T: SessionData> TypedSession<T> {
 
     /// Reads `T` from `session`.
     pub fn from_session(session: Session) -> TypedSession<T> {
+        let generation = session.lock().generation();
         let value = match session.get_field::<T>(&Self::field(), T::KEY) {
             Ok(value) => value.unwrap_or_default(),
             Err(e) => {
@@ -92,16 +97,31 @@ impl<T: SessionData> TypedSession<T> {
             session,
             value,
             dirty: false,
+            generation,
         }
     }
 
     /// Writes `T` into the session now, if it was borrowed mutably and changed.
+    ///
+    /// Nothing is written if [`Session::purge`] or [`Session::clear`] was called since this
+    /// value was read: it belongs to the session that was ended or emptied (a cart must not
+    /// survive a logout). To store a value after a purge, extract or build a new
+    /// `TypedSession` afterwards ([`TypedSession::from_session`]). After [`Session::renew`]
+    /// the value is written as usual, and goes to the new id only.
     ///
     /// # Errors
     ///
     /// As [`Session::insert`].
     pub fn save(&mut self) -> Result<(), SessionError> {
         if !self.dirty {
+            return Ok(());
+        }
+        if self.session.lock().generation() != self.generation {
+            tracing::debug!(
+                key = T::KEY,
+                "typed session value read before a purge or clear; not written back"
+            );
+            self.dirty = false;
             return Ok(());
         }
         let field = Self::field();

@@ -6,14 +6,20 @@ use std::time::Duration;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::{Fields, Write};
-use crate::error::StoreError;
+use crate::{error::StoreError, record::CREATED};
 
-/// Creates the record only if the key is free (`0` when taken, `1` when created).
-/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: field, value pairs.
+/// Creates the record only if the key is free: `1` when created, `0` when taken. A key
+/// taken by a record with the same creation marker is this create's own first attempt (its
+/// reply was lost with a dropped connection), so the answer is `1` there too.
+/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2]: the creation marker (field `m:c`, also
+/// among the pairs); ARGV[3..]: field, value pairs.
 /// HSET is called in chunks so that huge sessions stay below Lua's unpack limit.
 const CREATE_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 2, #ARGV, 1000 do
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'm:c') == ARGV[2] then return 1 end
+  return 0
+end
+for i = 3, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -59,25 +65,53 @@ impl Default for RedisOptions {
 
 /// How to read the reply of a write's pipeline.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Reply {
-    /// The first reply is a script's answer (`1` or `0`); otherwise every reply is ignored.
-    scripted: bool,
+pub(crate) enum Reply {
+    /// Every reply is ignored; the answer is `true`.
+    Ignored,
+    /// The first reply is an integer: the answer is whether it is above zero (a script's `1`
+    /// or `0`, how many keys DEL removed).
+    Count,
 }
 
 impl Reply {
     /// The answer of a write: see [`super::Store::write`].
     pub(crate) fn answer(self, replies: &[Value]) -> RedisResult<bool> {
-        if !self.scripted {
-            return Ok(true);
-        }
-        match replies.first() {
-            Some(Value::Int(n)) => Ok(*n == 1),
-            other => Err(RedisError::from((
+        match (self, replies.first()) {
+            (Reply::Ignored, _) => Ok(true),
+            (Reply::Count, Some(Value::Int(n))) => Ok(*n > 0),
+            // The type alone: a reply out of place could hold anything, a session included.
+            (Reply::Count, other) => Err(RedisError::from((
                 ErrorKind::UnexpectedReturnType,
-                "session script answered",
-                format!("{other:?}"),
+                "session write answered",
+                describe(other),
             ))),
         }
+    }
+}
+
+/// What kind of reply this is, for a log: its type and size, never its content.
+fn describe(value: Option<&Value>) -> String {
+    match value {
+        None => "no reply".to_owned(),
+        Some(Value::BulkString(bytes)) => format!("a bulk string of {} bytes", bytes.len()),
+        Some(Value::Array(items)) => format!("an array of {} items", items.len()),
+        Some(Value::Map(pairs)) => format!("a map of {} pairs", pairs.len()),
+        Some(Value::SimpleString(text)) => format!("a simple string of {} bytes", text.len()),
+        Some(other) => format!("a reply of another type ({})", variant(other)),
+    }
+}
+
+fn variant(value: &Value) -> &'static str {
+    match value {
+        Value::Nil => "nil",
+        Value::Int(_) => "integer",
+        Value::Okay => "OK",
+        Value::Double(_) => "double",
+        Value::Boolean(_) => "boolean",
+        Value::ServerError(_) => "error",
+        Value::Push { .. } => "push",
+        Value::Set(_) => "set",
+        _ => "other",
     }
 }
 
@@ -109,7 +143,7 @@ impl Commands {
     /// Appends the commands that apply `write` to `pipe`; the answer says how to read
     /// their replies.
     pub(crate) fn write(&self, pipe: &mut Pipeline, write: &Write) -> Reply {
-        let scripted = match write {
+        match write {
             Write::Update { key, set, del, ttl } => {
                 if !set.is_empty() {
                     let data = set.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>();
@@ -124,54 +158,41 @@ impl Commands {
                     pipe.add_command(hdel).ignore();
                 }
                 pexpire(pipe, key, *ttl);
-                false
+                Reply::Ignored
             }
-            Write::Create {
-                key,
-                fields,
-                ttl,
-                retire,
-            } => {
+            Write::Create { key, fields, ttl } => {
+                let marker = fields
+                    .iter()
+                    .find(|(name, _)| name == CREATED)
+                    .map_or(&[][..], |(_, marker)| marker.as_slice());
                 let mut invocation = self.create.key(key);
-                invocation.arg(millis(*ttl)).arg(fields);
+                invocation.arg(millis(*ttl)).arg(marker).arg(fields);
                 pipe.invoke_script(&invocation);
-                if let Some(old) = retire {
-                    pipe.cmd("DEL").arg(old).ignore();
-                }
-                true
+                Reply::Count
             }
             Write::Empty { key, del, ttl } => {
                 let mut invocation = self.empty.key(key);
                 invocation.arg(millis(*ttl)).arg(del);
                 pipe.invoke_script(&invocation);
-                true
+                Reply::Count
             }
             Write::Delete { key } => {
-                pipe.cmd("DEL").arg(key).ignore();
-                false
+                pipe.cmd("DEL").arg(key);
+                Reply::Count
             }
-        };
-        Reply { scripted }
-    }
-
-    /// Runs a pipeline on a blocking connection; if Redis lost our scripts (restart,
-    /// SCRIPT FLUSH), loads them and runs it again. Every command here is safe to repeat.
-    pub(crate) fn query(
-        &self,
-        conn: &mut redis::Connection,
-        pipe: &Pipeline,
-    ) -> RedisResult<Vec<Value>> {
-        match pipe.query(conn) {
-            Err(e) if is_no_script(&e) => {
-                self.create.load(conn)?;
-                self.empty.load(conn)?;
-                pipe.query(conn)
-            }
-            other => other,
         }
     }
 
-    /// As [`Commands::query`], on an async connection.
+    /// The commands that load the store's scripts, to send ahead of a pipeline that met
+    /// NOSCRIPT (Redis restarted, or `SCRIPT FLUSH`); they answer one reply each.
+    pub(crate) fn load_scripts(&self, pipe: &mut Pipeline) {
+        for code in [CREATE_SCRIPT, EMPTY_SCRIPT] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+        }
+    }
+
+    /// Runs a pipeline on an async connection; if Redis lost our scripts (restart,
+    /// SCRIPT FLUSH), loads them and runs it again. Every command here is safe to repeat.
     pub(crate) async fn query_async<C>(
         &self,
         conn: &mut C,

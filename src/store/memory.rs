@@ -7,7 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fields, Write, META_PREFIX};
+use super::{Fields, Write};
+use crate::record::{self, CREATED};
 
 /// Sessions kept in the memory of this process, shared by all actix workers.
 ///
@@ -38,6 +39,7 @@ pub struct MemoryStore {
 
 struct Inner {
     records: Mutex<HashMap<String, Record>>,
+    gc_interval: Duration,
 }
 
 struct Record {
@@ -63,12 +65,19 @@ impl MemoryStore {
     /// Default interval of the background sweep: 4 minutes.
     pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(240);
 
+    /// Shortest interval of the background sweep: 1 millisecond.
+    pub const MIN_GC_INTERVAL: Duration = Duration::from_millis(1);
+
     /// An empty store that sweeps expired sessions every 4 minutes.
     pub fn new() -> MemoryStore {
         MemoryStore::with_gc_interval(Self::DEFAULT_GC_INTERVAL)
     }
 
-    /// An empty store that sweeps expired sessions every `interval`.
+    /// An empty store that sweeps expired sessions every `interval`, from
+    /// [`MIN_GC_INTERVAL`](Self::MIN_GC_INTERVAL) to 400 days
+    /// ([`MAX_LIFETIME`](crate::config::MAX_LIFETIME)); building the middleware over a store
+    /// with an interval out of that range is a
+    /// [`ConfigError::InvalidOption`](crate::ConfigError::InvalidOption).
     ///
     /// # Panics
     ///
@@ -76,13 +85,20 @@ impl MemoryStore {
     pub fn with_gc_interval(interval: Duration) -> MemoryStore {
         let inner = Arc::new(Inner {
             records: Mutex::new(HashMap::new()),
+            gc_interval: interval,
         });
+        // Never a busy loop on the store's lock, even before the configuration is checked.
+        let interval = interval.max(Self::MIN_GC_INTERVAL);
         let weak = Arc::downgrade(&inner);
         thread::Builder::new()
             .name("session-memory-gc".into())
             .spawn(move || sweep_until_dropped(&weak, interval))
             .expect("could not start the session sweeper thread");
         MemoryStore { inner }
+    }
+
+    pub(crate) fn gc_interval(&self) -> Duration {
+        self.inner.gc_interval
     }
 
     /// Number of records held, expired ones included until the next sweep or read.
@@ -104,7 +120,7 @@ impl MemoryStore {
             return None;
         }
         if let Some(ttl) = ttl {
-            record.expires = now + ttl;
+            record.expires = deadline(now, ttl);
         }
         Some(record.fields.clone())
     }
@@ -120,29 +136,23 @@ impl MemoryStore {
                     for name in del {
                         record.fields.remove(name);
                     }
-                    record.expires = now + *ttl;
+                    record.expires = deadline(now, *ttl);
                 }
                 true
             }
-            Write::Create {
-                key,
-                fields,
-                ttl,
-                retire,
-            } => {
-                if records.get(key).is_some_and(|r| r.expires > now) {
-                    return false;
+            Write::Create { key, fields, ttl } => {
+                if let Some(record) = records.get(key).filter(|r| r.expires > now) {
+                    // Taken, unless by this very create (same creation marker).
+                    let marker = fields.iter().find(|(name, _)| name == CREATED);
+                    return marker.is_some_and(|(_, m)| record.fields.get(CREATED) == Some(m));
                 }
                 records.insert(
                     key.clone(),
                     Record {
                         fields: fields.iter().cloned().collect(),
-                        expires: now + *ttl,
+                        expires: deadline(now, *ttl),
                     },
                 );
-                if let Some(old) = retire {
-                    records.remove(old);
-                }
                 true
             }
             Write::Empty { key, del, ttl } => {
@@ -153,18 +163,17 @@ impl MemoryStore {
                 for name in del {
                     record.fields.remove(name);
                 }
-                if record.fields.keys().any(|k| !k.starts_with(META_PREFIX)) {
-                    record.expires = now + *ttl;
+                if record.fields.keys().any(|k| record::is_data(k)) {
+                    record.expires = deadline(now, *ttl);
                     false
                 } else {
                     records.remove(key);
                     true
                 }
             }
-            Write::Delete { key } => {
-                records.remove(key);
-                true
-            }
+            Write::Delete { key } => records
+                .remove(key)
+                .is_some_and(|record| record.expires > now),
         }
     }
 }
@@ -175,6 +184,14 @@ impl Inner {
         // mutation is a single map operation.
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// `now + ttl`, capped at 100 years: the configuration bounds every TTL, but an `Instant`
+/// overflow would be a panic, so the store does not rely on that alone.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 fn sweep_until_dropped(store: &Weak<Inner>, interval: Duration) {
@@ -193,9 +210,8 @@ mod tests {
     fn create(store: &MemoryStore, key: &str, ttl: Duration) -> bool {
         store.write(&Write::Create {
             key: key.into(),
-            fields: vec![("m:c".into(), b"1".to_vec())],
+            fields: vec![("m:c".into(), record::creation_marker(1))],
             ttl,
-            retire: None,
         })
     }
 

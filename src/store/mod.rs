@@ -20,9 +20,6 @@ use crate::error::StoreError;
 /// A session record as stored: field name to encoded value.
 pub(crate) type Fields = HashMap<String, Vec<u8>>;
 
-/// Prefix of metadata fields; a record with nothing but these holds no data.
-pub(crate) const META_PREFIX: &str = "m:";
-
 /// One write, applied in one round trip.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -33,12 +30,13 @@ pub(crate) enum Write {
         del: Vec<String>,
         ttl: Duration,
     },
-    /// A new record, only if the key is free; `retire` is deleted in the same round trip.
+    /// A new record, only if the key is free. `fields` holds the creation marker
+    /// ([`CREATED`](crate::record::CREATED)): a retried create that finds the record its first
+    /// attempt wrote (same marker) counts as created.
     Create {
         key: String,
         fields: Vec<(String, Vec<u8>)>,
         ttl: Duration,
-        retire: Option<String>,
     },
     /// Removal of the fields `del`, then of the whole record if no data field is left (a
     /// concurrent request may have added one); otherwise the TTL moves to `ttl`.
@@ -84,8 +82,9 @@ impl Store {
         }
     }
 
-    /// Applies `write`. The answer is `false` when a create found its key taken, and for
-    /// [`Write::Empty`] whether the record was deleted; otherwise `true`.
+    /// Applies `write`. The answer: for [`Write::Create`] whether the record was created
+    /// (`false`: the key is taken), for [`Write::Empty`] whether the record was deleted, for
+    /// [`Write::Delete`] whether there was a record to delete; `true` for an update.
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
         match self {
             Store::Redis(s) => s.write(write).await,

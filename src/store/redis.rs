@@ -20,7 +20,7 @@ use std::{
 };
 
 use actix_web::web;
-use redis::{Connection, ConnectionLike, Pipeline, RedisResult, Value};
+use redis::{Connection, ConnectionLike, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 use tokio::sync::oneshot;
 
 use super::{
@@ -244,30 +244,40 @@ impl Inner {
     /// emptied batch.
     fn send(&self, mut batch: Batch) -> Batch {
         let packed = batch.pipe().get_packed_pipeline();
-        let count = batch.pipe().len();
-        let replies = self.with_connection(|conn| exchange(conn, &packed, count));
+        let replies = self.exchange(&packed, batch.pipe().len());
         for retry in batch.answer(replies) {
-            let replies = self.with_connection(|conn| self.commands.query(conn, &retry.pipe));
+            // The scripts first, then the request's commands, in one write.
+            let mut pipe = redis::pipe();
+            self.commands.load_scripts(&mut pipe);
+            let skip = pipe.len();
+            for cmd in retry.pipe.cmd_iter() {
+                pipe.add_command(cmd.clone());
+            }
+            let replies = self
+                .exchange(&pipe.get_packed_pipeline(), pipe.len())
+                .map(|mut replies| replies.split_off(skip.min(replies.len())));
             retry.answer(replies);
         }
         batch
     }
 
-    fn with_connection<T>(
-        &self,
-        op: impl Fn(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    /// Writes `packed` (`count` commands) on a pooled connection and reads the replies,
+    /// on a fresh connection again (a bounded number of times) if the connection turns out to
+    /// be dropped.
+    ///
+    /// A connection whose exchange failed half-way never goes back to anyone as it is: late
+    /// replies left on it would answer the next user's commands (another request's session,
+    /// or the application's own `GET`). Ours are replaced; the application's are drained on
+    /// a thread of their own first ([`drain`]).
+    fn exchange(&self, packed: &[u8], count: usize) -> Result<Vec<Value>, StoreError> {
         let mut attempt = 1;
         loop {
             let result = match &self.pool {
                 Pool::Own(pool) => {
                     let mut pooled = pool.get().map_err(|e| StoreError::Pool(Arc::new(e)))?;
-                    let result = op(&mut pooled.conn);
-                    if let Err(e) = &result {
-                        // After an I/O error the connection's state is unknown: replace it.
-                        pooled.broken |= e.is_io_error();
-                    }
-                    result
+                    let result = exchange(&mut pooled.conn, packed, count);
+                    pooled.broken |= result.is_err();
+                    result.map_err(|failed| failed.error)
                 }
                 Pool::Shared {
                     pool,
@@ -276,12 +286,18 @@ impl Inner {
                     let mut conn = pool.get().map_err(|e| StoreError::Pool(Arc::new(e)))?;
                     conn.set_read_timeout(Some(*command_timeout))?;
                     conn.set_write_timeout(Some(*command_timeout))?;
-                    let result = op(&mut conn);
+                    let result = exchange(&mut conn, packed, count);
                     // The application's own commands on this connection (say a BLPOP) must
                     // not inherit our timeout: back to redis-rs's default, none.
                     let _ = conn.set_read_timeout(None);
                     let _ = conn.set_write_timeout(None);
-                    result
+                    result.map_err(|failed| {
+                        if conn.is_open() {
+                            // Not closed, so r2d2 would hand it out again as it is.
+                            quarantine(conn, failed.left);
+                        }
+                        failed.error
+                    })
                 }
             };
             match result {
@@ -295,19 +311,106 @@ impl Inner {
     }
 }
 
+/// What a failed exchange left on its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Left {
+    /// The commands went out whole; some replies were not read (a read timed out). redis-rs
+    /// skips the reply of the read that timed out, but only that one.
+    LateReplies,
+    /// A write failed part-way (the stream may end in half a command) or a reply could not
+    /// be parsed: nothing sent or read on it can be trusted again.
+    Unknown,
+}
+
+/// Why an exchange failed, and the state of its connection.
+struct Failed {
+    error: RedisError,
+    left: Left,
+}
+
 /// Writes a batch and reads its `count` replies. The first failure ends the exchange: a read
-/// that timed out leaves the rest unread (the connection is then replaced), so a stalled
-/// Redis costs a batch one `command_timeout`, not one per reply as redis-rs's
-/// `req_packed_commands` would.
-fn exchange(conn: &mut Connection, packed: &[u8], count: usize) -> RedisResult<Vec<Value>> {
-    conn.send_packed_command(packed)?;
+/// that timed out leaves the rest unread (the caller must not hand the connection out as it
+/// is), so a stalled Redis costs a batch one `command_timeout`, not one per reply as
+/// redis-rs's `req_packed_commands` would.
+fn exchange(conn: &mut Connection, packed: &[u8], count: usize) -> Result<Vec<Value>, Failed> {
+    conn.send_packed_command(packed).map_err(|error| Failed {
+        error,
+        left: Left::Unknown,
+    })?;
     let mut replies = Vec::with_capacity(count);
     while replies.len() < count {
-        match conn.recv_response()? {
+        match conn.recv_response() {
             // RESP3 push messages are not replies.
-            Value::Push { .. } => {}
-            reply => replies.push(reply),
+            Ok(Value::Push { .. }) => {}
+            Ok(reply) => replies.push(reply),
+            Err(error) => {
+                let left = if error.is_timeout() {
+                    Left::LateReplies
+                } else {
+                    Left::Unknown
+                };
+                return Err(Failed { error, left });
+            }
         }
     }
     Ok(replies)
+}
+
+/// Takes a connection of the application's pool out of circulation until it is known to be
+/// clean again.
+///
+/// With late replies on it, a thread of its own sends `ECHO <token>` and reads everything up
+/// to the token's echo, then hands the connection back to the pool: nothing is left unread.
+/// It waits for Redis as long as that takes (Redis is stalled or paused, and the connection
+/// is of no use to anyone until it answers); if Redis closes the connection instead, r2d2
+/// drops it. A connection whose stream cannot be trusted at all is never returned: it is
+/// leaked, and the pool has one connection fewer until the application restarts (this takes
+/// a write that stalled half-way, which a paused or slow Redis does not cause).
+fn quarantine(conn: r2d2::PooledConnection<redis::Client>, left: Left) {
+    let retire = |conn| {
+        tracing::error!(
+            "a connection of the application's Redis pool was left in an unknown state by a \
+             failed session batch; it is taken out of the pool for good"
+        );
+        mem::forget(conn);
+    };
+    if left == Left::Unknown {
+        return retire(conn);
+    }
+    let drainer = std::thread::Builder::new()
+        .name("session-redis-drain".into())
+        .spawn(move || {
+            let mut conn = conn;
+            if let Err(e) = drain(&mut conn) {
+                if conn.is_open() {
+                    tracing::debug!(error = %e, "could not drain a shared Redis connection");
+                    retire(conn);
+                }
+            }
+        });
+    if let Err(e) = drainer {
+        tracing::error!(error = %e, "could not start a thread to drain a Redis connection");
+    }
+}
+
+/// Reads a connection up to the echo of a fresh token: afterwards nothing is left unread.
+fn drain(conn: &mut Connection) -> RedisResult<()> {
+    let mut token = [0u8; 16];
+    getrandom::fill(&mut token).map_err(|e| {
+        RedisError::from((
+            ErrorKind::Client,
+            "no randomness for a token",
+            e.to_string(),
+        ))
+    })?;
+    let token = format!("{:032x}", u128::from_be_bytes(token)).into_bytes();
+    conn.set_read_timeout(None)?;
+    conn.send_packed_command(&redis::cmd("ECHO").arg(&token).get_packed_command())?;
+    loop {
+        if let Value::BulkString(echo) = conn.recv_response()? {
+            if echo == token {
+                return Ok(());
+            }
+        }
+    }
 }
