@@ -6,8 +6,7 @@ mod common;
 use std::time::Duration;
 
 use actix_web::{cookie::SameSite, App};
-use common::{key, serve, Backend, Client};
-use futures_util::future::join_all;
+use common::{all_at_once, key, serve, serve_concurrent, Backend, Client, WORKERS};
 
 per_backend!(
     a_visitor_without_data_gets_no_cookie_and_nothing_is_stored,
@@ -34,6 +33,11 @@ per_backend!(
     limits_give_an_opaque_500_and_keep_the_session,
     a_handler_without_the_middleware_gets_an_error_that_says_how_to_fix_it,
     the_handle_is_stable_and_changes_on_renew,
+    a_typed_value_changed_before_a_purge_is_never_stored,
+    a_typed_value_changed_before_a_clear_does_not_come_back,
+    a_typed_value_changed_before_a_renew_goes_to_the_new_id_only,
+    values_json_cannot_give_back_are_refused_with_a_typed_error,
+    concurrent_requests_of_many_users_each_get_their_own_session,
 );
 
 mod suite {
@@ -228,15 +232,13 @@ mod suite {
     }
 
     pub async fn concurrent_updates_to_different_fields_all_persist(backend: Backend) {
-        let srv = serve(backend.sessions(key(1)));
+        // Several worker threads, 50 requests in flight: the loads and saves interleave.
+        let srv = serve_concurrent(backend.sessions(key(1)));
         let mut client = Client::new(&srv);
         client.get("/count").await;
         let header = client.cookie_header().unwrap();
-        let requests = (0..50).map(|i| {
-            let (client, header) = (&client, &header);
-            async move { client.send(&format!("/set/f{i}/v{i}"), Some(header)).await }
-        });
-        for res in join_all(requests).await {
+        let paths: Vec<String> = (0..50).map(|i| format!("/set/f{i}/v{i}")).collect();
+        for res in all_at_once(&client, &paths, &header).await {
             assert_eq!(res.status, 200);
         }
         let entries: serde_json::Map<String, serde_json::Value> =
@@ -458,8 +460,8 @@ mod suite {
         let sessions = backend
             .builder(key(1))
             .cookie_name("app_session")
-            .cookie_path("/")
-            .cookie_domain("example.test")
+            .cookie_path("/app")
+            .cookie_domain("sub.example.test")
             .cookie_secure(false)
             .cookie_http_only(false)
             .cookie_same_site(SameSite::Strict)
@@ -470,15 +472,18 @@ mod suite {
         let res = client.get("/count").await;
         assert!(res.set_cookie("sid").is_none());
         let cookie = res.set_cookie("app_session").expect("renamed cookie");
-        assert_eq!(cookie.domain(), Some("example.test"));
+        assert_eq!(cookie.domain(), Some("sub.example.test"));
+        assert_eq!(cookie.path(), Some("/app"));
         assert_eq!(cookie.secure(), None);
         assert_eq!(cookie.http_only(), None);
         assert_eq!(cookie.same_site(), Some(SameSite::Strict));
         assert_eq!(client.get("/count").await.body, "2");
         let removal = client.get("/purge").await;
         let removal = removal.set_cookie("app_session").unwrap();
-        assert_eq!(removal.domain(), Some("example.test"));
-        assert_eq!(removal.path(), Some("/"));
+        assert_eq!(removal.value(), "");
+        assert_eq!(removal.max_age().map(|d| d.whole_seconds()), Some(0));
+        assert_eq!(removal.domain(), Some("sub.example.test"));
+        assert_eq!(removal.path(), Some("/app"));
         assert_eq!(removal.same_site(), Some(SameSite::Strict));
     }
 
@@ -518,25 +523,42 @@ mod suite {
             .unwrap();
         let srv = serve(sessions);
         let mut client = Client::new(&srv);
-        assert_eq!(client.get("/big/50").await.body, "stored");
+        assert_eq!(client.get("/try/big/50").await.body, "ok");
+        // 1000 bytes of JSON string plus its quotes and the header byte.
+        assert_eq!(
+            client.get("/try/big/1000").await.body,
+            "error: ValueTooLarge"
+        );
+        assert_eq!(
+            client.get("/try/big/97").await.body,
+            "ok",
+            "100 bytes stored"
+        );
+        assert_eq!(client.get("/try/big/98").await.body, "error: ValueTooLarge");
+        // Through `?` the client sees an opaque 500.
         let res = client.get("/big/1000").await;
         assert_eq!(
             (res.status, res.body.as_str()),
             (500, "Internal Server Error")
         );
-        client.get("/set/a/1").await;
-        client.get("/set/b/2").await;
-        let res = client.get("/set/c/3").await;
-        assert_eq!(res.status, 500, "a fourth field is over the limit");
+        assert_eq!(client.get("/try/set/a/1").await.body, "ok");
+        assert_eq!(client.get("/try/set/b/2").await.body, "ok");
         assert_eq!(
-            client.get("/set/a/9").await.status,
-            200,
+            client.get("/try/set/c/3").await.body,
+            "error: TooManyFields",
+            "a fourth field is over the limit"
+        );
+        assert_eq!(client.get("/set/c/3").await.status, 500);
+        assert_eq!(
+            client.get("/try/set/a/9").await.body,
+            "ok",
             "replacing is fine"
         );
         let entries: serde_json::Value =
             serde_json::from_str(&client.get("/entries").await.body).unwrap();
-        assert_eq!(entries["big"].as_str().map(str::len), Some(50));
+        assert_eq!(entries["big"].as_str().map(str::len), Some(97));
         assert_eq!(entries["a"], "9");
+        assert!(entries.get("c").is_none());
     }
 
     pub async fn a_handler_without_the_middleware_gets_an_error_that_says_how_to_fix_it(
@@ -562,5 +584,89 @@ mod suite {
         assert_ne!(renewed, handle);
         assert_eq!(client.get("/handle").await.body, renewed);
         assert!(!client.jar["sid"].contains(&handle));
+    }
+
+    pub async fn a_typed_value_changed_before_a_purge_is_never_stored(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/cart/add/1").await;
+        let res = client.get("/cart/add-then-purge/2").await;
+        assert_eq!(res.body, "purged");
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+        assert!(client.jar.is_empty());
+        assert_eq!(
+            backend.stored_sessions(),
+            0,
+            "nothing from before the purge"
+        );
+        assert_eq!(client.get("/cart").await.body, "[]");
+        // A value built after the purge belongs to the new session.
+        client.get("/cart/add/5").await;
+        assert_eq!(client.get("/purge-then-cart/6").await.body, "new cart");
+        assert_eq!(client.get("/cart").await.body, "[6]");
+        assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    pub async fn a_typed_value_changed_before_a_clear_does_not_come_back(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/cart/add/1").await;
+        assert_eq!(client.get("/cart/add-then-clear/2").await.body, "cleared");
+        assert_eq!(client.get("/cart").await.body, "[]");
+        assert_eq!(client.get("/get/kept").await.body, "\"after the clear\"");
+    }
+
+    pub async fn a_typed_value_changed_before_a_renew_goes_to_the_new_id_only(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/cart/add/1").await;
+        let old = client.jar["sid"].clone();
+        assert_eq!(client.get("/cart/add-then-renew/2").await.body, "renewed");
+        assert_ne!(client.jar["sid"], old);
+        assert_eq!(client.get("/cart").await.body, "[1, 2]");
+        let stale = client.send("/cart", Some(&format!("sid={old}"))).await;
+        assert_eq!(stale.body, "[]", "the old id is dead");
+        assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    pub async fn values_json_cannot_give_back_are_refused_with_a_typed_error(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        assert_eq!(
+            client.get("/try/nan").await.body,
+            "error: Serialize / error: Serialize"
+        );
+        assert_eq!(client.get("/get/nan").await.body, "none");
+        assert_eq!(client.get("/reading").await.body, "0");
+        assert_eq!(client.get("/read").await.body, "1", "the session is intact");
+    }
+
+    pub async fn concurrent_requests_of_many_users_each_get_their_own_session(backend: Backend) {
+        let srv = serve_concurrent(backend.sessions(key(1)));
+        let users: Vec<String> = (0..2 * WORKERS).map(|i| format!("user{i}")).collect();
+        let mut jars = Vec::new();
+        for user in &users {
+            let mut client = Client::new(&srv);
+            client.get(&format!("/set/user/{user}")).await;
+            jars.push(client.jar);
+        }
+        let clients: Vec<Client> = jars
+            .into_iter()
+            .map(|jar| Client::with_jar(&srv, jar))
+            .collect();
+        for _ in 0..3 {
+            let requests = clients.iter().flat_map(|client| {
+                let header = client.cookie_header().unwrap();
+                (0..4).map(move |_| {
+                    let header = header.clone();
+                    async move { client.send("/get/user", Some(&header)).await }
+                })
+            });
+            let answers = futures_util::future::join_all(requests).await;
+            for (i, answer) in answers.iter().enumerate() {
+                assert_eq!(answer.body, format!("\"{}\"", users[i / 4]));
+            }
+        }
     }
 }

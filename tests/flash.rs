@@ -3,7 +3,9 @@
 #[macro_use]
 mod common;
 
-use common::{key, serve, Backend, Client};
+use std::collections::BTreeSet;
+
+use common::{all_at_once, key, serve, serve_concurrent, Backend, Client};
 use futures_util::future::join_all;
 
 per_backend!(
@@ -18,6 +20,8 @@ per_backend!(
     a_request_without_messages_writes_nothing_and_sets_no_cookie,
     reading_messages_never_drops_a_concurrent_requests_field,
     login_and_logout_flow_shows_each_message_once_and_ends_with_no_cookie,
+    concurrent_senders_all_keep_their_message,
+    reads_racing_sends_never_drop_a_new_message_nor_show_one_twice,
 );
 
 mod suite {
@@ -250,4 +254,94 @@ mod suite {
         assert!(client.jar.is_empty());
         assert_eq!(backend.stored_sessions(), 0);
     }
+
+    /// The contents of a `/flash/show` body.
+    pub fn shown(body: &str) -> Vec<String> {
+        let messages: Vec<serde_json::Value> = serde_json::from_str(body).expect(body);
+        messages
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn concurrent_senders_all_keep_their_message(backend: Backend) {
+        let srv = serve_concurrent(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let header = client.cookie_header().unwrap();
+        let paths: Vec<String> = (0..8).map(|i| format!("/flash/send/info/m{i}")).collect();
+        for res in all_at_once(&client, &paths, &header).await {
+            assert_eq!(res.status, 200);
+        }
+        let shown: BTreeSet<String> = shown(&client.get("/flash/show").await.body)
+            .into_iter()
+            .collect();
+        let sent: BTreeSet<String> = (0..8).map(|i| format!("m{i}")).collect();
+        assert_eq!(shown, sent);
+        assert_eq!(client.get("/flash/show").await.body, "[]");
+    }
+
+    pub async fn reads_racing_sends_never_drop_a_new_message_nor_show_one_twice(backend: Backend) {
+        let srv = serve_concurrent(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let header = client.cookie_header().unwrap();
+        let mut seen = Vec::new();
+        let mut sent = BTreeSet::new();
+        for round in 0..10 {
+            // A reader between three senders, all at once. (Two readers at once may both
+            // show the same messages, as in Rails and Django: each shows what it loaded.)
+            let mut paths = Vec::new();
+            for k in 0..3 {
+                paths.push(format!("/flash/send/info/r{round}s{k}"));
+                sent.insert(format!("r{round}s{k}"));
+                if k == 1 {
+                    paths.push("/flash/show".to_owned());
+                }
+            }
+            for (path, res) in paths
+                .iter()
+                .zip(all_at_once(&client, &paths, &header).await)
+            {
+                assert_eq!(res.status, 200, "{path}");
+                if path == "/flash/show" {
+                    seen.extend(shown(&res.body));
+                }
+            }
+        }
+        seen.extend(shown(&client.get("/flash/show").await.body));
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "shown twice: {seen:?}");
+        assert_eq!(unique, sent, "every message is shown exactly once");
+    }
+}
+
+/// Before 0.2 all waiting messages were one JSON list in the field `f`; a session stored then
+/// still shows them, once, before the newer ones.
+#[actix_web::test]
+async fn messages_stored_by_the_previous_release_are_still_shown_once() {
+    let backend = Backend::redis();
+    let server = backend.redis_server().unwrap();
+    let srv = serve(backend.sessions(key(1)));
+    let mut client = Client::new(&srv);
+    client.get("/count").await;
+    let keys = server.keys();
+    let legacy = b"\x01[{\"level\":\"info\",\"content\":\"old\"}]".to_vec();
+    ::redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("f")
+        .arg(legacy)
+        .query::<()>(&mut server.conn())
+        .unwrap();
+    client.get("/flash/send/success/new").await;
+    assert_eq!(
+        suite::shown(&client.get("/flash/show").await.body),
+        ["old", "new"]
+    );
+    assert_eq!(client.get("/flash/show").await.body, "[]");
+    let fields: Vec<String> = ::redis::cmd("HKEYS")
+        .arg(&keys[0])
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(fields.iter().all(|f| !f.starts_with('f')), "{fields:?}");
 }

@@ -65,7 +65,10 @@ async fn a_session_is_one_hash_under_the_hashed_id_and_no_key_or_value_holds_the
     // The creation marker: unix milliseconds, a dot, 16 random hex digits.
     let marker = String::from_utf8(fields["m:c"].clone()).unwrap();
     let (created, nonce) = marker.split_once('.').expect("time.nonce");
-    assert!(created.parse::<u64>().unwrap() > 1_700_000_000_000, "unix milliseconds");
+    assert!(
+        created.parse::<u64>().unwrap() > 1_700_000_000_000,
+        "unix milliseconds"
+    );
     assert!(nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()));
     let ttl: i64 = conn.pttl(&redis_key).unwrap();
     assert!((3_590_000..=3_600_000).contains(&ttl), "{ttl}");

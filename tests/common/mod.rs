@@ -2,13 +2,14 @@
 //! real HTTP, and a client with a cookie jar.
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod proxy;
 pub mod redis_server;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
     store::MemoryStore, Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession,
-    RedisSessionBuilder, Session, SessionData, Transport, TypedSession,
+    RedisSessionBuilder, Session, SessionData, SessionError, Transport, TypedSession,
 };
 use actix_web::{
     cookie::Cookie,
@@ -109,7 +110,62 @@ impl SessionData for Cart {
     const KEY: &'static str = "cart";
 }
 
+#[derive(Serialize, Deserialize, Default, Debug)]
+pub struct Reading {
+    pub value: f64,
+}
+
+impl SessionData for Reading {
+    const KEY: &'static str = "reading";
+}
+
 type Reply = actix_web::Result<String>;
+
+/// The name of a session error's variant, so that tests can tell which error a handler met.
+pub fn error_kind(e: &SessionError) -> &'static str {
+    match e {
+        SessionError::MissingMiddleware => "MissingMiddleware",
+        SessionError::Serialize { .. } => "Serialize",
+        SessionError::Deserialize { .. } => "Deserialize",
+        SessionError::ValueTooLarge { .. } => "ValueTooLarge",
+        SessionError::TooManyFields { .. } => "TooManyFields",
+        SessionError::FlashTooLarge { .. } => "FlashTooLarge",
+        SessionError::TooManyFlashMessages { .. } => "TooManyFlashMessages",
+        _ => "other",
+    }
+}
+
+/// `ok`, or the error's kind.
+fn outcome(result: Result<(), SessionError>) -> String {
+    match result {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("error: {}", error_kind(&e)),
+    }
+}
+
+/// Inserts `key` = `value` and says which error, if any, that met.
+async fn try_set(session: Session, path: web::Path<(String, String)>) -> Reply {
+    let (key, value) = path.into_inner();
+    Ok(outcome(session.insert(key, value)))
+}
+
+/// Inserts a string of `bytes` bytes and says which error, if any, that met.
+async fn try_big(session: Session, bytes: web::Path<usize>) -> Reply {
+    Ok(outcome(session.insert("big", "x".repeat(*bytes))))
+}
+
+/// Tries to store NaN, plainly and in a typed value.
+async fn try_nan(session: Session) -> Reply {
+    let plain = outcome(session.insert("nan", f64::NAN));
+    let mut reading = TypedSession::<Reading>::from_session(session.clone());
+    reading.value = f64::INFINITY;
+    let typed = outcome(reading.save());
+    Ok(format!("{plain} / {typed}"))
+}
+
+async fn reading(reading: TypedSession<Reading>) -> Reply {
+    Ok(reading.value.to_string())
+}
 
 async fn count(session: Session) -> Reply {
     let n: u64 = session.get("count")?.unwrap_or(0);
@@ -213,6 +269,33 @@ async fn cart(cart: TypedSession<Cart>) -> Reply {
     Ok(format!("{:?}", cart.items))
 }
 
+async fn cart_add_then_purge(mut cart: TypedSession<Cart>, id: web::Path<u32>) -> Reply {
+    cart.items.push(*id);
+    cart.session().purge();
+    Ok("purged".into())
+}
+
+async fn cart_add_then_clear(mut cart: TypedSession<Cart>, id: web::Path<u32>) -> Reply {
+    cart.items.push(*id);
+    cart.session().clear();
+    cart.session().insert("kept", "after the clear")?;
+    Ok("cleared".into())
+}
+
+async fn cart_add_then_renew(mut cart: TypedSession<Cart>, id: web::Path<u32>) -> Reply {
+    cart.items.push(*id);
+    cart.session().renew();
+    Ok("renewed".into())
+}
+
+/// A cart built after the purge is the new session's.
+async fn purge_then_cart(session: Session, id: web::Path<u32>) -> Reply {
+    session.purge();
+    let mut cart = TypedSession::<Cart>::from_session(session);
+    cart.items.push(*id);
+    Ok("new cart".into())
+}
+
 async fn cart_touch(mut cart: TypedSession<Cart>) -> Reply {
     // A mutable borrow that changes nothing must not cause a write.
     let _ = &mut cart.items;
@@ -306,14 +389,48 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cart/add/{id}", web::get().to(cart_add))
         .route("/cart/touch", web::get().to(cart_touch))
         .route(
+            "/cart/add-then-purge/{id}",
+            web::get().to(cart_add_then_purge),
+        )
+        .route(
+            "/cart/add-then-clear/{id}",
+            web::get().to(cart_add_then_clear),
+        )
+        .route(
+            "/cart/add-then-renew/{id}",
+            web::get().to(cart_add_then_renew),
+        )
+        .route("/purge-then-cart/{id}", web::get().to(purge_then_cart))
+        .route("/try/set/{key}/{value}", web::get().to(try_set))
+        .route("/try/big/{bytes}", web::get().to(try_big))
+        .route("/try/nan", web::get().to(try_nan))
+        .route("/reading", web::get().to(reading))
+        .route(
             "/plain",
             web::get().to(|| async { HttpResponse::Ok().body("plain") }),
         );
 }
 
-/// The test application on a real HTTP server on a free loopback port.
+/// The test application on a real HTTP server on a free loopback port (one worker).
 pub fn serve(sessions: RedisSession) -> actix_test::TestServer {
     actix_test::start(move || App::new().wrap(sessions.clone()).configure(routes))
+}
+
+/// Worker threads of [`serve_concurrent`].
+pub const WORKERS: usize = 4;
+
+/// The test application on a real HTTP server with [`WORKERS`] worker threads, so that
+/// concurrent requests run at the same time on different threads, as in production.
+pub fn serve_concurrent(sessions: RedisSession) -> actix_test::TestServer {
+    actix_test::start_with(actix_test::config().workers(WORKERS), move || {
+        App::new().wrap(sessions.clone()).configure(routes)
+    })
+}
+
+/// Sends every path at once with `header` (each request on its own connection, so that all
+/// are in flight together) and returns the responses in order.
+pub async fn all_at_once(client: &Client, paths: &[String], header: &str) -> Vec<Response> {
+    futures_util::future::join_all(paths.iter().map(|path| client.send(path, Some(header)))).await
 }
 
 /// A response as the client saw it.

@@ -111,6 +111,14 @@ impl RedisServer {
         }
     }
 
+    /// The TCP address of a server from [`RedisServer::start_tcp`].
+    pub fn tcp_addr(&self) -> std::net::SocketAddr {
+        match &self.listen {
+            Listen::Tcp(port) => std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+            Listen::Unix(_) => panic!("a unix socket server has no TCP address"),
+        }
+    }
+
     fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
     }
