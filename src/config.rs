@@ -26,6 +26,9 @@ pub enum OnStoreError {
     /// [`Degraded`](crate::SessionStatus::Degraded) and that is never saved; when only the save
     /// fails, keep the handler's response. For sites where a page without a session beats an
     /// error page.
+    ///
+    /// A logout is the exception: a [`purge`](crate::Session::purge) (on a degraded session
+    /// too) whose delete fails answers `503` with the removal cookie, as with `FailClosed`.
     FailOpen,
 }
 
@@ -73,6 +76,8 @@ pub(crate) struct SessionConfig {
     /// Zero: the idle timeout moves on every load.
     pub(crate) touch_after: Duration,
     pub(crate) absolute_timeout: Option<Duration>,
+    /// The longest "remember me" lifetime, for new sessions and for cookies issued before.
+    pub(crate) remember_max: Duration,
     pub(crate) key_prefix: String,
     pub(crate) limits: Limits,
     pub(crate) flash: FlashConfig,
@@ -115,6 +120,7 @@ pub struct RedisSessionBuilder {
     idle_timeout: Duration,
     touch_after: Duration,
     absolute_timeout: Option<Duration>,
+    remember_max: Duration,
     key_prefix: String,
     limits: Limits,
     flash: FlashConfig,
@@ -152,6 +158,7 @@ impl RedisSessionBuilder {
             idle_timeout: Duration::from_secs(3600),
             touch_after: Duration::ZERO,
             absolute_timeout: None,
+            remember_max: MAX_LIFETIME,
             key_prefix: "session:".to_owned(),
             limits: Limits {
                 max_value_size: 256 * 1024,
@@ -286,6 +293,16 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// The longest "remember me" lifetime ([`Session::remember`](crate::Session::remember)):
+    /// longer ones are cut to it, and so are the lifetimes in cookies issued before, on their
+    /// next request (the cookie is then sent again with the shorter `Max-Age`), so that
+    /// shortening the policy reaches every session. Default and maximum: [`MAX_LIFETIME`]
+    /// (400 days); at least 1 second.
+    pub fn remember_max(mut self, lifetime: Duration) -> Self {
+        self.remember_max = lifetime;
+        self
+    }
+
     /// Prefix of every Redis key this middleware writes. Default: `session:`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
@@ -415,6 +432,7 @@ impl RedisSessionBuilder {
             idle_timeout: self.idle_timeout,
             touch_after: self.touch_after,
             absolute_timeout: self.absolute_timeout,
+            remember_max: self.remember_max,
             key_prefix: self.key_prefix,
             limits: self.limits,
             flash: self.flash,
@@ -491,6 +509,9 @@ impl RedisSessionBuilder {
             .is_some_and(|a| !lifetime.contains(&a))
         {
             return invalid("absolute_timeout", "must be from 1 second to 400 days");
+        }
+        if !lifetime.contains(&self.remember_max) {
+            return invalid("remember_max", "must be from 1 second to 400 days");
         }
         if self.touch_after >= self.idle_timeout {
             return invalid("touch_after", "must be shorter than idle_timeout");

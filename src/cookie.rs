@@ -293,6 +293,28 @@ pub(crate) mod tests {
         );
     }
 
+    /// Computed apart from this crate (Python's hmac and base64): the wire format of every
+    /// cookie in the wild.
+    #[test]
+    fn a_signed_cookie_matches_a_known_answer() {
+        let master: Vec<u8> = (0u8..32).collect();
+        let key = Key::from_bytes(&master).unwrap();
+        assert_eq!(
+            sign(&key, &SessionId::from_bytes([0u8; 32]), None),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.ujK7HWmTe598NTOT_NenluoL7Q8_12axaVsih4Ow04g"
+        );
+    }
+
+    #[test]
+    fn debug_of_an_id_shows_nothing_of_it() {
+        let id = SessionId::from_bytes([0xab; 32]);
+        let shown = format!("{id:?} {id:#?}");
+        assert_eq!(shown, "SessionId(<redacted>) SessionId(<redacted>)");
+        let verified = verify(&key(1), &sign(&key(1), &id, None)).unwrap();
+        let shown = format!("{verified:?}");
+        assert!(!shown.contains("ab") && !shown.contains("171"), "{shown}");
+    }
+
     #[test]
     fn handle_is_the_hex_sha256_of_the_id() {
         let id = SessionId::from_bytes([0u8; 32]);

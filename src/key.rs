@@ -120,16 +120,24 @@ impl Key {
     ///
     /// Generate a value with `openssl rand -base64 64`.
     ///
+    /// This function's copies of the secret (the string read and the decoded bytes) are
+    /// zeroed before it returns; the process environment still holds the variable, where
+    /// child processes and `/proc/<pid>/environ` can see it. Read the key once at start-up,
+    /// before any thread is spawned, and remove the variable then if that matters
+    /// (`std::env::remove_var`), or pass the secret through a file instead.
+    ///
     /// # Errors
     ///
     /// [`KeyError::MissingEnv`] when the variable is unset or not UTF-8,
     /// [`KeyError::InvalidBase64`] when it is not base64, and [`KeyError::TooShort`] when it
     /// decodes to fewer than 32 bytes.
     pub fn from_env(name: &str) -> Result<Key, KeyError> {
-        let value = std::env::var(name).map_err(|_| KeyError::MissingEnv {
+        let mut value = std::env::var(name).map_err(|_| KeyError::MissingEnv {
             name: name.to_owned(),
         })?;
-        let mut bytes = decode_base64(value.trim()).ok_or_else(|| KeyError::InvalidBase64 {
+        let decoded = decode_base64(value.trim());
+        value.zeroize();
+        let mut bytes = decoded.ok_or_else(|| KeyError::InvalidBase64 {
             name: name.to_owned(),
         })?;
         let key = Key::from_bytes(&bytes);
@@ -166,7 +174,8 @@ impl Key {
         Ok(key)
     }
 
-    /// This key, also accepting cookies signed with `keys` (newest first).
+    /// This key, also accepting cookies signed with `keys` (newest first), after any
+    /// previous keys added before: each call adds to the list.
     ///
     /// Rotate a secret by making the new one current and listing the old one here for at
     /// least one idle timeout: cookies signed with an old key keep working and are re-signed
@@ -177,13 +186,17 @@ impl Key {
     /// ```
     /// use actix_redis_session::Key;
     ///
-    /// let old = Key::from_bytes(&[1u8; 32]).unwrap();
-    /// let key = Key::from_bytes(&[2u8; 32]).unwrap().previous_keys([old]);
+    /// let oldest = Key::from_bytes(&[1u8; 32]).unwrap();
+    /// let old = Key::from_bytes(&[2u8; 32]).unwrap();
+    /// let key = Key::from_bytes(&[3u8; 32])
+    ///     .unwrap()
+    ///     .previous_keys([old])
+    ///     .previous_keys([oldest]); // both stay accepted
     /// # let _ = key;
     /// ```
     #[must_use]
     pub fn previous_keys(mut self, keys: impl IntoIterator<Item = Key>) -> Key {
-        self.previous = keys.into_iter().map(|k| k.current).collect();
+        self.previous.extend(keys.into_iter().map(|k| k.current));
         self
     }
 
@@ -269,12 +282,66 @@ mod tests {
         assert_ne!(Key::generate(), Key::generate());
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Computed apart from this crate (Python's hmac and hashlib): a change of the derivation
+    /// would invalidate every cookie and every sealed value, so it must fail here first.
     #[test]
-    fn debug_is_redacted() {
-        let key = Key::from_bytes(&[0x41u8; 32]).unwrap();
-        let shown = format!("{key:?}");
-        assert!(shown.contains("redacted"), "{shown}");
-        assert!(!shown.contains("65"), "{shown}");
+    fn sub_keys_match_known_answers() {
+        let master: Vec<u8> = (0u8..32).collect();
+        let key = Key::from_bytes(&master).unwrap();
+        assert_eq!(
+            hex(key.current().sign()),
+            "40deba481f9843fece3a345b21a300bb895da380a33799fccf65972f09e093d2"
+        );
+        assert_eq!(
+            hex(key.current().encrypt()),
+            "b3d203131705cc3e77add7fd8dcd8198887eb50ed4d44c611563bee5d0b59f56"
+        );
+    }
+
+    #[test]
+    fn passphrase_derivation_matches_a_known_answer() {
+        let key = Key::derive_from_passphrase("correct horse battery staple", "0123456789abcdef")
+            .unwrap();
+        // PBKDF2-HMAC-SHA256, 600,000 iterations, 64 bytes, then the signing sub-key of that.
+        assert_eq!(
+            hex(key.current().sign()),
+            "e8355ebbb7554e6df505929152649eb07c2520d81f129bed19f0993fa0389e6d"
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key_material_in_any_form() {
+        let master: Vec<u8> = (0u8..32).collect();
+        let key = Key::from_bytes(&master)
+            .unwrap()
+            .previous_keys([Key::from_bytes(&[7u8; 32]).unwrap()]);
+        let shown = format!("{key:?} {key:#?}");
+        assert!(
+            shown.contains("redacted") && shown.contains("previous: 1"),
+            "{shown}"
+        );
+        let sign = key.current().sign();
+        let forms = [
+            hex(&master),
+            hex(sign),
+            hex(&sign[..4]),
+            format!("{:?}", &sign[..4]),
+            format!("{:?}", &master[..4]),
+            general_purpose::STANDARD.encode(&master[..6]),
+            general_purpose::STANDARD.encode(&sign[..6]),
+        ];
+        for form in &forms {
+            assert!(!shown.contains(form.as_str()), "{form} in {shown}");
+        }
+        // Nothing but the field names and counts.
+        assert!(
+            !shown.chars().any(|c| c.is_ascii_digit() && c != '1'),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -324,12 +391,21 @@ mod tests {
     }
 
     #[test]
-    fn previous_keys_follow_the_current_one() {
-        let old = Key::from_bytes(&[1u8; 32]).unwrap();
-        let key = Key::from_bytes(&[2u8; 32])
+    fn previous_keys_follow_the_current_one_and_each_call_adds() {
+        let oldest = Key::from_bytes(&[1u8; 32]).unwrap();
+        let old = Key::from_bytes(&[2u8; 32]).unwrap();
+        let key = Key::from_bytes(&[3u8; 32])
             .unwrap()
-            .previous_keys([old.clone()]);
+            .previous_keys([old.clone()])
+            .previous_keys([oldest.clone()]);
         let all: Vec<_> = key.all().map(|k| *k.sign()).collect();
-        assert_eq!(all, vec![*key.current().sign(), *old.current().sign()]);
+        assert_eq!(
+            all,
+            vec![
+                *key.current().sign(),
+                *old.current().sign(),
+                *oldest.current().sign()
+            ]
+        );
     }
 }

@@ -50,7 +50,8 @@
 //!
 //! How it works:
 //!
-//! - The cookie holds a random 256-bit id and its HMAC-SHA256; nothing else. Tampered,
+//! - The cookie holds a random 256-bit id, the "remember me" lifetime when one is set, and
+//!   an HMAC-SHA256 over both; nothing else. Tampered,
 //!   truncated or foreign cookies get a fresh session, never an error.
 //! - One Redis hash per session under `prefix + hex(SHA-256(id))`, so a dump of Redis holds no
 //!   usable cookie. One field per key, so concurrent requests that change different keys do

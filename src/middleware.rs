@@ -296,10 +296,12 @@ impl Inner {
         let config = &self.config;
         // With touch_after, the TTL moves only when due, right after this load
         // (State::due_touch).
+        // A lifetime from before the policy was shortened is cut to the policy's.
+        let remember = verified.remember.map(|r| r.min(config.remember_max));
         let ttl = config
             .touch_after
             .is_zero()
-            .then(|| verified.remember.unwrap_or(config.idle_timeout));
+            .then(|| remember.unwrap_or(config.idle_timeout));
         let key = verified.id.storage_key(&config.key_prefix);
         let Some(fields) = self.store.load(&key, ttl).await? else {
             // Strict mode: a signed id that the store does not know is never adopted.
@@ -322,8 +324,12 @@ impl Inner {
             verified.id.clone(),
             key,
             fields,
-            verified.remember,
+            remember,
         );
+        if remember != verified.remember {
+            // The cookie still carries the longer lifetime: send it again.
+            session.lock().remember_changed = true;
+        }
         let touch = session.lock().due_touch();
         if let Some(touch) = touch {
             // Sent while the handler runs; a touch that fails is due again next time.
@@ -347,8 +353,13 @@ impl Inner {
             }
             Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, incoming),
             Plan::Update { write, live } => {
-                self.store.write(&write).await?;
-                self.refreshed_cookie(&live, incoming)
+                if self.store.write(&write).await? {
+                    self.refreshed_cookie(&live, incoming)
+                } else {
+                    // Ended while this request ran (a logout in another tab, the expiry):
+                    // nothing was written, and the client is signed out.
+                    Some(config.cookie.removal_cookie())
+                }
             }
             Plan::Empty { write, live } => {
                 if self.store.write(&write).await? {

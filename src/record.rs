@@ -18,8 +18,9 @@ pub(crate) const FLASH_PREFIX: &str = "f:";
 pub(crate) const LEGACY_FLASH: &str = "f";
 
 /// The creation marker: `<unix ms>.<16 hex digits of randomness>`. Only a create writes it,
-/// and a record without it is not a session (a field-level update that raced with expiry can
-/// leave such a remnant behind; it is never adopted). The random part lets a create that is
+/// and a record without it is not a session (0.1's field-level updates could leave such a
+/// remnant behind when they raced with expiry; it is never adopted). The random part lets a
+/// create that is
 /// retried after a dropped connection recognise the record its first attempt wrote.
 /// Records written before 0.2 hold the time alone, which reads the same.
 pub(crate) const CREATED: &str = "m:c";

@@ -231,7 +231,8 @@ impl Session {
         self.insert(key, f(value))
     }
 
-    /// Removes every value (plain, typed and flash). A session left without values at the end
+    /// Removes every value (plain, typed and flash). A [`TypedSession`](crate::TypedSession)
+    /// read before the clear is not written back. A session left without values at the end
     /// of a request is deleted and its cookie removed, as with [`Session::purge`]; values
     /// inserted after `clear` in the same request keep the session and its id.
     pub fn clear(&self) {
@@ -255,12 +256,23 @@ impl Session {
     ///
     /// Call it when privileges change, above all on login: an attacker who planted or learned
     /// the old id (session fixation) is left with a dead cookie.
+    ///
+    /// The new record is stored first and the old one deleted after, so a renew that fails
+    /// half-way never loses the session. If the old record is gone by then (a logout in
+    /// another tab, or an administrator, ended the session while this request ran), the new
+    /// one is deleted too and the response removes the cookie: a renew never brings back a
+    /// session that was ended.
     pub fn renew(&self) {
         self.lock().renew();
     }
 
     /// Ends the session: its record is deleted and the browser is told to drop the cookie.
-    /// Call it on logout. Values inserted afterwards start a new session with a new id.
+    /// Call it on logout. Values inserted afterwards start a new session with a new id, and
+    /// a [`TypedSession`](crate::TypedSession) read before the purge is not written back.
+    ///
+    /// If the delete fails (Redis down), the response is a `503` that still removes the
+    /// cookie, whatever the [`OnStoreError`](crate::OnStoreError) policy: a logout that did
+    /// not happen never looks like one that did.
     pub fn purge(&self) {
         self.lock().purge();
     }
@@ -278,11 +290,20 @@ impl Session {
     /// timeout, with a persistent cookie (`Max-Age`), e.g. 30 days after a login with the box
     /// ticked. The lifetime rides in the signed cookie, so it cannot be extended by the
     /// client. The absolute timeout, if configured, still applies. Clamped to the range from
-    /// one second to [`MAX_LIFETIME`](crate::config::MAX_LIFETIME) (400 days, the longest
-    /// `Max-Age` browsers keep).
+    /// one second to [`remember_max`](crate::RedisSessionBuilder::remember_max) (by default
+    /// [`MAX_LIFETIME`](crate::config::MAX_LIFETIME), 400 days, the longest `Max-Age`
+    /// browsers keep).
     pub fn remember(&self, lifetime: Duration) {
         let lifetime = lifetime.clamp(Duration::from_secs(1), crate::config::MAX_LIFETIME);
-        self.lock().remember(lifetime);
+        self.lock().remember(Some(lifetime));
+    }
+
+    /// Undoes [`Session::remember`]: the session goes back to the idle timeout and a
+    /// browser-session cookie (sent again without `Max-Age`, so that the browser drops it
+    /// when it closes). E.g. "sign out other devices" or unticking "remember me" in the
+    /// settings. Does nothing if the session is not remembered.
+    pub fn forget(&self) {
+        self.lock().remember(None);
     }
 
     /// The "remember me" lifetime of this session, if [`Session::remember`] set one.
@@ -306,7 +327,10 @@ impl Session {
             .handle()
     }
 
-    /// Whether the session was loaded from the store (as opposed to new in this request).
+    /// Whether this session is not (or no longer) the one in the store: `true` for a session
+    /// new in this request, and after [`renew`](Session::renew) or [`purge`](Session::purge)
+    /// (what is saved goes under a new id), and for a [degraded](SessionStatus::Degraded)
+    /// session; `false` for a session loaded from the store.
     pub fn is_new(&self) -> bool {
         self.lock().key.is_none()
     }

@@ -34,7 +34,8 @@ pub(crate) struct State {
     /// The key of a stored record to delete (purge, renew, expired), and why.
     retire: Option<(String, Retired)>,
     pub(crate) remember: Option<Duration>,
-    remember_changed: bool,
+    /// The cookie must be sent again with the lifetime in `remember`.
+    pub(crate) remember_changed: bool,
     status: SessionStatus,
     flash: FlashState,
     /// Counts [`State::purge`] and [`State::clear`] calls, so that a [`TypedSession`] read
@@ -162,12 +163,14 @@ impl State {
         state
     }
 
-    pub(crate) fn remember(&mut self, lifetime: Duration) {
+    /// Sets the "remember me" lifetime (`None`: back to a browser-session cookie).
+    pub(crate) fn remember(&mut self, lifetime: Option<Duration>) {
         if self.status == SessionStatus::Degraded {
             return;
         }
-        if self.remember != Some(lifetime) {
-            self.remember = Some(lifetime);
+        let lifetime = lifetime.map(|l| l.min(self.config.remember_max));
+        if self.remember != lifetime {
+            self.remember = lifetime;
             self.remember_changed = true;
             self.mark(SessionStatus::Changed);
         }

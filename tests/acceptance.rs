@@ -38,6 +38,9 @@ per_backend!(
     a_typed_value_changed_before_a_renew_goes_to_the_new_id_only,
     values_json_cannot_give_back_are_refused_with_a_typed_error,
     concurrent_requests_of_many_users_each_get_their_own_session,
+    a_renew_that_races_a_logout_never_brings_the_session_back,
+    remember_me_can_be_forgotten,
+    a_shorter_remember_me_policy_reaches_cookies_issued_before,
 );
 
 mod suite {
@@ -668,5 +671,82 @@ mod suite {
                 assert_eq!(answer.body, format!("\"{}\"", users[i / 4]));
             }
         }
+    }
+
+    pub async fn a_renew_that_races_a_logout_never_brings_the_session_back(backend: Backend) {
+        let srv = serve_concurrent(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/user/alice").await;
+        let header = client.cookie_header().unwrap();
+        // The renew loads the session, then waits 300 ms; the logout lands at 100 ms.
+        let renew = client.send("/slow-renew/300", Some(&header));
+        let logout = async {
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+            client.send("/purge", Some(&header)).await
+        };
+        let (renewed, logged_out) = futures_util::future::join(renew, logout).await;
+        assert_eq!(logged_out.status, 200);
+        assert_eq!(renewed.status, 200);
+        let cookie = renewed.set_cookie("sid").expect("a cookie for the renew");
+        assert_eq!(cookie.value(), "", "the renew answers as signed out");
+        assert_eq!(
+            backend.stored_sessions(),
+            0,
+            "no copy of the session is left"
+        );
+        let again = client.send("/get/user", Some(&header)).await;
+        assert_eq!(again.body, "none");
+    }
+
+    pub async fn remember_me_can_be_forgotten(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        client.get("/remember/86400").await;
+        let res = client.get("/forget").await;
+        let cookie = res.set_cookie("sid").expect("the cookie, sent again");
+        assert_eq!(cookie.max_age(), None, "a browser-session cookie again");
+        assert_eq!(client.get("/remembered").await.body, "None");
+        assert!(
+            client.get("/forget").await.set_cookies.is_empty(),
+            "nothing to forget"
+        );
+        assert_eq!(client.get("/count").await.body, "2");
+        if let Some(server) = backend.redis_server() {
+            let keys = server.keys();
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(&keys[0])
+                .query(&mut server.conn())
+                .unwrap();
+            assert!(ttl <= 3_600_000, "back to the idle timeout: {ttl}");
+        }
+    }
+
+    pub async fn a_shorter_remember_me_policy_reaches_cookies_issued_before(backend: Backend) {
+        let before = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&before);
+        client.get("/count").await;
+        client.get("/remember/2592000").await; // 30 days
+        drop(before);
+
+        let day = Duration::from_secs(86_400);
+        let after = serve(backend.builder(key(1)).remember_max(day).build().unwrap());
+        let mut client = Client::with_jar(&after, client.jar);
+        let res = client.get("/read").await;
+        assert_eq!(res.body, "1");
+        let cookie = res
+            .set_cookie("sid")
+            .expect("re-issued with the shorter lifetime");
+        assert_eq!(cookie.max_age().map(|d| d.whole_seconds()), Some(86_400));
+        assert_eq!(
+            client.get("/remembered").await.body,
+            format!("{:?}", Some(day))
+        );
+        // New lifetimes are cut to the policy too.
+        client.get("/remember/2592000").await;
+        assert_eq!(
+            client.get("/remembered").await.body,
+            format!("{:?}", Some(day))
+        );
     }
 }

@@ -42,19 +42,15 @@ pub(crate) trait Sender {
 
     /// See [`super::Store::write`].
     async fn write(&self, write: &Write) -> Result<bool, StoreError> {
-        let mut reply = None;
         let replies = self
-            .query(|pipe| reply = Some(self.commands().write(pipe, write)))
+            .query(|pipe| self.commands().write(pipe, write))
             .await?;
-        let reply = reply.expect("the commands were built");
-        reply.answer(&replies).map_err(StoreError::Redis)
+        commands::answer(&replies).map_err(StoreError::Redis)
     }
 
     /// Applies `write` without waiting for the answer.
     fn write_detached(&self, write: &Write) {
-        drop(self.enqueue(|pipe| {
-            self.commands().write(pipe, write);
-        }));
+        drop(self.enqueue(|pipe| self.commands().write(pipe, write)));
     }
 
     /// Adds the commands `build` makes to the next batch and awaits the replies.

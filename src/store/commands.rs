@@ -26,6 +26,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// Changes fields of the record only if it exists (`1`), else does nothing (`0`): a write that
+/// lands after a logout, a deletion or the expiry must not leave a partial record behind.
+/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2]: how many fields to set (n);
+/// ARGV[3 .. 2 + 2n]: field, value pairs; the rest: fields to remove.
+const UPDATE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = 2 + 2 * tonumber(ARGV[2])
+for i = 3, last, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, last)))
+end
+for i = last + 1, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
 /// Removes fields, then deletes the record if no data field (one not starting with `m:`)
 /// is left, which a concurrent request may have added; `1` when deleted (or already gone).
 /// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: fields to remove.
@@ -63,29 +80,18 @@ impl Default for RedisOptions {
     }
 }
 
-/// How to read the reply of a write's pipeline.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Reply {
-    /// Every reply is ignored; the answer is `true`.
-    Ignored,
-    /// The first reply is an integer: the answer is whether it is above zero (a script's `1`
-    /// or `0`, how many keys DEL removed).
-    Count,
-}
-
-impl Reply {
-    /// The answer of a write: see [`super::Store::write`].
-    pub(crate) fn answer(self, replies: &[Value]) -> RedisResult<bool> {
-        match (self, replies.first()) {
-            (Reply::Ignored, _) => Ok(true),
-            (Reply::Count, Some(Value::Int(n))) => Ok(*n > 0),
-            // The type alone: a reply out of place could hold anything, a session included.
-            (Reply::Count, other) => Err(RedisError::from((
-                ErrorKind::UnexpectedReturnType,
-                "session write answered",
-                describe(other),
-            ))),
-        }
+/// The answer of a write (see [`super::Store::write`]) from its replies: every write is one
+/// command whose reply is an integer, whether it is above zero (a script's `1` or `0`, how
+/// many keys DEL removed).
+pub(crate) fn answer(replies: &[Value]) -> RedisResult<bool> {
+    match replies.first() {
+        Some(Value::Int(n)) => Ok(*n > 0),
+        // The type alone: a reply out of place could hold anything, a session included.
+        other => Err(RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "session write answered",
+            describe(other),
+        ))),
     }
 }
 
@@ -118,6 +124,7 @@ fn variant(value: &Value) -> &'static str {
 /// The store's scripts, and the pipelines built on them.
 pub(crate) struct Commands {
     create: Script,
+    update: Script,
     empty: Script,
 }
 
@@ -125,6 +132,7 @@ impl Commands {
     pub(crate) fn new() -> Commands {
         Commands {
             create: Script::new(CREATE_SCRIPT),
+            update: Script::new(UPDATE_SCRIPT),
             empty: Script::new(EMPTY_SCRIPT),
         }
     }
@@ -140,25 +148,17 @@ impl Commands {
         }
     }
 
-    /// Appends the commands that apply `write` to `pipe`; the answer says how to read
-    /// their replies.
-    pub(crate) fn write(&self, pipe: &mut Pipeline, write: &Write) -> Reply {
+    /// Appends the command that applies `write` to `pipe`; [`answer`] reads its reply.
+    pub(crate) fn write(&self, pipe: &mut Pipeline, write: &Write) {
         match write {
             Write::Update { key, set, del, ttl } => {
-                if !set.is_empty() {
-                    let data = set.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>();
-                    let mut hset = command("HSET", 1 + 2 * set.len(), key.len() + data);
-                    hset.arg(key).arg(set);
-                    pipe.add_command(hset).ignore();
-                }
-                if !del.is_empty() {
-                    let data = del.iter().map(String::len).sum::<usize>();
-                    let mut hdel = command("HDEL", 1 + del.len(), key.len() + data);
-                    hdel.arg(key).arg(del);
-                    pipe.add_command(hdel).ignore();
-                }
-                pexpire(pipe, key, *ttl);
-                Reply::Ignored
+                let mut invocation = self.update.key(key);
+                invocation
+                    .arg(millis(*ttl))
+                    .arg(set.len())
+                    .arg(set)
+                    .arg(del);
+                pipe.invoke_script(&invocation);
             }
             Write::Create { key, fields, ttl } => {
                 let marker = fields
@@ -168,17 +168,14 @@ impl Commands {
                 let mut invocation = self.create.key(key);
                 invocation.arg(millis(*ttl)).arg(marker).arg(fields);
                 pipe.invoke_script(&invocation);
-                Reply::Count
             }
             Write::Empty { key, del, ttl } => {
                 let mut invocation = self.empty.key(key);
                 invocation.arg(millis(*ttl)).arg(del);
                 pipe.invoke_script(&invocation);
-                Reply::Count
             }
             Write::Delete { key } => {
                 pipe.cmd("DEL").arg(key);
-                Reply::Count
             }
         }
     }
@@ -186,7 +183,7 @@ impl Commands {
     /// The commands that load the store's scripts, to send ahead of a pipeline that met
     /// NOSCRIPT (Redis restarted, or `SCRIPT FLUSH`); they answer one reply each.
     pub(crate) fn load_scripts(&self, pipe: &mut Pipeline) {
-        for code in [CREATE_SCRIPT, EMPTY_SCRIPT] {
+        for code in [CREATE_SCRIPT, UPDATE_SCRIPT, EMPTY_SCRIPT] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
         }
     }
@@ -204,6 +201,7 @@ impl Commands {
         match pipe.query_async(conn).await {
             Err(e) if is_no_script(&e) => {
                 self.create.load_async(conn).await?;
+                self.update.load_async(conn).await?;
                 self.empty.load_async(conn).await?;
                 pipe.query_async(conn).await
             }

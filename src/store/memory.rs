@@ -131,13 +131,14 @@ impl MemoryStore {
         match write {
             Write::Update { key, set, del, ttl } => {
                 // Like the Redis store, an update never brings back a record that is gone.
-                if let Some(record) = records.get_mut(key).filter(|r| r.expires > now) {
-                    record.fields.extend(set.iter().cloned());
-                    for name in del {
-                        record.fields.remove(name);
-                    }
-                    record.expires = deadline(now, *ttl);
+                let Some(record) = records.get_mut(key).filter(|r| r.expires > now) else {
+                    return false;
+                };
+                record.fields.extend(set.iter().cloned());
+                for name in del {
+                    record.fields.remove(name);
                 }
+                record.expires = deadline(now, *ttl);
                 true
             }
             Write::Create { key, fields, ttl } => {

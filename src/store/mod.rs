@@ -23,7 +23,8 @@ pub(crate) type Fields = HashMap<String, Vec<u8>>;
 /// One write, applied in one round trip.
 #[derive(Debug)]
 pub(crate) enum Write {
-    /// Field-level change of an existing record; never creates one that is not there.
+    /// Field-level change of an existing record; never creates one that is not there (the
+    /// answer says whether it was there).
     Update {
         key: String,
         set: Vec<(String, Vec<u8>)>,
@@ -84,7 +85,8 @@ impl Store {
 
     /// Applies `write`. The answer: for [`Write::Create`] whether the record was created
     /// (`false`: the key is taken), for [`Write::Empty`] whether the record was deleted, for
-    /// [`Write::Delete`] whether there was a record to delete; `true` for an update.
+    /// [`Write::Delete`] whether there was a record to delete, for [`Write::Update`] whether
+    /// the record was there to update.
     pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
         match self {
             Store::Redis(s) => s.write(write).await,

@@ -226,6 +226,15 @@ async fn renew(session: Session) -> Reply {
     Ok(session.handle().to_string())
 }
 
+/// Loads the session, waits, then renews it: a slow login (say a password hash) that races
+/// whatever the client does meanwhile.
+async fn slow_renew(session: Session, ms: web::Path<u64>) -> Reply {
+    actix_rt::time::sleep(Duration::from_millis(*ms)).await;
+    session.renew();
+    session.insert("renewed", true)?;
+    Ok("renewed".into())
+}
+
 async fn purge(session: Session) -> Reply {
     session.purge();
     Ok("purged".into())
@@ -241,6 +250,11 @@ async fn purge_then_set(session: Session, path: web::Path<(String, String)>) -> 
 async fn remember(session: Session, secs: web::Path<u64>) -> Reply {
     session.remember(Duration::from_secs(*secs));
     Ok("remembered".into())
+}
+
+async fn forget(session: Session) -> Reply {
+    session.forget();
+    Ok("forgotten".into())
 }
 
 async fn remembered(session: Session) -> Reply {
@@ -375,6 +389,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(clear_then_set),
         )
         .route("/renew", web::get().to(renew))
+        .route("/slow-renew/{ms}", web::get().to(slow_renew))
         .route("/purge", web::get().to(purge))
         .route(
             "/purge-then-set/{key}/{value}",
@@ -383,6 +398,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/remember/{secs}", web::get().to(remember))
         .route("/handle", web::get().to(handle))
         .route("/remembered", web::get().to(remembered))
+        .route("/forget", web::get().to(forget))
         .route("/status", web::get().to(status))
         .route("/big/{bytes}", web::get().to(big))
         .route("/cart", web::get().to(cart))
