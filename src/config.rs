@@ -57,6 +57,8 @@ pub enum Transport {
 pub(crate) struct Limits {
     pub(crate) max_value_size: usize,
     pub(crate) max_fields: usize,
+    /// Names and values of all data fields together.
+    pub(crate) max_session_size: usize,
 }
 
 /// Flash message settings.
@@ -161,8 +163,9 @@ impl RedisSessionBuilder {
             remember_max: MAX_LIFETIME,
             key_prefix: "session:".to_owned(),
             limits: Limits {
-                max_value_size: 256 * 1024,
-                max_fields: 256,
+                max_value_size: 64 * 1024,
+                max_fields: 64,
+                max_session_size: 1024 * 1024,
             },
             flash: FlashConfig {
                 min_level: Level::Info,
@@ -310,16 +313,31 @@ impl RedisSessionBuilder {
     }
 
     /// Largest encoded size of one value; a larger insert is
-    /// [`SessionError::ValueTooLarge`](crate::SessionError::ValueTooLarge). Default: 256 KiB.
+    /// [`SessionError::ValueTooLarge`](crate::SessionError::ValueTooLarge). Default: 64 KiB.
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.limits.max_value_size = bytes;
         self
     }
 
-    /// Most fields one session may hold; one more is
-    /// [`SessionError::TooManyFields`](crate::SessionError::TooManyFields). Default: 256.
+    /// Most values one session may hold (plain and typed; flash messages have a limit of
+    /// their own); one more is
+    /// [`SessionError::TooManyFields`](crate::SessionError::TooManyFields). Default: 64.
     pub fn max_fields(mut self, fields: usize) -> Self {
         self.limits.max_fields = fields;
+        self
+    }
+
+    /// Largest size of a whole session: the names and encoded values of all its fields
+    /// (plain, typed and flash) together. An insert that would grow the session past it is
+    /// [`SessionError::SessionTooLarge`](crate::SessionError::SessionTooLarge); a stored
+    /// record found larger on load (written under a larger limit, or by hand) is discarded
+    /// with a warning, and the request gets a fresh session. Default: 1 MiB.
+    ///
+    /// Every request loads (and Redis reads and sends) the whole session, on its single
+    /// thread: a bound on the total keeps one client's cookie from making every request of
+    /// its own an expensive read for everyone's Redis.
+    pub fn max_session_size(mut self, bytes: usize) -> Self {
+        self.limits.max_session_size = bytes;
         self
     }
 
@@ -516,8 +534,12 @@ impl RedisSessionBuilder {
         if self.touch_after >= self.idle_timeout {
             return invalid("touch_after", "must be shorter than idle_timeout");
         }
-        if self.limits.max_fields == 0 || self.limits.max_value_size == 0 {
-            return invalid("max_fields/max_value_size", "must be above zero");
+        let limits = &self.limits;
+        if limits.max_fields == 0 || limits.max_value_size == 0 || limits.max_session_size == 0 {
+            return invalid(
+                "max_fields/max_value_size/max_session_size",
+                "must be above zero",
+            );
         }
         if self.flash.max_messages == 0 || self.flash.max_message_size == 0 {
             return invalid(

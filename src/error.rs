@@ -105,6 +105,14 @@ pub enum SessionError {
         /// The configured limit.
         limit: usize,
     },
+    /// The session would grow past the configured total size (names and values).
+    #[error("the session would hold {size} bytes, over the limit of {limit}")]
+    SessionTooLarge {
+        /// Names and values of all fields, in bytes, with the change.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The session would hold more fields than the configured limit.
     #[error("the session would hold more than {limit} fields")]
     TooManyFields {

@@ -24,7 +24,7 @@ use crate::{
     key::Key,
     record::now_ms,
     session::Session,
-    state::{created_ms, Live, Plan, Retired},
+    state::{created_ms, record_size, Live, Plan, Retired},
     store::{MemoryStore, Store, Write},
 };
 
@@ -308,6 +308,15 @@ impl Inner {
             tracing::debug!("session not found; starting a fresh session");
             return Ok(Session::fresh(Arc::clone(config)));
         };
+        let size = record_size(&fields);
+        if size > config.limits.max_session_size {
+            tracing::warn!(
+                size,
+                limit = config.limits.max_session_size,
+                "stored session over the size limit; discarding it"
+            );
+            return Ok(Session::replacing(Arc::clone(config), key));
+        }
         let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
             return Ok(Session::replacing(Arc::clone(config), key));

@@ -27,6 +27,8 @@ pub(crate) struct State {
     /// The record's Redis key, while it exists in the store under `id` (as loaded).
     pub(crate) key: Option<String>,
     pub(crate) fields: Fields,
+    /// Names and values of the data fields in `fields`, in bytes.
+    size: usize,
     /// Field names to write: set if present in `fields`, deleted if not.
     dirty: HashSet<String>,
     /// Degraded: the key of the record the cookie names, which could not be loaded.
@@ -67,6 +69,8 @@ struct FlashState {
     taken: bool,
     /// Sent during this request, for a later one.
     outgoing: Vec<FlashMessage>,
+    /// What `outgoing` will add to the record: names and encoded values.
+    outgoing_size: usize,
     /// For this request only.
     now: Vec<FlashMessage>,
 }
@@ -110,6 +114,7 @@ impl State {
             id: None,
             key: None,
             fields: Fields::new(),
+            size: 0,
             dirty: HashSet::new(),
             unloaded: None,
             retire: None,
@@ -156,6 +161,7 @@ impl State {
             }
             readable
         });
+        state.size = record_size(&fields);
         state.fields = fields;
         state.id = Some(id);
         state.key = Some(key);
@@ -205,6 +211,7 @@ impl State {
             self.retire = Some((key, Retired::Purged));
         }
         self.fields.clear();
+        self.size = 0;
         self.flash = FlashState::default();
         self.remember = None;
         self.remember_changed = false;
@@ -224,6 +231,7 @@ impl State {
             self.unset(&name);
         }
         self.flash.outgoing.clear();
+        self.flash.outgoing_size = 0;
         self.flash.now.clear();
     }
 
@@ -269,9 +277,21 @@ impl State {
         }
         if now {
             self.flash.now.push(message);
-        } else {
-            self.flash.outgoing.push(message);
+            return Ok(());
         }
+        // It will be a field of its own: it counts towards the session's size now, so that
+        // the send fails rather than the save.
+        let encoded = codec::encode(&message).map_err(|source| SessionError::Serialize {
+            key: "flash".to_owned(),
+            source,
+        })?;
+        let size = self.size + self.flash.outgoing_size + FLASH_NAME_LEN + encoded.len();
+        let limit = self.config.limits.max_session_size;
+        if size > limit {
+            return Err(SessionError::SessionTooLarge { size, limit });
+        }
+        self.flash.outgoing_size += FLASH_NAME_LEN + encoded.len();
+        self.flash.outgoing.push(message);
         Ok(())
     }
 
@@ -333,9 +353,22 @@ impl State {
                 });
             }
         }
-        if self.fields.get(&field) == Some(&value) {
+        let old = self.fields.get(&field);
+        if old == Some(&value) {
             return Ok(());
         }
+        let size = self
+            .size
+            .saturating_sub(old.map_or(0, |old| field.len() + old.len()))
+            + field.len()
+            + value.len();
+        if size > limits.max_session_size {
+            return Err(SessionError::SessionTooLarge {
+                size,
+                limit: limits.max_session_size,
+            });
+        }
+        self.size = size;
         self.dirty.insert(field.clone());
         self.fields.insert(field, value);
         self.mark(SessionStatus::Changed);
@@ -344,6 +377,9 @@ impl State {
 
     pub(crate) fn unset(&mut self, field: &str) -> Option<Vec<u8>> {
         let old = self.fields.remove(field)?;
+        if record::is_data(field) {
+            self.size = self.size.saturating_sub(field.len() + old.len());
+        }
         self.dirty.insert(field.to_owned());
         self.mark(SessionStatus::Changed);
         Some(old)
@@ -548,6 +584,9 @@ impl State {
     }
 }
 
+/// Length of a flash message's field name ([`FlashOrder::next_name`]).
+const FLASH_NAME_LEN: usize = FLASH_PREFIX.len() + 16 + 8;
+
 /// Names for the flash messages one request sends: `f:` + the time sent in microseconds (16
 /// hex digits, so that names sort by time) + 8 random hex digits. Within a request every
 /// name is later than the one before, even within one microsecond; two requests that send
@@ -571,6 +610,16 @@ impl FlashOrder {
             u32::from_be_bytes(tie)
         )
     }
+}
+
+/// Names and values of a record's data fields, in bytes: what
+/// [`max_session_size`](crate::RedisSessionBuilder::max_session_size) bounds.
+pub(crate) fn record_size(fields: &Fields) -> usize {
+    fields
+        .iter()
+        .filter(|(name, _)| record::is_data(name))
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
 }
 
 /// When the stored session was created, if its record says.

@@ -41,6 +41,8 @@ per_backend!(
     a_renew_that_races_a_logout_never_brings_the_session_back,
     remember_me_can_be_forgotten,
     a_shorter_remember_me_policy_reaches_cookies_issued_before,
+    the_total_size_limit_counts_every_name_and_value,
+    a_stored_session_over_the_size_limit_is_discarded_on_load,
 );
 
 mod suite {
@@ -747,6 +749,68 @@ mod suite {
         assert_eq!(
             client.get("/remembered").await.body,
             format!("{:?}", Some(day))
+        );
+    }
+
+    pub async fn the_total_size_limit_counts_every_name_and_value(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .max_session_size(1000)
+            .build()
+            .unwrap();
+        let srv = serve(sessions);
+        let mut client = Client::new(&srv);
+        // "d:big" + header byte + quotes + 500 bytes: 508.
+        assert_eq!(client.get("/try/big/500").await.body, "ok");
+        // "d:a" + 1 + 2 + 486 = 492: exactly 1000 together.
+        let a = "y".repeat(486);
+        assert_eq!(client.get(&format!("/try/set/a/{a}")).await.body, "ok");
+        assert_eq!(
+            client.get("/try/set/b/1").await.body,
+            "error: SessionTooLarge"
+        );
+        // Replacing counts the difference only; flash messages count too.
+        assert_eq!(client.get("/try/big/400").await.body, "ok");
+        assert_eq!(client.get("/try/set/b/1").await.body, "ok");
+        let flash = client
+            .get(&format!("/flash/send/info/{}", "z".repeat(200)))
+            .await;
+        assert_eq!(
+            flash.status, 500,
+            "a flash message over the total is refused"
+        );
+        let entries: serde_json::Value =
+            serde_json::from_str(&client.get("/entries").await.body).unwrap();
+        assert_eq!(entries["big"].as_str().map(str::len), Some(400));
+        assert_eq!(entries["b"], "1");
+    }
+
+    pub async fn a_stored_session_over_the_size_limit_is_discarded_on_load(backend: Backend) {
+        let generous = serve(backend.builder(key(1)).build().unwrap());
+        let mut client = Client::new(&generous);
+        client.get("/big/5000").await;
+        assert_eq!(backend.stored_sessions(), 1);
+        drop(generous);
+
+        let strict = serve(
+            backend
+                .builder(key(1))
+                .max_session_size(1000)
+                .build()
+                .unwrap(),
+        );
+        let mut client = Client::with_jar(&strict, client.jar);
+        let res = client.get("/get/big").await;
+        assert_eq!(
+            (res.status, res.body.as_str()),
+            (200, "none"),
+            "a fresh session"
+        );
+        assert_eq!(res.set_cookie("sid").map(|c| c.value()), Some(""));
+        assert_eq!(
+            backend.stored_sessions(),
+            0,
+            "the oversized record is deleted"
         );
     }
 }

@@ -474,7 +474,11 @@ async fn the_key_prefix_and_remember_me_lifetime_reach_redis() {
 #[actix_web::test]
 async fn large_values_round_trip() {
     let server = RedisServer::start();
-    let srv = serve(RedisSession::new(server.url(), key(1)).unwrap());
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .max_value_size(256 * 1024)
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
     let mut client = Client::new(&srv);
     assert_eq!(client.get("/big/200000").await.body, "stored");
     let body = client.get("/get/big").await.body;

@@ -129,6 +129,7 @@ pub fn error_kind(e: &SessionError) -> &'static str {
         SessionError::Deserialize { .. } => "Deserialize",
         SessionError::ValueTooLarge { .. } => "ValueTooLarge",
         SessionError::TooManyFields { .. } => "TooManyFields",
+        SessionError::SessionTooLarge { .. } => "SessionTooLarge",
         SessionError::FlashTooLarge { .. } => "FlashTooLarge",
         SessionError::TooManyFlashMessages { .. } => "TooManyFlashMessages",
         _ => "other",
