@@ -25,7 +25,7 @@ use crate::{
     record::now_ms,
     session::Session,
     state::{created_ms, record_size, Live, Plan, Retired},
-    store::{MemoryStore, Store, Write},
+    store::{MemoryStore, Outcome, Store, Write},
 };
 
 /// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
@@ -361,22 +361,19 @@ impl Inner {
                 (!matches!(incoming, Incoming::Absent)).then(|| config.cookie.removal_cookie())
             }
             Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, incoming),
-            Plan::Update { write, live } => {
-                if self.store.write(&write).await? {
-                    self.refreshed_cookie(&live, incoming)
-                } else {
-                    // Ended while this request ran (a logout in another tab, the expiry):
-                    // nothing was written, and the client is signed out.
-                    Some(config.cookie.removal_cookie())
-                }
-            }
-            Plan::Empty { write, live } => {
-                if self.store.write(&write).await? {
-                    Some(config.cookie.removal_cookie())
-                } else {
-                    self.refreshed_cookie(&live, incoming)
-                }
-            }
+            Plan::Update { write, live } => match self.store.write(&write).await? {
+                // Ended while this request ran (a logout in another tab, a renew, the
+                // expiry): nothing was written. No cookie either: a removal could clobber
+                // the cookie a concurrent renew just set; a stale cookie is removed on its
+                // next request anyway.
+                Outcome::Gone => None,
+                _ => self.refreshed_cookie(&live, incoming),
+            },
+            Plan::Empty { write, live } => match self.store.write(&write).await? {
+                Outcome::Applied => Some(config.cookie.removal_cookie()),
+                Outcome::Refused => self.refreshed_cookie(&live, incoming),
+                Outcome::Gone => None,
+            },
             Plan::Delete { key } => {
                 self.store.write(&Write::Delete { key }).await?;
                 Some(config.cookie.removal_cookie())
@@ -392,8 +389,16 @@ impl Inner {
                 // if the session that carries its flash message cannot be stored.
                 let renewed = match replaces {
                     Some((old, Retired::Renewed)) => Some(old),
-                    Some((old, Retired::Purged | Retired::Discarded)) => {
+                    Some((old, Retired::Purged)) => {
                         self.store.write(&Write::Delete { key: old }).await?;
+                        None
+                    }
+                    Some((old, Retired::Discarded)) => {
+                        // Not a session any more: deleting it is housekeeping, which a later
+                        // load repeats if this one fails.
+                        if let Err(e) = self.store.write(&Write::Delete { key: old }).await {
+                            tracing::warn!(error = %e, "could not delete a discarded session record");
+                        }
                         None
                     }
                     None => None,
@@ -402,12 +407,14 @@ impl Inner {
                 if let Some(old) = renewed {
                     // Only now that the new record exists may the old one go. If it was gone
                     // already, the session was ended while this request ran (a logout in
-                    // another tab, an administrator): the renewed copy must not outlive it.
-                    if !self.store.write(&Write::Delete { key: old }).await? {
+                    // another tab, an administrator, another renew): the renewed copy must
+                    // not outlive it, and no cookie is sent (the browser keeps what the
+                    // request that ended it sent).
+                    if self.store.write(&Write::Delete { key: old }).await? == Outcome::Gone {
                         tracing::debug!("session ended during its renewal; discarding the copy");
                         let key = id.storage_key(&config.key_prefix);
                         self.store.write(&Write::Delete { key }).await?;
-                        return Ok(Some(config.cookie.removal_cookie()));
+                        return Ok(None);
                     }
                 }
                 let value = cookie::sign(&config.key, &id, remember);
@@ -430,7 +437,7 @@ impl Inner {
             ttl,
         };
         let mut attempt = 1;
-        while !self.store.write(&write).await? {
+        while self.store.write(&write).await? != Outcome::Applied {
             if attempt == CREATE_ATTEMPTS {
                 return Err(StoreError::IdCollision);
             }

@@ -260,8 +260,8 @@ impl Session {
     /// The new record is stored first and the old one deleted after, so a renew that fails
     /// half-way never loses the session. If the old record is gone by then (a logout in
     /// another tab, or an administrator, ended the session while this request ran), the new
-    /// one is deleted too and the response removes the cookie: a renew never brings back a
-    /// session that was ended.
+    /// one is deleted too and the response sets no cookie (the browser keeps what the request
+    /// that ended the session sent): a renew never brings back a session that was ended.
     pub fn renew(&self) {
         self.lock().renew();
     }

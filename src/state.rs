@@ -200,14 +200,11 @@ impl State {
             }
             return;
         }
-        // A renew earlier in this request already moved the record out of the way: it is
-        // still the stored session, and this logout ends it.
-        let renewed = self
-            .retire
-            .take()
-            .filter(|(_, why)| *why == Retired::Renewed);
+        // A renew earlier in this request (or the load, for a record it discarded) already
+        // moved the record out of the way: it is still in the store, and this logout ends it.
+        let earlier = self.retire.take();
         self.detach(Retired::Purged);
-        if let Some((key, _)) = renewed {
+        if let (None, Some((key, _))) = (&self.retire, earlier) {
             self.retire = Some((key, Retired::Purged));
         }
         self.fields.clear();
@@ -357,9 +354,11 @@ impl State {
         if old == Some(&value) {
             return Ok(());
         }
+        // Flash messages sent in this request count already: they are saved after this.
         let size = self
             .size
             .saturating_sub(old.map_or(0, |old| field.len() + old.len()))
+            + self.flash.outgoing_size
             + field.len()
             + value.len();
         if size > limits.max_session_size {

@@ -39,6 +39,7 @@ per_backend!(
     values_json_cannot_give_back_are_refused_with_a_typed_error,
     concurrent_requests_of_many_users_each_get_their_own_session,
     a_renew_that_races_a_logout_never_brings_the_session_back,
+    two_renews_at_once_leave_one_working_session,
     remember_me_can_be_forgotten,
     a_shorter_remember_me_policy_reaches_cookies_issued_before,
     the_total_size_limit_counts_every_name_and_value,
@@ -689,8 +690,13 @@ mod suite {
         let (renewed, logged_out) = futures_util::future::join(renew, logout).await;
         assert_eq!(logged_out.status, 200);
         assert_eq!(renewed.status, 200);
-        let cookie = renewed.set_cookie("sid").expect("a cookie for the renew");
-        assert_eq!(cookie.value(), "", "the renew answers as signed out");
+        // No new cookie for the renew: the browser keeps what the logout sent (a removal).
+        assert!(
+            renewed
+                .set_cookie("sid")
+                .is_none_or(|c| c.value().is_empty()),
+            "{renewed:?}"
+        );
         assert_eq!(
             backend.stored_sessions(),
             0,
@@ -812,5 +818,31 @@ mod suite {
             0,
             "the oversized record is deleted"
         );
+    }
+
+    /// A double-clicked login: one renew wins, the other answers without a cookie, so the
+    /// browser keeps the winner's.
+    pub async fn two_renews_at_once_leave_one_working_session(backend: Backend) {
+        let srv = serve_concurrent(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/set/user/alice").await;
+        let header = client.cookie_header().unwrap();
+        let (a, b) = futures_util::future::join(
+            client.send("/slow-renew/200", Some(&header)),
+            client.send("/slow-renew/200", Some(&header)),
+        )
+        .await;
+        let cookies: Vec<String> = [a, b]
+            .iter()
+            .filter_map(|res| res.set_cookie("sid").map(|c| c.value().to_owned()))
+            .collect();
+        assert_eq!(cookies.len(), 1, "one winner, and no removal: {cookies:?}");
+        let winner = format!("sid={}", cookies[0]);
+        assert_eq!(
+            client.send("/get/user", Some(&winner)).await.body,
+            "\"alice\""
+        );
+        assert_eq!(client.send("/get/user", Some(&header)).await.body, "none");
+        assert_eq!(backend.stored_sessions(), 1);
     }
 }

@@ -38,6 +38,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn index(session: Session, flash: IncomingFlashMessages) -> Result<HttpResponse> {
+    page(&session, &flash)
+}
+
+fn page(session: &Session, flash: &IncomingFlashMessages) -> Result<HttpResponse> {
     let user: Option<String> = session.get("user")?;
     // Only signed-in visitors get a counter. An anonymous visitor's session holds nothing, so
     // it is never stored, and after logout the page that shows "signed out" leaves the session
@@ -53,7 +57,7 @@ async fn index(session: Session, flash: IncomingFlashMessages) -> Result<HttpRes
     Ok(render(
         "index.html",
         context! {
-            flash => Serde(&flash),
+            flash => Serde(flash),
             user,
             views,
             demo_user => DEMO_USER,
@@ -72,8 +76,10 @@ struct Login {
 
 async fn login(session: Session, form: web::Form<Login>) -> Result<HttpResponse> {
     if form.user != DEMO_USER || form.password != DEMO_PASSWORD {
-        FlashMessage::error("Wrong user name or password").send(&session)?;
-        return Ok(see_home());
+        // Shown on this very response (`now`), not carried to the next page: a failed login
+        // by an anonymous visitor stores no session, so a flood of them stores nothing.
+        FlashMessage::error("Wrong user name or password").now(&session)?;
+        return page(&session, &IncomingFlashMessages::from_session(&session));
     }
     // A new id on login: an id planted before it (session fixation) is now worthless.
     session.renew();
@@ -87,9 +93,14 @@ async fn login(session: Session, form: web::Form<Login>) -> Result<HttpResponse>
 }
 
 async fn logout(session: Session) -> Result<HttpResponse> {
-    // The message rides in a new session, which the next page empties and so removes.
+    // Only a visitor who had a session hears that it ended: a logout without one (a bot, a
+    // second click) stores nothing.
+    let had_session = !session.is_new();
     session.purge();
-    FlashMessage::info("You have been signed out").send(&session)?;
+    if had_session {
+        // The message rides in a new session, which the next page empties and so removes.
+        FlashMessage::info("You have been signed out").send(&session)?;
+    }
     Ok(see_home())
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{
     commands::{self, is_no_script, Commands},
-    Fields, Write,
+    Fields, Outcome, Write,
 };
 use crate::error::StoreError;
 
@@ -41,11 +41,11 @@ pub(crate) trait Sender {
     }
 
     /// See [`super::Store::write`].
-    async fn write(&self, write: &Write) -> Result<bool, StoreError> {
+    async fn write(&self, write: &Write) -> Result<Outcome, StoreError> {
         let replies = self
             .query(|pipe| self.commands().write(pipe, write))
             .await?;
-        commands::answer(&replies).map_err(StoreError::Redis)
+        commands::answer(write, &replies).map_err(StoreError::Redis)
     }
 
     /// Applies `write` without waiting for the answer.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
-use super::{Fields, Write};
+use super::{Fields, Outcome, Write};
 use crate::{error::StoreError, record::CREATED};
 
 /// Creates the record only if the key is free: `1` when created, `0` when taken. A key
@@ -26,12 +26,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Changes fields of the record only if it exists (`1`), else does nothing (`0`): a write that
+/// Changes fields of the record only if it exists (`1`), else does nothing (`-1`): a write that
 /// lands after a logout, a deletion or the expiry must not leave a partial record behind.
 /// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2]: how many fields to set (n);
 /// ARGV[3 .. 2 + 2n]: field, value pairs; the rest: fields to remove.
 const UPDATE_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local last = 2 + 2 * tonumber(ARGV[2])
 for i = 3, last, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, last)))
@@ -44,9 +44,11 @@ return 1
 ";
 
 /// Removes fields, then deletes the record if no data field (one not starting with `m:`)
-/// is left, which a concurrent request may have added; `1` when deleted (or already gone).
+/// is left, which a concurrent request may have added: `1` when deleted, `0` when kept (its
+/// TTL moved), `-1` when it was gone already.
 /// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2..]: fields to remove.
 const EMPTY_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 for i = 2, #ARGV, 1000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
@@ -80,12 +82,16 @@ impl Default for RedisOptions {
     }
 }
 
-/// The answer of a write (see [`super::Store::write`]) from its replies: every write is one
-/// command whose reply is an integer, whether it is above zero (a script's `1` or `0`, how
-/// many keys DEL removed).
-pub(crate) fn answer(replies: &[Value]) -> RedisResult<bool> {
+/// The outcome of `write` from its replies: every write is one command whose reply is an
+/// integer, a script's `1` (applied), `0` (refused) or `-1` (gone), or how many keys DEL
+/// removed.
+pub(crate) fn answer(write: &Write, replies: &[Value]) -> RedisResult<Outcome> {
     match replies.first() {
-        Some(Value::Int(n)) => Ok(*n > 0),
+        Some(&Value::Int(n)) => Ok(match (write, n) {
+            (_, 1..) => Outcome::Applied,
+            (Write::Delete { .. }, _) | (_, ..0) => Outcome::Gone,
+            (_, 0) => Outcome::Refused,
+        }),
         // The type alone: a reply out of place could hold anything, a session included.
         other => Err(RedisError::from((
             ErrorKind::UnexpectedReturnType,

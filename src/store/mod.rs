@@ -50,6 +50,19 @@ pub(crate) enum Write {
     Delete { key: String },
 }
 
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done: updated, created, emptied and deleted, deleted.
+    Applied,
+    /// Left undone on purpose: a create whose key is taken, an empty whose record a
+    /// concurrent request gave data again (kept, its TTL moved).
+    Refused,
+    /// The record was not there: ended while the request ran (a logout, a deletion, the
+    /// expiry), or by an earlier attempt of this very write.
+    Gone,
+}
+
 /// The configured store.
 #[derive(Clone)]
 pub(crate) enum Store {
@@ -83,11 +96,8 @@ impl Store {
         }
     }
 
-    /// Applies `write`. The answer: for [`Write::Create`] whether the record was created
-    /// (`false`: the key is taken), for [`Write::Empty`] whether the record was deleted, for
-    /// [`Write::Delete`] whether there was a record to delete, for [`Write::Update`] whether
-    /// the record was there to update.
-    pub(crate) async fn write(&self, write: &Write) -> Result<bool, StoreError> {
+    /// Applies `write`; see [`Outcome`] for what each write answers.
+    pub(crate) async fn write(&self, write: &Write) -> Result<Outcome, StoreError> {
         match self {
             Store::Redis(s) => s.write(write).await,
             Store::Multiplexed(s) => s.write(write).await,

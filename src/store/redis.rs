@@ -317,8 +317,12 @@ enum Left {
     /// The commands went out whole; some replies were not read (a read timed out). redis-rs
     /// skips the reply of the read that timed out, but only that one.
     LateReplies,
-    /// A write failed part-way (the stream may end in half a command) or a reply could not
-    /// be parsed: nothing sent or read on it can be trusted again.
+    /// The socket failed (reset, broken pipe, closed): nothing will ever be read from it, so
+    /// it cannot hand anyone a foreign reply; the next user gets an error and r2d2 replaces
+    /// it, as with any connection that died idle in the pool.
+    Dead,
+    /// A write timed out part-way (the stream may end in half a command) or a reply could
+    /// not be parsed: nothing sent or read on it can be trusted again.
     Unknown,
 }
 
@@ -333,9 +337,13 @@ struct Failed {
 /// is), so a stalled Redis costs a batch one `command_timeout`, not one per reply as
 /// redis-rs's `req_packed_commands` would.
 fn exchange(conn: &mut Connection, packed: &[u8], count: usize) -> Result<Vec<Value>, Failed> {
-    conn.send_packed_command(packed).map_err(|error| Failed {
-        error,
-        left: Left::Unknown,
+    conn.send_packed_command(packed).map_err(|error| {
+        let left = if error.is_timeout() || !error.is_io_error() {
+            Left::Unknown
+        } else {
+            Left::Dead
+        };
+        Failed { error, left }
     })?;
     let mut replies = Vec::with_capacity(count);
     while replies.len() < count {
@@ -346,6 +354,8 @@ fn exchange(conn: &mut Connection, packed: &[u8], count: usize) -> Result<Vec<Va
             Err(error) => {
                 let left = if error.is_timeout() {
                     Left::LateReplies
+                } else if error.is_io_error() {
+                    Left::Dead
                 } else {
                     Left::Unknown
                 };
@@ -362,34 +372,57 @@ fn exchange(conn: &mut Connection, packed: &[u8], count: usize) -> Result<Vec<Va
 /// With late replies on it, a thread of its own sends `ECHO <token>` and reads everything up
 /// to the token's echo, then hands the connection back to the pool: nothing is left unread.
 /// It waits for Redis as long as that takes (Redis is stalled or paused, and the connection
-/// is of no use to anyone until it answers); if Redis closes the connection instead, r2d2
-/// drops it. A connection whose stream cannot be trusted at all is never returned: it is
-/// leaked, and the pool has one connection fewer until the application restarts (this takes
-/// a write that stalled half-way, which a paused or slow Redis does not cause).
+/// is of no use to anyone until it answers); if the socket fails instead, it goes back dead,
+/// and r2d2 replaces it on its next use. A connection whose stream cannot be trusted at all
+/// (a write that timed out half-way, say a large batch to a Redis that stopped reading) is
+/// never returned: it is leaked, and the application's pool has one connection fewer until
+/// it restarts, which the error log says with a count.
 fn quarantine(conn: r2d2::PooledConnection<redis::Client>, left: Left) {
-    let retire = |conn| {
-        tracing::error!(
-            "a connection of the application's Redis pool was left in an unknown state by a \
-             failed session batch; it is taken out of the pool for good"
-        );
-        mem::forget(conn);
-    };
-    if left == Left::Unknown {
-        return retire(conn);
-    }
-    let drainer = std::thread::Builder::new()
-        .name("session-redis-drain".into())
-        .spawn(move || {
-            let mut conn = conn;
-            if let Err(e) = drain(&mut conn) {
-                if conn.is_open() {
-                    tracing::debug!(error = %e, "could not drain a shared Redis connection");
-                    retire(conn);
-                }
+    let mut conn = Quarantined(Some(conn));
+    match left {
+        Left::Dead => conn.release(),
+        Left::Unknown => drop(conn),
+        Left::LateReplies => {
+            let drainer = std::thread::Builder::new()
+                .name("session-redis-drain".into())
+                .spawn(move || match conn.0.as_deref_mut().map(drain) {
+                    // Clean, or dead: either way it cannot answer anyone with a foreign reply.
+                    Some(Ok(())) => conn.release(),
+                    Some(Err(e)) if e.is_io_error() => conn.release(),
+                    _ => drop(conn),
+                });
+            if let Err(e) = drainer {
+                // The connection went down with the closure, and was leaked (not returned).
+                tracing::error!(error = %e, "could not start a thread to drain a Redis connection");
             }
-        });
-    if let Err(e) = drainer {
-        tracing::error!(error = %e, "could not start a thread to drain a Redis connection");
+        }
+    }
+}
+
+/// A connection of the application's pool that must not go back unless released: dropped
+/// otherwise (a drain that failed, a thread that could not start or panicked), it is leaked.
+struct Quarantined(Option<r2d2::PooledConnection<redis::Client>>);
+
+impl Quarantined {
+    /// Hands the connection back to the pool.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Quarantined {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            static RETIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let retired = RETIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            tracing::error!(
+                retired,
+                "a connection of the application's Redis pool was left in an unknown state by \
+                 a failed session batch; it is taken out of the pool for good (retired: how \
+                 many so far)"
+            );
+            mem::forget(conn);
+        }
     }
 }
 
