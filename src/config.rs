@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use actix_web::cookie::SameSite;
 
 use crate::{
-    cookie::CookieConfig,
+    cookie::{CookieConfig, Signer},
     error::ConfigError,
     flash::Level,
     key::Key,
@@ -72,7 +72,8 @@ pub(crate) struct FlashConfig {
 /// Everything the middleware and the session handles read at run time.
 #[derive(Debug)]
 pub(crate) struct SessionConfig {
-    pub(crate) key: Key,
+    /// Signs and verifies this middleware's cookies (its key, bound to its cookie name).
+    pub(crate) signer: Signer,
     pub(crate) cookie: CookieConfig,
     pub(crate) idle_timeout: Duration,
     /// Zero: the idle timeout moves on every load.
@@ -445,7 +446,7 @@ impl RedisSessionBuilder {
         let mut cookie = self.cookie;
         cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
         let config = SessionConfig {
-            key: self.key,
+            signer: Signer::new(&self.key, &cookie.name),
             cookie,
             idle_timeout: self.idle_timeout,
             touch_after: self.touch_after,

@@ -1,9 +1,13 @@
 //! Session ids and the signed cookie that carries them.
 //!
-//! Cookie value: `base64url(payload) "." base64url(HMAC-SHA256(sign_key, payload))`, where the
-//! payload is the 32-byte session id, followed for "remember me" sessions by their lifetime in
-//! seconds (4 bytes, big endian). The lifetime rides in the signed cookie so that the load can
-//! refresh the right TTL in the same round trip, without reading the record first.
+//! Cookie value: `base64url(payload) "." base64url(HMAC-SHA256(sign_key, "cookie:" name NUL
+//! payload))`, where the payload is the 32-byte session id, followed for "remember me" sessions
+//! by their lifetime in seconds (4 bytes, big endian). The lifetime rides in the signed cookie
+//! so that the load can refresh the right TTL in the same round trip, without reading the
+//! record first. The MAC covers the cookie name, so that two middlewares that share a key (and
+//! a key prefix) never accept each other's cookies. Cookies of 0.1, whose MAC is over the
+//! payload alone, are still accepted, as if signed with an old key: re-issued bound to the
+//! name on their next response.
 
 use std::{fmt, time::Duration};
 
@@ -115,67 +119,114 @@ pub(crate) enum Rejected {
     BadSignature,
 }
 
-fn mac(sign_key: &[u8; 32], payload: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(sign_key).expect("HMAC takes keys of any length");
-    mac.update(payload);
-    mac
+/// Signs and verifies the cookies of one middleware: an HMAC state per key, prepared once
+/// (keyed, and fed the cookie name), so that a request costs one clone and the payload's
+/// blocks, not the key schedule again.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    /// The current key first, then the previous ones; bound to the cookie name.
+    bound: Vec<HmacSha256>,
+    /// The same keys over the payload alone: cookies issued by 0.1.
+    legacy: Vec<HmacSha256>,
 }
 
-/// The cookie value for `id`, signed with the current key.
-pub(crate) fn sign(key: &Key, id: &SessionId, remember: Option<Duration>) -> String {
-    let mut payload = [0u8; ID_LEN + 4];
-    payload[..ID_LEN].copy_from_slice(&id.0);
-    let len = match remember {
-        Some(d) => {
-            let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
-            payload[ID_LEN..].copy_from_slice(&secs.to_be_bytes());
-            ID_LEN + 4
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("keys", &self.bound.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub(crate) fn new(key: &Key, name: &str) -> Signer {
+        let plain = |k: &crate::key::SubKeys| {
+            HmacSha256::new_from_slice(k.sign()).expect("HMAC takes keys of any length")
+        };
+        let legacy: Vec<HmacSha256> = key.all().map(plain).collect();
+        let bound = legacy
+            .iter()
+            .map(|mac| {
+                let mut mac = mac.clone();
+                // Cookie names are HTTP tokens: no NUL, so the end of the name is plain.
+                mac.update(b"cookie:");
+                mac.update(name.as_bytes());
+                mac.update(b"\0");
+                mac
+            })
+            .collect();
+        Signer { bound, legacy }
+    }
+
+    /// The cookie value for `id`, signed with the current key.
+    pub(crate) fn sign(&self, id: &SessionId, remember: Option<Duration>) -> String {
+        let mut payload = [0u8; ID_LEN + 4];
+        payload[..ID_LEN].copy_from_slice(&id.0);
+        let len = match remember {
+            Some(d) => {
+                let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
+                payload[ID_LEN..].copy_from_slice(&secs.to_be_bytes());
+                ID_LEN + 4
+            }
+            None => ID_LEN,
+        };
+        let payload = &payload[..len];
+        let mut mac = self.bound[0].clone();
+        mac.update(payload);
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(96);
+        URL_SAFE_NO_PAD.encode_string(payload, &mut out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, &mut out);
+        out
+    }
+
+    /// Checks a cookie value against the current and previous keys (MACs compared in
+    /// constant time), bound to the name first, then as 0.1 signed it.
+    pub(crate) fn verify(&self, value: &str) -> Result<Verified, Rejected> {
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Rejected::TooLong);
         }
-        None => ID_LEN,
-    };
-    let payload = &payload[..len];
-    let tag = mac(key.current().sign(), payload).finalize().into_bytes();
-    let mut out = String::with_capacity(96);
-    URL_SAFE_NO_PAD.encode_string(payload, &mut out);
-    out.push('.');
-    URL_SAFE_NO_PAD.encode_string(tag, &mut out);
-    out
-}
-
-/// Checks a cookie value against the current and previous keys (MACs compared in constant time).
-pub(crate) fn verify(key: &Key, value: &str) -> Result<Verified, Rejected> {
-    if value.len() > MAX_VALUE_LEN {
-        return Err(Rejected::TooLong);
+        let (payload, tag) = value.split_once('.').ok_or(Rejected::Malformed)?;
+        let mut buf = [0u8; MAX_VALUE_LEN];
+        let payload_len = URL_SAFE_NO_PAD
+            .decode_slice(payload, &mut buf)
+            .map_err(|_| Rejected::BadBase64)?;
+        let payload = &buf[..payload_len];
+        let mut tag_buf = [0u8; MAX_VALUE_LEN];
+        let tag_len = URL_SAFE_NO_PAD
+            .decode_slice(tag, &mut tag_buf)
+            .map_err(|_| Rejected::BadBase64)?;
+        if tag_len != MAC_LEN || (payload_len != ID_LEN && payload_len != ID_LEN + 4) {
+            return Err(Rejected::Malformed);
+        }
+        let tag = &tag_buf[..MAC_LEN];
+        let matches = |mac: &HmacSha256| {
+            let mut mac = mac.clone();
+            mac.update(payload);
+            mac.verify_slice(tag).is_ok()
+        };
+        let position = self
+            .bound
+            .iter()
+            .position(matches)
+            .or_else(|| {
+                // Any 0.1 cookie counts as signed with an old key: it is re-issued.
+                self.legacy.iter().position(matches).map(|_| usize::MAX)
+            })
+            .ok_or(Rejected::BadSignature)?;
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&payload[..ID_LEN]);
+        let remember = (payload_len == ID_LEN + 4).then(|| {
+            let secs = u32::from_be_bytes(payload[ID_LEN..].try_into().expect("4 bytes"));
+            Duration::from_secs(u64::from(secs))
+        });
+        Ok(Verified {
+            id: SessionId(id),
+            remember,
+            stale_key: position > 0,
+        })
     }
-    let (payload, tag) = value.split_once('.').ok_or(Rejected::Malformed)?;
-    let mut buf = [0u8; MAX_VALUE_LEN];
-    let payload_len = URL_SAFE_NO_PAD
-        .decode_slice(payload, &mut buf)
-        .map_err(|_| Rejected::BadBase64)?;
-    let payload = &buf[..payload_len];
-    let mut tag_buf = [0u8; MAX_VALUE_LEN];
-    let tag_len = URL_SAFE_NO_PAD
-        .decode_slice(tag, &mut tag_buf)
-        .map_err(|_| Rejected::BadBase64)?;
-    if tag_len != MAC_LEN || (payload_len != ID_LEN && payload_len != ID_LEN + 4) {
-        return Err(Rejected::Malformed);
-    }
-    let tag = &tag_buf[..MAC_LEN];
-    let position = key
-        .all()
-        .position(|k| mac(k.sign(), payload).verify_slice(tag).is_ok())
-        .ok_or(Rejected::BadSignature)?;
-    let mut id = [0u8; ID_LEN];
-    id.copy_from_slice(&payload[..ID_LEN]);
-    let remember = (payload_len == ID_LEN + 4).then(|| {
-        let secs = u32::from_be_bytes(payload[ID_LEN..].try_into().expect("4 bytes"));
-        Duration::from_secs(u64::from(secs))
-    });
-    Ok(Verified {
-        id: SessionId(id),
-        remember,
-        stale_key: position > 0,
-    })
 }
 
 /// Attributes of the session cookie.
@@ -242,6 +293,14 @@ pub(crate) mod tests {
         Key::from_bytes(&[b; 32]).unwrap()
     }
 
+    fn sign(key: &Key, id: &SessionId, remember: Option<Duration>) -> String {
+        Signer::new(key, "sid").sign(id, remember)
+    }
+
+    fn verify(key: &Key, value: &str) -> Result<Verified, Rejected> {
+        Signer::new(key, "sid").verify(value)
+    }
+
     #[test]
     fn signed_value_verifies_and_carries_remember() {
         let k = key(1);
@@ -296,13 +355,27 @@ pub(crate) mod tests {
     /// Computed apart from this crate (Python's hmac and base64): the wire format of every
     /// cookie in the wild.
     #[test]
-    fn a_signed_cookie_matches_a_known_answer() {
+    fn a_signed_cookie_matches_a_known_answer_and_is_bound_to_its_name() {
         let master: Vec<u8> = (0u8..32).collect();
         let key = Key::from_bytes(&master).unwrap();
+        let id = SessionId::from_bytes([0u8; 32]);
+        let payload = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let for_sid = format!("{payload}.4lMNBVPTBJ31yXjUoK-kedF4Uir8IxIH_8sGzr-Z8l4");
+        let for_app = format!("{payload}.-FQr-dLt4jv-ghGAxiTYGoRzN5fsuYgl6qrEmZP3RLc");
+        assert_eq!(Signer::new(&key, "sid").sign(&id, None), for_sid);
+        assert_eq!(Signer::new(&key, "app_session").sign(&id, None), for_app);
+        // A cookie for one name is no cookie for another, under the same key.
         assert_eq!(
-            sign(&key, &SessionId::from_bytes([0u8; 32]), None),
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.ujK7HWmTe598NTOT_NenluoL7Q8_12axaVsih4Ow04g"
+            Signer::new(&key, "app_session")
+                .verify(&for_sid)
+                .unwrap_err(),
+            Rejected::BadSignature
         );
+        assert!(!Signer::new(&key, "sid").verify(&for_sid).unwrap().stale_key);
+        // 0.1 signed the payload alone: still accepted, and re-issued.
+        let legacy = format!("{payload}.ujK7HWmTe598NTOT_NenluoL7Q8_12axaVsih4Ow04g");
+        let verified = Signer::new(&key, "sid").verify(&legacy).unwrap();
+        assert!(verified.id == id && verified.stale_key);
     }
 
     #[test]

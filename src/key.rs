@@ -102,6 +102,11 @@ impl Key {
 
     /// A key from a master secret of at least [`Key::MIN_LEN`] (32) bytes.
     ///
+    /// The bytes must be random (`openssl rand -base64 64`, a secret manager). Bytes that are
+    /// plainly not (all printable ASCII, as a password is, or fewer than 16 distinct values)
+    /// are accepted but logged as a warning: a password belongs in
+    /// [`Key::derive_from_passphrase`], which stretches it.
+    ///
     /// # Errors
     ///
     /// [`KeyError::TooShort`] when fewer than 32 bytes are given.
@@ -111,6 +116,13 @@ impl Key {
                 len: master.len(),
                 min: Self::MIN_LEN,
             });
+        }
+        if looks_weak(master) {
+            tracing::warn!(
+                "the session key's bytes do not look random (printable text, or few distinct \
+                 values); use random bytes (`openssl rand -base64 64`), or \
+                 Key::derive_from_passphrase for a passphrase"
+            );
         }
         Ok(Key::from_master(master))
     }
@@ -207,6 +219,7 @@ impl Key {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn current(&self) -> &SubKeys {
         &self.current
     }
@@ -245,6 +258,17 @@ impl fmt::Debug for Key {
     }
 }
 
+/// Whether a secret is plainly not random: 32 random bytes are all printable ASCII with
+/// probability below 10^-13, and hold fewer than 16 distinct values with less still.
+fn looks_weak(master: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for &b in master {
+        seen[usize::from(b)] = true;
+    }
+    let distinct = seen.iter().filter(|&&s| s).count();
+    distinct < 16 || master.iter().all(|b| (0x20..0x7f).contains(b))
+}
+
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let trimmed = s.trim_end_matches('=');
     general_purpose::STANDARD_NO_PAD
@@ -275,6 +299,17 @@ mod tests {
         assert_ne!(a, Key::from_bytes(&[8u8; 40]).unwrap());
         assert_ne!(a.current().sign(), a.current().encrypt());
         assert_ne!(&a.current().sign()[..], &[9u8; 32][..]);
+    }
+
+    #[test]
+    fn secrets_that_are_plainly_not_random_are_told_apart() {
+        assert!(looks_weak(b"hunter2hunter2hunter2hunter2hunter2"));
+        assert!(looks_weak(b"correct horse battery staple, really long"));
+        assert!(looks_weak(&[7u8; 64]));
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).unwrap();
+        assert!(!looks_weak(&random));
+        assert!(!looks_weak(&(0u8..32).collect::<Vec<_>>()));
     }
 
     #[test]

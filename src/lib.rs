@@ -110,14 +110,22 @@ pub mod __bench {
 
     use crate::{codec, cookie, Key};
 
+    /// What signs and verifies one middleware's cookies.
+    pub struct Signer(cookie::Signer);
+
+    /// The signer of a middleware with `key` and the default cookie name.
+    pub fn signer(key: &Key) -> Signer {
+        Signer(cookie::Signer::new(key, crate::config::DEFAULT_COOKIE_NAME))
+    }
+
     /// Signs a session cookie value for a fresh random id.
-    pub fn sign_new_cookie(key: &Key) -> String {
-        cookie::sign(key, &cookie::SessionId::generate(), None)
+    pub fn sign_new_cookie(signer: &Signer) -> String {
+        signer.0.sign(&cookie::SessionId::generate(), None)
     }
 
     /// Verifies a cookie value; `true` when valid.
-    pub fn verify_cookie(key: &Key, value: &str) -> bool {
-        cookie::verify(key, value).is_ok()
+    pub fn verify_cookie(signer: &Signer, value: &str) -> bool {
+        signer.0.verify(value).is_ok()
     }
 
     /// Encodes a value as stored (header byte + JSON).

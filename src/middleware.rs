@@ -25,7 +25,7 @@ use crate::{
     record::now_ms,
     session::Session,
     state::{created_ms, record_size, Live, Plan, Retired},
-    store::{MemoryStore, Outcome, Store, Write},
+    store::{Fields, MemoryStore, Outcome, Store, Write},
 };
 
 /// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
@@ -193,11 +193,19 @@ where
     }
 }
 
+/// Distinct values of our cookie verified per request, at most: a request may carry several
+/// (set for other paths or domains), but thousands of copies are someone burning our CPU.
+const MAX_COOKIE_VALUES: usize = 4;
+
+/// Validly signed ids looked up per request, at most: the first one the store knows wins.
+const MAX_CANDIDATES: usize = 3;
+
 /// The session cookie of a request.
 enum Incoming {
     Absent,
     Rejected,
-    Valid(Verified),
+    /// The validly signed ids, in the order the cookies came.
+    Valid(Vec<Verified>),
 }
 
 impl Inner {
@@ -211,21 +219,22 @@ impl Inner {
     {
         let config = &self.config;
         let incoming = self.read_cookie(&req);
-        let session = match &incoming {
-            Incoming::Valid(verified) => match self.load(verified).await {
-                Ok(session) => session,
+        let had_cookie = !matches!(incoming, Incoming::Absent);
+        let (session, stale_key) = match &incoming {
+            Incoming::Valid(candidates) => match self.load(candidates).await {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
                     match config.on_store_error {
                         OnStoreError::FailOpen => {
-                            let key = verified.id.storage_key(&config.key_prefix);
-                            Session::degraded(Arc::clone(config), key)
+                            let key = candidates[0].id.storage_key(&config.key_prefix);
+                            (Session::degraded(Arc::clone(config), key), false)
                         }
                         _ => return Ok(req.into_response(unavailable()).map_into_right_body()),
                     }
                 }
             },
-            Incoming::Absent | Incoming::Rejected => Session::fresh(Arc::clone(config)),
+            Incoming::Absent | Incoming::Rejected => (Session::fresh(Arc::clone(config)), false),
         };
         req.extensions_mut().insert(session.clone());
 
@@ -236,7 +245,7 @@ impl Inner {
             let logout = state.purged();
             (state.plan(), logout)
         };
-        let cookie = match self.save(plan, &incoming).await {
+        let cookie = match self.save(plan, had_cookie, stale_key).await {
             Ok(cookie) => cookie,
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
@@ -268,46 +277,76 @@ impl Inner {
     /// Finds our cookie in the Cookie header(s) without building the request's cookie jar:
     /// our values are base64url, so there is nothing to percent-decode, and a header that is
     /// not UTF-8 or holds malformed pairs still yields a well-formed session cookie.
+    ///
+    /// Several cookies of that name can arrive (set for other paths or domains, by this app or
+    /// another on the same site): each distinct value is verified, up to
+    /// [`MAX_COOKIE_VALUES`], and the validly signed ones are kept in order, up to
+    /// [`MAX_CANDIDATES`], so that a dead session's cookie cannot hide the live one.
     fn read_cookie(&self, req: &ServiceRequest) -> Incoming {
         let name = self.config.cookie.name.as_bytes();
-        let mut incoming = Incoming::Absent;
-        // Several cookies of that name can arrive (different paths or domains): take the first
-        // that verifies.
+        let mut seen: Vec<&[u8]> = Vec::new();
+        let mut candidates = Vec::new();
         for value in req
             .headers()
             .get_all(header::COOKIE)
             .flat_map(|h| cookie_values(h.as_bytes(), name))
         {
+            if seen.contains(&value) {
+                continue;
+            }
+            if seen.len() == MAX_COOKIE_VALUES || candidates.len() == MAX_CANDIDATES {
+                break;
+            }
+            seen.push(value);
             let verified = std::str::from_utf8(value)
                 .map_err(|_| cookie::Rejected::Malformed)
-                .and_then(|value| cookie::verify(&self.config.key, value));
+                .and_then(|value| self.config.signer.verify(value));
             match verified {
-                Ok(verified) => return Incoming::Valid(verified),
-                Err(why) => {
-                    tracing::debug!(reason = ?why, "session cookie rejected; starting a fresh session");
-                    incoming = Incoming::Rejected;
-                }
+                Ok(verified) => candidates.push(verified),
+                Err(why) => tracing::debug!(reason = ?why, "session cookie rejected"),
             }
         }
-        incoming
+        match (candidates.is_empty(), seen.is_empty()) {
+            (false, _) => Incoming::Valid(candidates),
+            (true, false) => Incoming::Rejected,
+            (true, true) => Incoming::Absent,
+        }
     }
 
-    async fn load(&self, verified: &Verified) -> Result<Session, StoreError> {
+    /// Loads the first of `candidates` that the store knows; the answer says whether its
+    /// cookie was signed with an old key. None known: a fresh session (strict mode: a signed
+    /// id that the store does not know is never adopted).
+    async fn load(&self, candidates: &[Verified]) -> Result<(Session, bool), StoreError> {
         let config = &self.config;
-        // With touch_after, the TTL moves only when due, right after this load
-        // (State::due_touch).
-        // A lifetime from before the policy was shortened is cut to the policy's.
-        let remember = verified.remember.map(|r| r.min(config.remember_max));
-        let ttl = config
-            .touch_after
-            .is_zero()
-            .then(|| remember.unwrap_or(config.idle_timeout));
-        let key = verified.id.storage_key(&config.key_prefix);
-        let Some(fields) = self.store.load(&key, ttl).await? else {
-            // Strict mode: a signed id that the store does not know is never adopted.
-            tracing::debug!("session not found; starting a fresh session");
-            return Ok(Session::fresh(Arc::clone(config)));
-        };
+        for verified in candidates {
+            // A lifetime from before the policy was shortened is cut to the policy's.
+            let remember = verified.remember.map(|r| r.min(config.remember_max));
+            // With touch_after, the TTL moves only when due, right after this load
+            // (State::due_touch).
+            let ttl = config
+                .touch_after
+                .is_zero()
+                .then(|| remember.unwrap_or(config.idle_timeout));
+            let key = verified.id.storage_key(&config.key_prefix);
+            let Some(fields) = self.store.load(&key, ttl).await? else {
+                tracing::debug!("session not found");
+                continue;
+            };
+            let session = self.adopt(verified, remember, key, fields);
+            return Ok((session, verified.stale_key));
+        }
+        Ok((Session::fresh(Arc::clone(config)), false))
+    }
+
+    /// The session of a record the store had under `key`, after the checks on it.
+    fn adopt(
+        &self,
+        verified: &Verified,
+        remember: Option<Duration>,
+        key: String,
+        fields: Fields,
+    ) -> Session {
+        let config = &self.config;
         let size = record_size(&fields);
         if size > config.limits.max_session_size {
             tracing::warn!(
@@ -315,17 +354,17 @@ impl Inner {
                 limit = config.limits.max_session_size,
                 "stored session over the size limit; discarding it"
             );
-            return Ok(Session::replacing(Arc::clone(config), key));
+            return Session::replacing(Arc::clone(config), key);
         }
         let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
-            return Ok(Session::replacing(Arc::clone(config), key));
+            return Session::replacing(Arc::clone(config), key);
         };
         if let Some(absolute) = config.absolute_timeout {
             let age = Duration::from_millis(now_ms().saturating_sub(created));
             if age >= absolute {
                 tracing::debug!("session reached its absolute timeout");
-                return Ok(Session::replacing(Arc::clone(config), key));
+                return Session::replacing(Arc::clone(config), key);
             }
         }
         let session = Session::loaded(
@@ -344,34 +383,35 @@ impl Inner {
             // Sent while the handler runs; a touch that fails is due again next time.
             self.store.write_detached(&touch);
         }
-        Ok(session)
+        session
     }
 
     /// Carries out the plan; returns the cookie to set, if any.
     async fn save(
         &self,
         plan: Plan,
-        incoming: &Incoming,
+        had_cookie: bool,
+        stale_key: bool,
     ) -> Result<Option<Cookie<'static>>, StoreError> {
         let config = &self.config;
         Ok(match plan {
             Plan::Skip => None,
             Plan::Keep { live: None } => {
                 // A cookie that led nowhere (rejected, unknown id): tell the browser to drop it.
-                (!matches!(incoming, Incoming::Absent)).then(|| config.cookie.removal_cookie())
+                had_cookie.then(|| config.cookie.removal_cookie())
             }
-            Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, incoming),
+            Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, stale_key),
             Plan::Update { write, live } => match self.store.write(&write).await? {
                 // Ended while this request ran (a logout in another tab, a renew, the
                 // expiry): nothing was written. No cookie either: a removal could clobber
                 // the cookie a concurrent renew just set; a stale cookie is removed on its
                 // next request anyway.
                 Outcome::Gone => None,
-                _ => self.refreshed_cookie(&live, incoming),
+                _ => self.refreshed_cookie(&live, stale_key),
             },
             Plan::Empty { write, live } => match self.store.write(&write).await? {
                 Outcome::Applied => Some(config.cookie.removal_cookie()),
-                Outcome::Refused => self.refreshed_cookie(&live, incoming),
+                Outcome::Refused => self.refreshed_cookie(&live, stale_key),
                 Outcome::Gone => None,
             },
             Plan::Delete { key } => {
@@ -417,7 +457,7 @@ impl Inner {
                         return Ok(None);
                     }
                 }
-                let value = cookie::sign(&config.key, &id, remember);
+                let value = config.signer.sign(&id, remember);
                 Some(config.cookie.session_cookie(value, remember))
             }
         })
@@ -453,12 +493,11 @@ impl Inner {
 
     /// The cookie of a session that goes on, when it must be sent again: signed with an old
     /// key, a new "remember me" lifetime, or a persistent cookie whose Max-Age moves.
-    fn refreshed_cookie(&self, live: &Live, incoming: &Incoming) -> Option<Cookie<'static>> {
+    fn refreshed_cookie(&self, live: &Live, stale_key: bool) -> Option<Cookie<'static>> {
         let config = &self.config;
-        let stale_key = matches!(incoming, Incoming::Valid(v) if v.stale_key);
         let persistent = live.remember.or(config.cookie.max_age).is_some();
         (stale_key || live.remember_changed || persistent).then(|| {
-            let value = cookie::sign(&config.key, &live.id, live.remember);
+            let value = config.signer.sign(&live.id, live.remember);
             config.cookie.session_cookie(value, live.remember)
         })
     }
@@ -542,13 +581,13 @@ mod tests {
         let first = create_with_ids(&sessions, &[a], "first").await;
         // The next new session draws `a` again: taken, so it must draw another.
         let second = create_with_ids(&sessions, &[a, b], "second").await;
-        let key = &sessions.inner.config.key;
+        let signer = &sessions.inner.config.signer;
         assert_eq!(
-            cookie::verify(key, &first).unwrap().id.handle(),
+            signer.verify(&first).unwrap().id.handle(),
             crate::cookie::SessionId::from_bytes(a).handle()
         );
         assert_eq!(
-            cookie::verify(key, &second).unwrap().id.handle(),
+            signer.verify(&second).unwrap().id.handle(),
             crate::cookie::SessionId::from_bytes(b).handle()
         );
         assert_eq!(

@@ -40,6 +40,9 @@ per_backend!(
     concurrent_requests_of_many_users_each_get_their_own_session,
     a_renew_that_races_a_logout_never_brings_the_session_back,
     two_renews_at_once_leave_one_working_session,
+    a_dead_sessions_cookie_does_not_hide_the_live_one,
+    many_copies_of_the_cookie_cost_a_bounded_number_of_checks,
+    a_cookie_is_bound_to_its_name_even_under_a_shared_key,
     remember_me_can_be_forgotten,
     a_shorter_remember_me_policy_reaches_cookies_issued_before,
     the_total_size_limit_counts_every_name_and_value,
@@ -844,5 +847,83 @@ mod suite {
         );
         assert_eq!(client.send("/get/user", Some(&header)).await.body, "none");
         assert_eq!(backend.stored_sessions(), 1);
+    }
+
+    /// A signed cookie of a session that is gone, set with a narrower path (by another app on
+    /// the site, or an old deploy), comes first in the header; the live one still wins.
+    pub async fn a_dead_sessions_cookie_does_not_hide_the_live_one(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut dead = Client::new(&srv);
+        dead.get("/count").await;
+        let dead_value = dead.jar["sid"].clone();
+        dead.get("/purge").await;
+        let mut live = Client::new(&srv);
+        live.get("/count").await;
+        live.get("/count").await;
+        let header = format!("sid={dead_value}; sid={}", live.jar["sid"]);
+        let res = live.send("/read", Some(&header)).await;
+        assert_eq!(res.body, "2");
+        assert!(
+            res.set_cookies.is_empty(),
+            "no removal for the live one: {res:?}"
+        );
+    }
+
+    pub async fn many_copies_of_the_cookie_cost_a_bounded_number_of_checks(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        client.get("/count").await;
+        let good = client.jar["sid"].clone();
+        let forged = {
+            let (payload, _) = good.split_once('.').unwrap();
+            format!("{payload}.{}", "A".repeat(43))
+        };
+        // 1,400 copies of one forged value: checked once, then skipped.
+        let copies = vec![format!("sid={forged}"); 1400].join("; ");
+        let res = client
+            .send("/read", Some(&format!("{copies}; sid={good}")))
+            .await;
+        assert_eq!((res.status, res.body.as_str()), (200, "1"));
+        // Ten different forged values: after four, the rest (the good one too) are not looked
+        // at, and the request gets a fresh session.
+        let distinct: Vec<String> = (0..10)
+            .map(|i| format!("sid={}{i}", &forged[..forged.len() - 1]))
+            .collect();
+        let res = client
+            .send(
+                "/read",
+                Some(&format!("{}; sid={good}", distinct.join("; "))),
+            )
+            .await;
+        assert_eq!((res.status, res.body.as_str()), (200, "0"));
+        assert_eq!(client.get("/read").await.body, "1", "the session is intact");
+    }
+
+    /// Two apps on one site share a key and a key prefix but not a cookie name: neither
+    /// accepts the other's cookie.
+    pub async fn a_cookie_is_bound_to_its_name_even_under_a_shared_key(backend: Backend) {
+        let a = serve(
+            backend
+                .builder(key(1))
+                .cookie_name("a_sid")
+                .build()
+                .unwrap(),
+        );
+        let b = serve(
+            backend
+                .builder(key(1))
+                .cookie_name("b_sid")
+                .build()
+                .unwrap(),
+        );
+        let mut client = Client::new(&a);
+        client.get("/count").await;
+        let value = client.jar["a_sid"].clone();
+        let res = Client::new(&b)
+            .send("/read", Some(&format!("b_sid={value}")))
+            .await;
+        assert_eq!(res.body, "0", "a's cookie is no session for b");
+        assert_eq!(res.set_cookie("b_sid").map(|c| c.value()), Some(""));
+        assert_eq!(client.get("/read").await.body, "1", "and still one for a");
     }
 }
