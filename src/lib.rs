@@ -72,6 +72,7 @@
 mod codec;
 pub mod config;
 mod cookie;
+pub mod csrf;
 mod error;
 pub mod flash;
 mod key;
@@ -82,6 +83,11 @@ mod state;
 pub mod store;
 mod typed;
 
+/// The README's examples, compiled (and run where they need no server) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 /// The integration tests' redis-server harness, shared with unit tests that need Redis.
 #[cfg(test)]
 #[path = "../tests/common/redis_server.rs"]
@@ -91,6 +97,7 @@ mod test_redis;
 pub use self::{
     config::{OnStoreError, RedisSessionBuilder, Transport},
     cookie::Handle,
+    csrf::{Csrf, CsrfError, CsrfForm},
     error::{ConfigError, KeyError, SessionError, StoreError},
     flash::{Flash, FlashMessage, IncomingFlashMessages, Level},
     key::Key,

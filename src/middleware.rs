@@ -403,10 +403,15 @@ impl Inner {
             Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, stale_key),
             Plan::Update { write, live } => match self.store.write(&write).await? {
                 // Ended while this request ran (a logout in another tab, a renew, the
-                // expiry): nothing was written. No cookie either: a removal could clobber
-                // the cookie a concurrent renew just set; a stale cookie is removed on its
-                // next request anyway.
-                Outcome::Gone => None,
+                // expiry): what the write left is removed. No cookie either: a removal could
+                // clobber the cookie a concurrent renew just set; a stale cookie is removed on
+                // its next request anyway.
+                Outcome::Gone => {
+                    if let Write::Update { key, .. } = write {
+                        self.store.write(&Write::Delete { key }).await?;
+                    }
+                    None
+                }
                 _ => self.refreshed_cookie(&live, stale_key),
             },
             Plan::Empty { write, live } => match self.store.write(&write).await? {

@@ -17,6 +17,10 @@ pub(crate) const FLASH_PREFIX: &str = "f:";
 /// The flash list of releases before 0.2 (all messages in one field), still read.
 pub(crate) const LEGACY_FLASH: &str = "f";
 
+/// The session's CSRF token ([`Session::csrf_token`](crate::Session::csrf_token)), plain
+/// base64url text.
+pub(crate) const CSRF: &str = "x:csrf";
+
 /// The creation marker: `<unix ms>.<16 hex digits of randomness>`. Only a create writes it,
 /// and a record without it is not a session (0.1's field-level updates could leave such a
 /// remnant behind when they raced with expiry; it is never adopted). The random part lets a
@@ -31,6 +35,12 @@ pub(crate) const TOUCHED: &str = "m:t";
 /// Whether a field holds data (anything but metadata).
 pub(crate) fn is_data(name: &str) -> bool {
     !name.starts_with(META_PREFIX)
+}
+
+/// Whether a field holds a value of the application's (plain or typed): what
+/// [`max_fields`](crate::RedisSessionBuilder::max_fields) counts.
+pub(crate) fn is_value(name: &str) -> bool {
+    name.starts_with(DATA_PREFIX) || name.starts_with(TYPED_PREFIX)
 }
 
 /// Whether a field holds a flash message (either layout).

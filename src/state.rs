@@ -13,7 +13,7 @@ use crate::{
     cookie::SessionId,
     error::SessionError,
     flash::FlashMessage,
-    record::{self, now_ms, CREATED, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
+    record::{self, now_ms, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
     session::SessionStatus,
     store::{Fields, Write},
 };
@@ -187,6 +187,8 @@ impl State {
             return;
         }
         self.detach(Retired::Renewed);
+        // A token an attacker may have seen before the login must not work after it.
+        self.unset(CSRF);
         self.mark(SessionStatus::Renewed);
     }
 
@@ -337,13 +339,9 @@ impl State {
                 limit: limits.max_value_size,
             });
         }
-        if !self.fields.contains_key(&field) && !record::is_flash(&field) {
+        if record::is_value(&field) && !self.fields.contains_key(&field) {
             // Flash messages have a limit of their own.
-            let used = self
-                .fields
-                .keys()
-                .filter(|k| record::is_data(k) && !record::is_flash(k))
-                .count();
+            let used = self.fields.keys().filter(|k| record::is_value(k)).count();
             if used >= limits.max_fields {
                 return Err(SessionError::TooManyFields {
                     limit: limits.max_fields,

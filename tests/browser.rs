@@ -49,11 +49,19 @@ async fn run_flow(backend: Backend, name: &str, remember: bool) {
     let srv = actix_test::start(move || App::new().wrap(sessions.clone()).configure(app::routes));
     // 127.0.0.1, not localhost: the address the app's Secure cookie must work on.
     let base = format!("http://{}/", srv.addr());
+    // Another site: `localhost`, where the app is on `127.0.0.1`.
+    let attacker = actix_test::start(move || {
+        App::new().route("/", actix_web::web::get().to(forged_login_page))
+    });
+    let attacker = format!("http://localhost:{}/?target={base}", attacker.addr().port());
     let driver = ChromeDriver::start();
     let browser = driver.browser().await;
-    let outcome = AssertUnwindSafe(flow(&browser, &backend, &base, name, remember))
-        .catch_unwind()
-        .await;
+    let outcome = AssertUnwindSafe(async {
+        flow(&browser, &backend, &base, name, remember).await;
+        forgeries(&browser, &backend, &base, &attacker).await;
+    })
+    .catch_unwind()
+    .await;
     let _ = browser.close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -133,6 +141,93 @@ async fn flow(browser: &Client, backend: &Backend, base: &str, name: &str, remem
     wait_for(browser, "form#login").await;
     assert_eq!(session_cookie(browser).await, None);
     assert_eq!(backend.stored_sessions(), 0);
+}
+
+/// The attacker's page: a form that posts the demo account's credentials to the app's
+/// `/login` as soon as it loads (login CSRF), then, from a link, one that posts `/logout`.
+async fn forged_login_page(
+    query: actix_web::web::Query<std::collections::HashMap<String, String>>,
+) -> actix_web::HttpResponse {
+    let target = query.get("target").cloned().unwrap_or_default();
+    let html = format!(
+        r##"<!doctype html><title>Win a prize</title>
+<form id="forged-login" method="post" action="{target}login">
+  <input name="user" value="{user}"><input name="password" value="{password}">
+</form>
+<form id="forged-logout" method="post" action="{target}logout"></form>
+<script>
+  if (location.hash !== "#logout") document.getElementById("forged-login").submit();
+  else document.getElementById("forged-logout").submit();
+</script>"##,
+        user = app::DEMO_USER,
+        password = app::DEMO_PASSWORD,
+    );
+    actix_web::HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html)
+}
+
+/// Forged cross-site POSTs from another site, in the same browser: refused.
+async fn forgeries(browser: &Client, backend: &Backend, base: &str, attacker: &str) {
+    // Login CSRF: an anonymous visitor must not end up signed in as the attacker's account.
+    assert_eq!(session_cookie(browser).await, None);
+    browser
+        .goto(attacker)
+        .await
+        .expect("open the attacker's page");
+    let deadline = Instant::now() + WAIT;
+    while !browser
+        .current_url()
+        .await
+        .expect("url")
+        .as_str()
+        .starts_with(base)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the forged form was not submitted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_text(browser, "body", "Forbidden").await;
+    screenshot(browser, "forged-login").await;
+    assert_eq!(
+        session_cookie(browser).await,
+        None,
+        "not signed in by the forgery"
+    );
+    assert_eq!(backend.stored_sessions(), 0);
+
+    // Signed in for real, then a forged logout from the other site: refused too.
+    browser.goto(base).await.expect("open /");
+    sign_in(browser, app::DEMO_USER, app::DEMO_PASSWORD, false).await;
+    assert_eq!(text(browser, "#account").await, "Signed in as demo.");
+    browser
+        .goto(&format!("{attacker}#logout"))
+        .await
+        .expect("open the attacker's page");
+    let deadline = Instant::now() + WAIT;
+    while !browser
+        .current_url()
+        .await
+        .expect("url")
+        .as_str()
+        .starts_with(base)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the forged logout was not submitted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_text(browser, "body", "Forbidden").await;
+    browser.goto(base).await.expect("open /");
+    assert_eq!(
+        text(browser, "#account").await,
+        "Signed in as demo.",
+        "still signed in"
+    );
+    assert_eq!(backend.stored_sessions(), 1);
 }
 
 async fn sign_in(browser: &Client, user: &str, password: &str, remember: bool) {

@@ -23,11 +23,17 @@ async fn anonymous_logins_and_logouts_store_nothing_on(backend: Backend) {
     let http = awc::Client::builder().disable_redirects().finish();
     for _ in 0..10 {
         let requests = (0..10).flat_map(|_| {
+            // As a browser sends them: from the app's own page.
             let login = http
                 .post(srv.url("/login"))
                 .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+                .insert_header(("sec-fetch-site", "same-origin"))
                 .send_body("user=demo&password=wrong");
-            let logout = http.post(srv.url("/logout")).send();
+            let logout = http
+                .post(srv.url("/logout"))
+                .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+                .insert_header(("sec-fetch-site", "same-origin"))
+                .send_body("");
             [
                 Box::pin(login) as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>,
                 Box::pin(logout),
@@ -46,6 +52,19 @@ async fn anonymous_logins_and_logouts_store_nothing_on(backend: Backend) {
                 );
             }
         }
+    }
+    assert_eq!(backend.stored_sessions(), 0);
+    // From another site, or from no page at all: refused before anything else.
+    for site in [Some("cross-site"), None] {
+        let mut req = http
+            .post(srv.url("/login"))
+            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"));
+        if let Some(site) = site {
+            req = req.insert_header(("sec-fetch-site", site));
+        }
+        let res = req.send_body("user=demo&password=demo").await.unwrap();
+        assert_eq!(res.status(), 403, "{site:?}");
+        assert!(res.headers().get(header::SET_COOKIE).is_none());
     }
     assert_eq!(backend.stored_sessions(), 0);
 }

@@ -3,7 +3,9 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use actix_redis_session::{FlashMessage, IncomingFlashMessages, Session};
+use actix_redis_session::{
+    csrf::CSRF_FIELD, CsrfForm, FlashMessage, IncomingFlashMessages, Session,
+};
 use actix_web::{http::header, web, HttpResponse, Result};
 use minijinja::{context, value::Serde, Environment, Value};
 use serde::Deserialize;
@@ -46,13 +48,16 @@ fn page(session: &Session, flash: &IncomingFlashMessages) -> Result<HttpResponse
     // Only signed-in visitors get a counter. An anonymous visitor's session holds nothing, so
     // it is never stored, and after logout the page that shows "signed out" leaves the session
     // empty: it is deleted and its cookie removed.
-    let views = match user {
+    let (views, csrf) = match user {
         Some(_) => {
             let views = session.get::<u64>("views")?.unwrap_or(0) + 1;
             session.insert("views", views)?;
-            Some(views)
+            // The logout form carries the session's CSRF token. The login form needs none:
+            // an anonymous visitor has no session to hold one, and `CsrfForm` then requires
+            // the browser's own word that the form came from this origin.
+            (Some(views), Some(session.csrf_token()?))
         }
-        None => None,
+        None => (None, None),
     };
     Ok(render(
         "index.html",
@@ -60,6 +65,8 @@ fn page(session: &Session, flash: &IncomingFlashMessages) -> Result<HttpResponse
             flash => Serde(flash),
             user,
             views,
+            csrf,
+            csrf_field => CSRF_FIELD,
             demo_user => DEMO_USER,
             demo_password => DEMO_PASSWORD,
         },
@@ -74,7 +81,13 @@ struct Login {
     remember: Option<String>,
 }
 
-async fn login(session: Session, form: web::Form<Login>) -> Result<HttpResponse> {
+/// No fields but the CSRF token, which `CsrfForm` checks.
+#[derive(Deserialize)]
+struct Empty {}
+
+/// `CsrfForm` refuses a login posted from another site (login CSRF: the attacker's account,
+/// signed in in the victim's browser) with a 403.
+async fn login(session: Session, form: CsrfForm<Login>) -> Result<HttpResponse> {
     if form.user != DEMO_USER || form.password != DEMO_PASSWORD {
         // Shown on this very response (`now`), not carried to the next page: a failed login
         // by an anonymous visitor stores no session, so a flood of them stores nothing.
@@ -92,7 +105,7 @@ async fn login(session: Session, form: web::Form<Login>) -> Result<HttpResponse>
     Ok(see_home())
 }
 
-async fn logout(session: Session) -> Result<HttpResponse> {
+async fn logout(session: Session, _form: CsrfForm<Empty>) -> Result<HttpResponse> {
     // Only a visitor who had a session hears that it ended: a logout without one (a bot, a
     // second click) stores nothing.
     let had_session = !session.is_new();

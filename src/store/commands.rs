@@ -26,23 +26,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Changes fields of the record only if it exists (`1`), else does nothing (`-1`): a write that
-/// lands after a logout, a deletion or the expiry must not leave a partial record behind.
-/// KEYS[1]: session key; ARGV[1]: TTL in ms; ARGV[2]: how many fields to set (n);
-/// ARGV[3 .. 2 + 2n]: field, value pairs; the rest: fields to remove.
-const UPDATE_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local last = 2 + 2 * tonumber(ARGV[2])
-for i = 3, last, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, last)))
-end
-for i = last + 1, #ARGV, 1000 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-";
-
 /// Removes fields, then deletes the record if no data field (one not starting with `m:`)
 /// is left, which a concurrent request may have added: `1` when deleted, `0` when kept (its
 /// TTL moved), `-1` when it was gone already.
@@ -82,14 +65,14 @@ impl Default for RedisOptions {
     }
 }
 
-/// The outcome of `write` from its replies: every write is one command whose reply is an
-/// integer, a script's `1` (applied), `0` (refused) or `-1` (gone), or how many keys DEL
-/// removed.
+/// The outcome of `write` from its replies. Each write's first reply is an integer: a
+/// script's `1` (applied), `0` (refused) or `-1` (gone), how many keys DEL removed, or for an
+/// update whether its first PEXPIRE found the record (`1`) or not (`0`).
 pub(crate) fn answer(write: &Write, replies: &[Value]) -> RedisResult<Outcome> {
     match replies.first() {
         Some(&Value::Int(n)) => Ok(match (write, n) {
             (_, 1..) => Outcome::Applied,
-            (Write::Delete { .. }, _) | (_, ..0) => Outcome::Gone,
+            (Write::Delete { .. } | Write::Update { .. }, _) | (_, ..0) => Outcome::Gone,
             (_, 0) => Outcome::Refused,
         }),
         // The type alone: a reply out of place could hold anything, a session included.
@@ -130,7 +113,6 @@ fn variant(value: &Value) -> &'static str {
 /// The store's scripts, and the pipelines built on them.
 pub(crate) struct Commands {
     create: Script,
-    update: Script,
     empty: Script,
 }
 
@@ -138,7 +120,6 @@ impl Commands {
     pub(crate) fn new() -> Commands {
         Commands {
             create: Script::new(CREATE_SCRIPT),
-            update: Script::new(UPDATE_SCRIPT),
             empty: Script::new(EMPTY_SCRIPT),
         }
     }
@@ -158,13 +139,25 @@ impl Commands {
     pub(crate) fn write(&self, pipe: &mut Pipeline, write: &Write) {
         match write {
             Write::Update { key, set, del, ttl } => {
-                let mut invocation = self.update.key(key);
-                invocation
-                    .arg(millis(*ttl))
-                    .arg(set.len())
-                    .arg(set)
-                    .arg(del);
-                pipe.invoke_script(&invocation);
+                // Plain commands, not a script (a script costs Redis several times the CPU of
+                // these three): the first PEXPIRE says whether the record is still there.
+                // If it is not (a logout, a deletion, the expiry won the race), HSET makes a
+                // remnant without a creation marker, which is never adopted; the last
+                // PEXPIRE gives it a TTL, and the caller deletes it.
+                pexpire(pipe, key, *ttl);
+                if !set.is_empty() {
+                    let data = set.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>();
+                    let mut hset = command("HSET", 1 + 2 * set.len(), key.len() + data);
+                    hset.arg(key).arg(set);
+                    pipe.add_command(hset).ignore();
+                }
+                if !del.is_empty() {
+                    let data = del.iter().map(String::len).sum::<usize>();
+                    let mut hdel = command("HDEL", 1 + del.len(), key.len() + data);
+                    hdel.arg(key).arg(del);
+                    pipe.add_command(hdel).ignore();
+                }
+                pexpire(pipe, key, *ttl);
             }
             Write::Create { key, fields, ttl } => {
                 let marker = fields
@@ -189,7 +182,7 @@ impl Commands {
     /// The commands that load the store's scripts, to send ahead of a pipeline that met
     /// NOSCRIPT (Redis restarted, or `SCRIPT FLUSH`); they answer one reply each.
     pub(crate) fn load_scripts(&self, pipe: &mut Pipeline) {
-        for code in [CREATE_SCRIPT, UPDATE_SCRIPT, EMPTY_SCRIPT] {
+        for code in [CREATE_SCRIPT, EMPTY_SCRIPT] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
         }
     }
@@ -207,7 +200,6 @@ impl Commands {
         match pipe.query_async(conn).await {
             Err(e) if is_no_script(&e) => {
                 self.create.load_async(conn).await?;
-                self.update.load_async(conn).await?;
                 self.empty.load_async(conn).await?;
                 pipe.query_async(conn).await
             }

@@ -23,8 +23,9 @@ pub(crate) type Fields = HashMap<String, Vec<u8>>;
 /// One write, applied in one round trip.
 #[derive(Debug)]
 pub(crate) enum Write {
-    /// Field-level change of an existing record; never creates one that is not there (the
-    /// answer says whether it was there).
+    /// Field-level change of an existing record. The answer says whether it was there; if
+    /// not, the write may have left a remnant without a creation marker (never adopted, with
+    /// the TTL), which the caller should delete.
     Update {
         key: String,
         set: Vec<(String, Vec<u8>)>,
