@@ -204,8 +204,12 @@ const MAX_CANDIDATES: usize = 3;
 enum Incoming {
     Absent,
     Rejected,
-    /// The validly signed ids, in the order the cookies came.
-    Valid(Vec<Verified>),
+    /// The validly signed ids, in the order the cookies came (the first apart: most requests
+    /// have one, and it costs no allocation).
+    Valid {
+        first: Verified,
+        rest: Vec<Verified>,
+    },
 }
 
 impl Inner {
@@ -221,13 +225,13 @@ impl Inner {
         let incoming = self.read_cookie(&req);
         let had_cookie = !matches!(incoming, Incoming::Absent);
         let (session, stale_key) = match &incoming {
-            Incoming::Valid(candidates) => match self.load(candidates).await {
+            Incoming::Valid { first, rest } => match self.load(first, rest).await {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
                     match config.on_store_error {
                         OnStoreError::FailOpen => {
-                            let key = candidates[0].id.storage_key(&config.key_prefix);
+                            let key = first.id.storage_key(&config.key_prefix);
                             (Session::degraded(Arc::clone(config), key), false)
                         }
                         _ => return Ok(req.into_response(unavailable()).map_into_right_body()),
@@ -284,41 +288,51 @@ impl Inner {
     /// [`MAX_CANDIDATES`], so that a dead session's cookie cannot hide the live one.
     fn read_cookie(&self, req: &ServiceRequest) -> Incoming {
         let name = self.config.cookie.name.as_bytes();
-        let mut seen: Vec<&[u8]> = Vec::new();
-        let mut candidates = Vec::new();
+        // Fixed-size: most requests carry one cookie, and none should cost an allocation.
+        let mut seen: [&[u8]; MAX_COOKIE_VALUES] = [&[]; MAX_COOKIE_VALUES];
+        let mut checked = 0;
+        let mut first = None;
+        let mut rest = Vec::new();
         for value in req
             .headers()
             .get_all(header::COOKIE)
             .flat_map(|h| cookie_values(h.as_bytes(), name))
         {
-            if seen.contains(&value) {
+            if seen[..checked].contains(&value) {
                 continue;
             }
-            if seen.len() == MAX_COOKIE_VALUES || candidates.len() == MAX_CANDIDATES {
+            let candidates = usize::from(first.is_some()) + rest.len();
+            if checked == MAX_COOKIE_VALUES || candidates == MAX_CANDIDATES {
                 break;
             }
-            seen.push(value);
+            seen[checked] = value;
+            checked += 1;
             let verified = std::str::from_utf8(value)
                 .map_err(|_| cookie::Rejected::Malformed)
                 .and_then(|value| self.config.signer.verify(value));
             match verified {
-                Ok(verified) => candidates.push(verified),
+                Ok(verified) if first.is_none() => first = Some(verified),
+                Ok(verified) => rest.push(verified),
                 Err(why) => tracing::debug!(reason = ?why, "session cookie rejected"),
             }
         }
-        match (candidates.is_empty(), seen.is_empty()) {
-            (false, _) => Incoming::Valid(candidates),
-            (true, false) => Incoming::Rejected,
-            (true, true) => Incoming::Absent,
+        match (first, checked) {
+            (Some(first), _) => Incoming::Valid { first, rest },
+            (None, 0) => Incoming::Absent,
+            (None, _) => Incoming::Rejected,
         }
     }
 
-    /// Loads the first of `candidates` that the store knows; the answer says whether its
-    /// cookie was signed with an old key. None known: a fresh session (strict mode: a signed
-    /// id that the store does not know is never adopted).
-    async fn load(&self, candidates: &[Verified]) -> Result<(Session, bool), StoreError> {
+    /// Loads the first of the candidates (`first`, then `rest`) that the store knows; the
+    /// answer says whether its cookie was signed with an old key. None known: a fresh session
+    /// (strict mode: a signed id that the store does not know is never adopted).
+    async fn load(
+        &self,
+        first: &Verified,
+        rest: &[Verified],
+    ) -> Result<(Session, bool), StoreError> {
         let config = &self.config;
-        for verified in candidates {
+        for verified in std::iter::once(first).chain(rest) {
             // A lifetime from before the policy was shortened is cut to the policy's.
             let remember = verified.remember.map(|r| r.min(config.remember_max));
             // With touch_after, the TTL moves only when due, right after this load

@@ -171,10 +171,33 @@ async fn forged_login_page(
 async fn forgeries(browser: &Client, backend: &Backend, base: &str, attacker: &str) {
     // Login CSRF: an anonymous visitor must not end up signed in as the attacker's account.
     assert_eq!(session_cookie(browser).await, None);
-    browser
-        .goto(attacker)
-        .await
-        .expect("open the attacker's page");
+    refused(browser, attacker, base).await;
+    screenshot(browser, "forged-login").await;
+    assert_eq!(
+        session_cookie(browser).await,
+        None,
+        "not signed in by the forgery"
+    );
+    assert_eq!(backend.stored_sessions(), 0);
+
+    // Signed in for real, then a forged logout from the other site: refused too.
+    browser.goto(base).await.expect("open /");
+    sign_in(browser, app::DEMO_USER, app::DEMO_PASSWORD, false).await;
+    assert_eq!(text(browser, "#account").await, "Signed in as demo.");
+    refused(browser, &format!("{attacker}#logout"), base).await;
+    browser.goto(base).await.expect("open /");
+    assert_eq!(
+        text(browser, "#account").await,
+        "Signed in as demo.",
+        "still signed in"
+    );
+    assert_eq!(backend.stored_sessions(), 1);
+}
+
+/// Opens the attacker's page at `url`, waits for its form to post to the app at `base`, and
+/// checks that the app refused it.
+async fn refused(browser: &Client, url: &str, base: &str) {
+    browser.goto(url).await.expect("open the attacker's page");
     let deadline = Instant::now() + WAIT;
     while !browser
         .current_url()
@@ -190,44 +213,6 @@ async fn forgeries(browser: &Client, backend: &Backend, base: &str, attacker: &s
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_for_text(browser, "body", "Forbidden").await;
-    screenshot(browser, "forged-login").await;
-    assert_eq!(
-        session_cookie(browser).await,
-        None,
-        "not signed in by the forgery"
-    );
-    assert_eq!(backend.stored_sessions(), 0);
-
-    // Signed in for real, then a forged logout from the other site: refused too.
-    browser.goto(base).await.expect("open /");
-    sign_in(browser, app::DEMO_USER, app::DEMO_PASSWORD, false).await;
-    assert_eq!(text(browser, "#account").await, "Signed in as demo.");
-    browser
-        .goto(&format!("{attacker}#logout"))
-        .await
-        .expect("open the attacker's page");
-    let deadline = Instant::now() + WAIT;
-    while !browser
-        .current_url()
-        .await
-        .expect("url")
-        .as_str()
-        .starts_with(base)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the forged logout was not submitted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    wait_for_text(browser, "body", "Forbidden").await;
-    browser.goto(base).await.expect("open /");
-    assert_eq!(
-        text(browser, "#account").await,
-        "Signed in as demo.",
-        "still signed in"
-    );
-    assert_eq!(backend.stored_sessions(), 1);
 }
 
 async fn sign_in(browser: &Client, user: &str, password: &str, remember: bool) {

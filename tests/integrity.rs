@@ -375,37 +375,17 @@ async fn round_trips_per_request_are_counted_on_the_wire() {
         // Warm up: connections opened (their handshake is a round trip of its own).
         client.get("/count").await;
         client.get("/count").await;
-        let t = format!("{transport:?}");
-        assert_eq!(
-            trips(&proxy, &mut client, "/read").await,
-            1,
-            "{t}: one load"
-        );
-        assert_eq!(
-            trips(&proxy, &mut client, "/count").await,
-            2,
-            "{t}: load, save"
-        );
-        assert_eq!(
-            trips(&proxy, &mut client, "/renew").await,
-            3,
-            "{t}: load, create, delete"
-        );
         let mut fresh = Client::new(&srv);
-        assert_eq!(
-            trips(&proxy, &mut fresh, "/count").await,
-            1,
-            "{t}: one create"
-        );
-        assert_eq!(
-            trips(&proxy, &mut fresh, "/purge").await,
-            2,
-            "{t}: load, delete"
-        );
-        assert_eq!(
-            trips(&proxy, &mut fresh, "/plain").await,
-            0,
-            "{t}: no cookie, no Redis"
-        );
+        for (client, path, expected, what) in [
+            (&mut client, "/read", 1, "one load"),
+            (&mut client, "/count", 2, "load, save"),
+            (&mut client, "/renew", 3, "load, create, delete"),
+            (&mut fresh, "/count", 1, "one create"),
+            (&mut fresh, "/purge", 2, "load, delete"),
+            (&mut fresh, "/plain", 0, "no cookie, no Redis"),
+        ] {
+            let trips = trips(&proxy, client, path).await;
+            assert_eq!(trips, expected, "{transport:?} {path}: {what}");
+        }
     }
 }
