@@ -282,3 +282,35 @@ fn to_fields(value: Value) -> Fields {
         _ => Fields::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply out of place may be another request's session: only its type and size may
+    /// reach a log.
+    #[test]
+    fn an_unexpected_reply_is_described_by_its_type_and_size_only() {
+        let session = b"d:user\x01\"alice@example.com\"".to_vec();
+        let replies = [
+            Value::BulkString(session.clone()),
+            Value::Array(vec![Value::BulkString(session.clone())]),
+            Value::Map(vec![(
+                Value::BulkString(b"d:user".to_vec()),
+                Value::BulkString(session),
+            )]),
+            Value::SimpleString("alice@example.com".into()),
+        ];
+        let write = Write::Delete { key: "k".into() };
+        for reply in replies {
+            let e = answer(&write, std::slice::from_ref(&reply)).unwrap_err();
+            let logged = format!("{e} {e:?}");
+            assert!(!logged.contains("alice"), "{logged}");
+            assert!(
+                logged.contains("bytes") || logged.contains("items") || logged.contains("pairs")
+            );
+        }
+        assert_eq!(answer(&write, &[Value::Int(1)]).unwrap(), Outcome::Applied);
+        assert_eq!(answer(&write, &[Value::Int(0)]).unwrap(), Outcome::Gone);
+    }
+}

@@ -206,7 +206,9 @@ impl MemoryStore {
         let mut records = self.inner.lock();
         match write {
             Write::Update { key, set, del, ttl } => {
-                // Like the Redis store, an update never brings back a record that is gone.
+                // An update never brings back a record that is gone (the Redis store's may leave
+                // a remnant without a creation marker for a moment, which the middleware
+                // deletes; it is never adopted).
                 let Some(record) = records.live(key, now) else {
                     return Outcome::Gone;
                 };
