@@ -91,6 +91,16 @@ enum Backend {
     Url(String),
     Pool(r2d2::Pool<redis::Client>),
     Memory(MemoryStore),
+    /// No store: [`SessionConfig::detached`].
+    None,
+}
+
+impl SessionConfig {
+    /// The default settings with a random key, for a [`Session::new`](crate::Session::new)
+    /// that no middleware saves.
+    pub(crate) fn detached() -> SessionConfig {
+        RedisSessionBuilder::new(Backend::None, Key::generate()).into_config()
+    }
 }
 
 /// Builds a [`RedisSession`]; start from [`RedisSession::builder`],
@@ -434,18 +444,31 @@ impl RedisSessionBuilder {
     pub fn build(self) -> Result<RedisSession, ConfigError> {
         self.check()?;
         let store = match self.backend {
-            Backend::Url(url) => match self.transport {
-                Transport::Pool => Store::Redis(RedisStore::open(&url, &self.redis)?),
+            Backend::Url(ref url) => match self.transport {
+                Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
                 Transport::Multiplexed => {
-                    Store::Multiplexed(MultiplexedStore::open(&url, &self.redis)?)
+                    Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
                 }
             },
-            Backend::Pool(pool) => Store::Redis(RedisStore::shared(pool, &self.redis)),
-            Backend::Memory(store) => Store::Memory(store),
+            Backend::Pool(ref pool) => Store::Redis(RedisStore::shared(pool.clone(), &self.redis)),
+            Backend::Memory(ref store) => Store::Memory(store.clone()),
+            Backend::None => {
+                return Err(ConfigError::InvalidOption {
+                    option: "store",
+                    reason: "a detached configuration has no store",
+                })
+            }
         };
+        Ok(RedisSession::from_parts(
+            Arc::new(self.into_config()),
+            store,
+        ))
+    }
+
+    fn into_config(self) -> SessionConfig {
         let mut cookie = self.cookie;
         cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
-        let config = SessionConfig {
+        SessionConfig {
             signer: Signer::new(&self.key, &cookie.name),
             cookie,
             idle_timeout: self.idle_timeout,
@@ -456,8 +479,7 @@ impl RedisSessionBuilder {
             limits: self.limits,
             flash: self.flash,
             on_store_error: self.on_store_error,
-        };
-        Ok(RedisSession::from_parts(Arc::new(config), store))
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {

@@ -7,7 +7,11 @@ use std::{
     time::Duration,
 };
 
-use actix_web::{dev::Payload, dev::ServiceRequest, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    guard::GuardContext,
+    FromRequest, HttpMessage, HttpRequest,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
@@ -75,7 +79,41 @@ impl std::fmt::Debug for Session {
     }
 }
 
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
 impl Session {
+    /// A detached session, not tied to any request or store: for unit tests of code that
+    /// takes a `Session`, without the middleware. It has the default limits and flash
+    /// settings; nothing in it is ever saved.
+    ///
+    /// In a handler, extract `Session` instead: a detached one would silently lose what is
+    /// put in it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::Session;
+    ///
+    /// fn add_to_cart(session: &Session, item: u32) -> Result<usize, actix_redis_session::SessionError> {
+    ///     let mut cart: Vec<u32> = session.get("cart")?.unwrap_or_default();
+    ///     cart.push(item);
+    ///     session.insert("cart", &cart)?;
+    ///     Ok(cart.len())
+    /// }
+    ///
+    /// let session = Session::new();
+    /// assert_eq!(add_to_cart(&session, 7)?, 1);
+    /// assert_eq!(add_to_cart(&session, 9)?, 2);
+    /// # Ok::<(), actix_redis_session::SessionError>(())
+    /// ```
+    pub fn new() -> Session {
+        Session::fresh(Arc::new(SessionConfig::detached()))
+    }
+
     /// A new, empty session (no cookie, or one that was rejected).
     pub(crate) fn fresh(config: Arc<SessionConfig>) -> Session {
         Session::wrap(State::new(config))
@@ -217,18 +255,34 @@ impl Session {
         }
     }
 
-    /// Replaces the value under `key` with `f(value)`, starting from `default` if absent.
+    /// Replaces the value under `key` with `f(value)`; if `key` is absent, stores `default`
+    /// as it is (`f` is not called), as actix-session's method of the same name does.
     ///
     /// # Errors
     ///
     /// As [`Session::get`] and [`Session::insert`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::Session;
+    ///
+    /// let session = Session::new();
+    /// session.update_or("visits", 1u32, |n| n + 1)?; // absent: stores 1
+    /// session.update_or("visits", 1u32, |n| n + 1)?; // present: 1 + 1
+    /// assert_eq!(session.get::<u32>("visits")?, Some(2));
+    /// # Ok::<(), actix_redis_session::SessionError>(())
+    /// ```
     pub fn update_or<T, F>(&self, key: &str, default: T, f: F) -> Result<(), SessionError>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce(T) -> T,
     {
-        let value = self.get::<T>(key)?.unwrap_or(default);
-        self.insert(key, f(value))
+        let value = match self.get::<T>(key)? {
+            Some(value) => f(value),
+            None => default,
+        };
+        self.insert(key, value)
     }
 
     /// Removes every value (plain, typed and flash). A [`TypedSession`](crate::TypedSession)
@@ -387,6 +441,42 @@ impl SessionExt for HttpRequest {
 impl SessionExt for ServiceRequest {
     fn get_session(&self) -> Result<Session, SessionError> {
         self.extensions()
+            .get::<Session>()
+            .cloned()
+            .ok_or(SessionError::MissingMiddleware)
+    }
+}
+
+/// The session of the request this response answers, e.g. in a middleware's response path.
+impl<B> SessionExt for ServiceResponse<B> {
+    fn get_session(&self) -> Result<Session, SessionError> {
+        self.request().get_session()
+    }
+}
+
+/// The session in a guard, e.g. to route signed-in users:
+///
+/// ```
+/// use actix_redis_session::{Session, SessionExt};
+/// use actix_web::{guard, web, HttpResponse};
+///
+/// let signed_in = guard::fn_guard(|ctx| {
+///     ctx.get_session()
+///         .ok()
+///         .and_then(|session: Session| session.get::<String>("user").ok().flatten())
+///         .is_some()
+/// });
+/// let home = web::resource("/")
+///     .route(web::get().guard(signed_in).to(|| async { HttpResponse::Ok().body("dashboard") }))
+///     .route(web::get().to(|| async { HttpResponse::Ok().body("welcome") }));
+/// # let _ = home;
+/// ```
+///
+/// Guards run before extractors and cannot wait: the session is there because the
+/// middleware loads it before routing.
+impl SessionExt for GuardContext<'_> {
+    fn get_session(&self) -> Result<Session, SessionError> {
+        self.req_data()
             .get::<Session>()
             .cloned()
             .ok_or(SessionError::MissingMiddleware)

@@ -232,6 +232,8 @@ impl State {
         self.flash.outgoing.clear();
         self.flash.outgoing_size = 0;
         self.flash.now.clear();
+        // What the handler did, even to an empty session (as actix-session reports it).
+        self.mark(SessionStatus::Changed);
     }
 
     /// See [`State::generation`](State#structfield.generation).

@@ -43,6 +43,10 @@ per_backend!(
     a_dead_sessions_cookie_does_not_hide_the_live_one,
     many_copies_of_the_cookie_cost_a_bounded_number_of_checks,
     a_cookie_is_bound_to_its_name_even_under_a_shared_key,
+    update_or_stores_the_default_as_is_when_missing,
+    clear_reports_changed_even_on_an_empty_session,
+    a_guard_routes_signed_in_users,
+    middleware_reach_the_session_from_the_response,
     remember_me_can_be_forgotten,
     a_shorter_remember_me_policy_reaches_cookies_issued_before,
     the_total_size_limit_counts_every_name_and_value,
@@ -925,5 +929,94 @@ mod suite {
         assert_eq!(res.body, "0", "a's cookie is no session for b");
         assert_eq!(res.set_cookie("b_sid").map(|c| c.value()), Some(""));
         assert_eq!(client.get("/read").await.body, "1", "and still one for a");
+    }
+
+    pub async fn update_or_stores_the_default_as_is_when_missing(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        assert_eq!(
+            client.get("/update-or/visits").await.body,
+            "1",
+            "the default, as is"
+        );
+        assert_eq!(client.get("/update-or/visits").await.body, "2");
+    }
+
+    pub async fn clear_reports_changed_even_on_an_empty_session(backend: Backend) {
+        let srv = serve(backend.sessions(key(1)));
+        let mut client = Client::new(&srv);
+        let res = client.get("/clear-status").await;
+        assert_eq!(res.body, "Changed");
+        assert!(res.set_cookies.is_empty(), "and nothing is stored");
+        assert_eq!(backend.stored_sessions(), 0);
+    }
+
+    pub async fn a_guard_routes_signed_in_users(backend: Backend) {
+        use actix_redis_session::{Session, SessionExt};
+        use actix_web::{guard, web, HttpResponse};
+        let sessions = backend.sessions(key(1));
+        let srv = actix_test::start(move || {
+            let signed_in = guard::fn_guard(|ctx| {
+                ctx.get_session()
+                    .ok()
+                    .and_then(|s: Session| s.get::<String>("user").ok().flatten())
+                    .is_some()
+            });
+            App::new()
+                .wrap(sessions.clone())
+                .service(
+                    web::resource("/home")
+                        .route(
+                            web::get()
+                                .guard(signed_in)
+                                .to(|| async { HttpResponse::Ok().body("dashboard") }),
+                        )
+                        .route(web::get().to(|| async { HttpResponse::Ok().body("welcome") })),
+                )
+                .configure(common::routes)
+        });
+        let mut client = Client::new(&srv);
+        assert_eq!(client.get("/home").await.body, "welcome");
+        client.get("/set/user/alice").await;
+        assert_eq!(client.get("/home").await.body, "dashboard");
+        client.get("/purge").await;
+        assert_eq!(client.get("/home").await.body, "welcome");
+    }
+
+    pub async fn middleware_reach_the_session_from_the_response(backend: Backend) {
+        use actix_redis_session::SessionExt;
+        use actix_web::dev::Service as _;
+        let sessions = backend.sessions(key(1));
+        let srv = actix_test::start(move || {
+            App::new()
+                .wrap_fn(|req, srv| {
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        let user = res
+                            .get_session()
+                            .ok()
+                            .and_then(|s| s.get::<String>("user").ok().flatten())
+                            .unwrap_or_default();
+                        res.headers_mut().insert(
+                            actix_web::http::header::HeaderName::from_static("x-user"),
+                            actix_web::http::header::HeaderValue::from_str(&user).unwrap(),
+                        );
+                        Ok(res)
+                    }
+                })
+                .wrap(sessions.clone())
+                .configure(common::routes)
+        });
+        let mut client = Client::new(&srv);
+        client.get("/set/user/alice").await;
+        let header = client.cookie_header().unwrap();
+        let res = awc::Client::new()
+            .get(srv.url("/read"))
+            .insert_header((actix_web::http::header::COOKIE, header))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers().get("x-user").unwrap(), "alice");
     }
 }

@@ -210,6 +210,16 @@ async fn entries(session: Session) -> Reply {
     Ok(serde_json::to_string(&session.entries())?)
 }
 
+async fn update_or(session: Session, key: web::Path<String>) -> Reply {
+    session.update_or(&key, 1u64, |n| n + 1)?;
+    Ok(session.get::<u64>(&key)?.unwrap_or(0).to_string())
+}
+
+async fn clear_status(session: Session) -> Reply {
+    session.clear();
+    Ok(format!("{:?}", session.status()))
+}
+
 async fn clear(session: Session) -> Reply {
     session.clear();
     Ok("cleared".into())
@@ -385,6 +395,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/contains/{key}", web::get().to(contains))
         .route("/entries", web::get().to(entries))
         .route("/clear", web::get().to(clear))
+        .route("/clear-status", web::get().to(clear_status))
+        .route("/update-or/{key}", web::get().to(update_or))
         .route(
             "/clear-then-set/{key}/{value}",
             web::get().to(clear_then_set),
