@@ -119,6 +119,13 @@ pub(crate) enum Rejected {
     BadSignature,
 }
 
+impl Rejected {
+    /// Refused before any MAC was computed.
+    pub(crate) fn is_cheap(&self) -> bool {
+        !matches!(self, Rejected::BadSignature)
+    }
+}
+
 /// Signs and verifies the cookies of one middleware: an HMAC state per key, prepared once
 /// (keyed, and fed the cookie name), so that a request costs one clone and the payload's
 /// blocks, not the key schedule again.

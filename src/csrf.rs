@@ -168,16 +168,21 @@ fn check_origin(req: &HttpRequest, strict: bool) -> Result<(), CsrfError> {
     }
     match headers.get(header::ORIGIN) {
         Some(origin) => {
-            let authority = origin
+            let info = req.connection_info();
+            let ours = origin
                 .to_str()
                 .ok()
                 .and_then(|o| o.split_once("://"))
-                .map(|(_, authority)| authority);
-            let host = req.connection_info().host().to_owned();
-            match authority {
-                Some(authority) if authority.eq_ignore_ascii_case(&host) => Ok(()),
-                // `null` (a sandboxed frame, a redirect across origins) or another origin.
-                _ => Err(CsrfError::CrossOrigin),
+                .is_some_and(|(scheme, authority)| {
+                    scheme.eq_ignore_ascii_case(info.scheme())
+                        && authority.eq_ignore_ascii_case(info.host())
+                });
+            if ours {
+                Ok(())
+            } else {
+                // `null` (a sandboxed frame, a redirect across origins), another origin, or
+                // this host over another scheme (a plain-HTTP page posting to HTTPS).
+                Err(CsrfError::CrossOrigin)
             }
         }
         None if strict => Err(CsrfError::UnknownOrigin),
@@ -233,8 +238,8 @@ impl FromRequest for Csrf {
 
 /// Extractor for an HTML form (`application/x-www-form-urlencoded`) that refuses a forgery:
 /// checks where the request comes from and the form's [`CSRF_FIELD`] against the session's
-/// token, then deserializes the form into `T` like `web::Form<T>` (the token field is not
-/// passed on, so `T` need not have it). Reads at most 256 KiB.
+/// token, then deserializes the other fields into `T` like `web::Form<T>` (the token is not
+/// passed on: `T` need not have it, and may deny unknown fields). Reads at most 256 KiB.
 ///
 /// # Examples
 ///
@@ -297,12 +302,19 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            let token = form_urlencoded::parse(&body)
-                .find(|(name, _)| name == CSRF_FIELD)
-                .map(|(_, value)| value.into_owned());
+            let mut token = None;
+            let mut others = form_urlencoded::Serializer::new(String::with_capacity(body.len()));
+            for (name, value) in form_urlencoded::parse(&body) {
+                if name == CSRF_FIELD {
+                    token.get_or_insert(value);
+                } else {
+                    others.append_pair(&name, &value);
+                }
+            }
             check(&req, &session, token.as_deref())?;
-            let form =
-                serde_urlencoded::from_bytes(&body).map_err(|e| CsrfError::BadForm(Box::new(e)))?;
+            // `T` sees the form without the token (a `deny_unknown_fields` struct, a map).
+            let form = serde_urlencoded::from_str(&others.finish())
+                .map_err(|e| CsrfError::BadForm(Box::new(e)))?;
             Ok(CsrfForm(form))
         })
     }

@@ -193,9 +193,11 @@ where
     }
 }
 
-/// Distinct values of our cookie verified per request, at most: a request may carry several
-/// (set for other paths or domains), but thousands of copies are someone burning our CPU.
-const MAX_COOKIE_VALUES: usize = 4;
+/// Distinct values of our cookie whose MAC is checked per request, at most: a request may
+/// carry several (set for other paths or domains), but thousands of copies are someone
+/// burning our CPU. Values that fail the cheap checks first (length, base64, size) do not
+/// count, so that junk planted by a sibling subdomain cannot push the live cookie out cheaply.
+const MAX_COOKIE_VALUES: usize = 8;
 
 /// Validly signed ids looked up per request, at most: the first one the store knows wins.
 const MAX_CANDIDATES: usize = 3;
@@ -203,6 +205,7 @@ const MAX_CANDIDATES: usize = 3;
 /// The session cookie of a request.
 enum Incoming {
     Absent,
+    /// No validly signed value.
     Rejected,
     /// The validly signed ids, in the order the cookies came (the first apart: most requests
     /// have one, and it costs no allocation).
@@ -222,16 +225,17 @@ impl Inner {
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     {
         let config = &self.config;
-        let incoming = self.read_cookie(&req);
-        let had_cookie = !matches!(incoming, Incoming::Absent);
+        let (incoming, only_one) = self.read_cookie(&req);
+        // A cookie that leads nowhere is removed, if it came alone: with several of our name,
+        // a removal for our path and domain could delete the live one instead.
+        let remove_dead = only_one;
         let (session, stale_key) = match &incoming {
             Incoming::Valid { first, rest } => match self.load(first, rest).await {
                 Ok(loaded) => loaded,
-                Err(e) => {
+                Err((e, key)) => {
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
                     match config.on_store_error {
                         OnStoreError::FailOpen => {
-                            let key = first.id.storage_key(&config.key_prefix);
                             (Session::degraded(Arc::clone(config), key), false)
                         }
                         _ => return Ok(req.into_response(unavailable()).map_into_right_body()),
@@ -249,7 +253,7 @@ impl Inner {
             let logout = state.purged();
             (state.plan(), logout)
         };
-        let cookie = match self.save(plan, had_cookie, stale_key).await {
+        let cookie = match self.save(plan, remove_dead, stale_key).await {
             Ok(cookie) => cookie,
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
@@ -284,13 +288,15 @@ impl Inner {
     ///
     /// Several cookies of that name can arrive (set for other paths or domains, by this app or
     /// another on the same site): each distinct value is verified, up to
-    /// [`MAX_COOKIE_VALUES`], and the validly signed ones are kept in order, up to
-    /// [`MAX_CANDIDATES`], so that a dead session's cookie cannot hide the live one.
-    fn read_cookie(&self, req: &ServiceRequest) -> Incoming {
+    /// [`MAX_COOKIE_VALUES`] MAC checks, and the validly signed ones are kept in order, up to
+    /// [`MAX_CANDIDATES`], so that a dead session's cookie cannot hide the live one. The
+    /// answer also says whether exactly one value came.
+    fn read_cookie(&self, req: &ServiceRequest) -> (Incoming, bool) {
         let name = self.config.cookie.name.as_bytes();
         // Fixed-size: most requests carry one cookie, and none should cost an allocation.
         let mut seen: [&[u8]; MAX_COOKIE_VALUES] = [&[]; MAX_COOKIE_VALUES];
         let mut checked = 0;
+        let mut values = 0;
         let mut first = None;
         let mut rest = Vec::new();
         for value in req
@@ -298,29 +304,34 @@ impl Inner {
             .get_all(header::COOKIE)
             .flat_map(|h| cookie_values(h.as_bytes(), name))
         {
-            if seen[..checked].contains(&value) {
+            values += 1;
+            let candidates = usize::from(first.is_some()) + rest.len();
+            if seen[..checked].contains(&value)
+                || checked == MAX_COOKIE_VALUES
+                || candidates == MAX_CANDIDATES
+            {
                 continue;
             }
-            let candidates = usize::from(first.is_some()) + rest.len();
-            if checked == MAX_COOKIE_VALUES || candidates == MAX_CANDIDATES {
-                break;
-            }
-            seen[checked] = value;
-            checked += 1;
             let verified = std::str::from_utf8(value)
                 .map_err(|_| cookie::Rejected::Malformed)
                 .and_then(|value| self.config.signer.verify(value));
+            if !matches!(verified, Err(ref why) if why.is_cheap()) {
+                seen[checked] = value;
+                checked += 1;
+            }
             match verified {
                 Ok(verified) if first.is_none() => first = Some(verified),
                 Ok(verified) => rest.push(verified),
                 Err(why) => tracing::debug!(reason = ?why, "session cookie rejected"),
             }
         }
-        match (first, checked) {
+        let only_one = values == 1;
+        let incoming = match (first, values) {
             (Some(first), _) => Incoming::Valid { first, rest },
             (None, 0) => Incoming::Absent,
             (None, _) => Incoming::Rejected,
-        }
+        };
+        (incoming, only_one)
     }
 
     /// Loads the first of the candidates (`first`, then `rest`) that the store knows; the
@@ -330,8 +341,12 @@ impl Inner {
         &self,
         first: &Verified,
         rest: &[Verified],
-    ) -> Result<(Session, bool), StoreError> {
+    ) -> Result<(Session, bool), (StoreError, String)> {
         let config = &self.config;
+        // A record that exists but is no session any more (too large, no creation marker,
+        // past its absolute timeout) does not stop the search either; it is deleted if no
+        // other candidate is a session.
+        let mut discarded = None;
         for verified in std::iter::once(first).chain(rest) {
             // A lifetime from before the policy was shortened is cut to the policy's.
             let remember = verified.remember.map(|r| r.min(config.remember_max));
@@ -342,24 +357,38 @@ impl Inner {
                 .is_zero()
                 .then(|| remember.unwrap_or(config.idle_timeout));
             let key = verified.id.storage_key(&config.key_prefix);
-            let Some(fields) = self.store.load(&key, ttl).await? else {
-                tracing::debug!("session not found");
-                continue;
+            let fields = match self.store.load(&key, ttl).await {
+                Ok(Some(fields)) => fields,
+                Ok(None) => {
+                    tracing::debug!("session not found");
+                    continue;
+                }
+                // The key that failed: a degraded session's purge must delete that one.
+                Err(e) => return Err((e, key)),
             };
-            let session = self.adopt(verified, remember, key, fields);
-            return Ok((session, verified.stale_key));
+            match self.adopt(verified, remember, key, fields) {
+                Ok(session) => return Ok((session, verified.stale_key)),
+                Err(key) => {
+                    discarded.get_or_insert(key);
+                }
+            }
         }
-        Ok((Session::fresh(Arc::clone(config)), false))
+        let session = match discarded {
+            Some(key) => Session::replacing(Arc::clone(config), key),
+            None => Session::fresh(Arc::clone(config)),
+        };
+        Ok((session, false))
     }
 
-    /// The session of a record the store had under `key`, after the checks on it.
+    /// The session of a record the store had under `key`, after the checks on it; `Err`
+    /// with the key when the record is not to be adopted.
     fn adopt(
         &self,
         verified: &Verified,
         remember: Option<Duration>,
         key: String,
         fields: Fields,
-    ) -> Session {
+    ) -> Result<Session, String> {
         let config = &self.config;
         let size = record_size(&fields);
         if size > config.limits.max_session_size {
@@ -368,17 +397,17 @@ impl Inner {
                 limit = config.limits.max_session_size,
                 "stored session over the size limit; discarding it"
             );
-            return Session::replacing(Arc::clone(config), key);
+            return Err(key);
         }
         let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
-            return Session::replacing(Arc::clone(config), key);
+            return Err(key);
         };
         if let Some(absolute) = config.absolute_timeout {
             let age = Duration::from_millis(now_ms().saturating_sub(created));
             if age >= absolute {
                 tracing::debug!("session reached its absolute timeout");
-                return Session::replacing(Arc::clone(config), key);
+                return Err(key);
             }
         }
         let session = Session::loaded(
@@ -397,14 +426,14 @@ impl Inner {
             // Sent while the handler runs; a touch that fails is due again next time.
             self.store.write_detached(&touch);
         }
-        session
+        Ok(session)
     }
 
     /// Carries out the plan; returns the cookie to set, if any.
     async fn save(
         &self,
         plan: Plan,
-        had_cookie: bool,
+        remove_dead: bool,
         stale_key: bool,
     ) -> Result<Option<Cookie<'static>>, StoreError> {
         let config = &self.config;
@@ -412,7 +441,7 @@ impl Inner {
             Plan::Skip => None,
             Plan::Keep { live: None } => {
                 // A cookie that led nowhere (rejected, unknown id): tell the browser to drop it.
-                had_cookie.then(|| config.cookie.removal_cookie())
+                remove_dead.then(|| config.cookie.removal_cookie())
             }
             Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, stale_key),
             Plan::Update { write, live } => match self.store.write(&write).await? {
@@ -422,7 +451,11 @@ impl Inner {
                 // its next request anyway.
                 Outcome::Gone => {
                     if let Write::Update { key, .. } = write {
-                        self.store.write(&Write::Delete { key }).await?;
+                        // Housekeeping (the remnant is never adopted and has a TTL): a
+                        // failure here does not fail the response.
+                        if let Err(e) = self.store.write(&Write::Delete { key }).await {
+                            tracing::warn!(error = %e, "could not delete a session remnant");
+                        }
                     }
                     None
                 }

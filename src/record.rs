@@ -17,8 +17,8 @@ pub(crate) const FLASH_PREFIX: &str = "f:";
 /// The flash list of releases before 0.2 (all messages in one field), still read.
 pub(crate) const LEGACY_FLASH: &str = "f";
 
-/// The session's CSRF token ([`Session::csrf_token`](crate::Session::csrf_token)), plain
-/// base64url text.
+/// The session's CSRF token ([`Session::csrf_token`](crate::Session::csrf_token)): 32 random
+/// bytes in base64url, stored as any value is (header byte + JSON string).
 pub(crate) const CSRF: &str = "x:csrf";
 
 /// The creation marker: `<unix ms>.<16 hex digits of randomness>`. Only a create writes it,

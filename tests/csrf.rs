@@ -7,7 +7,9 @@ use actix_web::{http::header, web, App, HttpResponse};
 use common::{key, Backend};
 use serde::Deserialize;
 
+/// Strict on purpose: `CsrfForm` must not pass the token on.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Transfer {
     cents: u64,
 }
@@ -124,6 +126,12 @@ async fn forms_need_the_sessions_token_and_must_come_from_this_origin() {
             let res = post(&srv, "/transfer", Some(&cookie), &headers, &body).await;
             assert_eq!(res, forbidden, "{headers:?}");
         }
+        // This host over another scheme: a plain-HTTP page is not this origin.
+        let other_scheme = [("origin", format!("https://{host}"))];
+        assert_eq!(
+            post(&srv, "/transfer", Some(&cookie), &other_scheme, &body).await,
+            forbidden
+        );
         let own_origin = [("origin", format!("http://{host}"))];
         assert_eq!(
             post(&srv, "/transfer", Some(&cookie), &own_origin, &body)
