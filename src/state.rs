@@ -220,15 +220,7 @@ impl State {
     /// Removes every value: plain, typed and flash (stored, and sent in this request).
     pub(crate) fn clear(&mut self) {
         self.generation += 1;
-        let names: Vec<String> = self
-            .fields
-            .keys()
-            .filter(|k| record::is_data(k))
-            .cloned()
-            .collect();
-        for name in names {
-            self.unset(&name);
-        }
+        self.unset_all(record::is_data);
         self.flash.outgoing.clear();
         self.flash.outgoing_size = 0;
         self.flash.now.clear();
@@ -384,6 +376,14 @@ impl State {
         Some(old)
     }
 
+    /// Removes every field whose name `which` picks.
+    fn unset_all(&mut self, which: fn(&str) -> bool) {
+        let names: Vec<String> = self.fields.keys().filter(|k| which(k)).cloned().collect();
+        for name in names {
+            self.unset(&name);
+        }
+    }
+
     /// Moves a stored record out of the way: it will be deleted, and what is saved next goes
     /// under a new id.
     fn detach(&mut self, why: Retired) {
@@ -487,15 +487,7 @@ impl State {
             taken, outgoing, ..
         } = std::mem::take(&mut self.flash);
         if taken {
-            let read: Vec<String> = self
-                .fields
-                .keys()
-                .filter(|name| record::is_flash(name))
-                .cloned()
-                .collect();
-            for name in read {
-                self.unset(&name);
-            }
+            self.unset_all(record::is_flash);
         }
         let mut order = FlashOrder::default();
         for message in outgoing {

@@ -30,6 +30,14 @@ async fn sleep_ms(ms: u64) {
     actix_rt::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// One request whose batch times out: Redis paused for 600 ms, a 200 ms command timeout,
+/// a 503; then the pause ends and its late replies arrive.
+async fn time_out_one_batch(server: &RedisServer, client: &mut Client) {
+    pause(server, 600);
+    assert_eq!(client.get("/get/user").await.status, 503);
+    sleep_ms(800).await;
+}
+
 /// Two users, each signed in: their clients.
 async fn alice_and_bob(srv: &actix_test::TestServer) -> (Client, Client) {
     let mut alice = Client::new(srv);
@@ -62,10 +70,7 @@ async fn a_timed_out_batch_never_hands_its_late_replies_to_the_next_user_of_the_
         .unwrap();
     let srv = serve(sessions);
     let (mut alice, mut bob) = alice_and_bob(&srv).await;
-
-    pause(&server, 600);
-    assert_eq!(alice.get("/get/user").await.status, 503);
-    sleep_ms(800).await;
+    time_out_one_batch(&server, &mut alice).await;
 
     // The application's own commands on its pool get their own replies.
     let app_pool = pool.clone();
@@ -96,9 +101,7 @@ async fn a_timed_out_batch_never_hands_its_late_replies_to_a_later_request_on_ou
         .unwrap();
     let srv = serve(sessions);
     let (mut alice, mut bob) = alice_and_bob(&srv).await;
-    pause(&server, 600);
-    assert_eq!(alice.get("/get/user").await.status, 503);
-    sleep_ms(800).await;
+    time_out_one_batch(&server, &mut alice).await;
     each_sees_their_own(&mut alice, &mut bob).await;
 }
 
