@@ -10,7 +10,10 @@ use crate::{
     flash::Level,
     key::Key,
     middleware::RedisSession,
-    store::{commands::RedisOptions, memory::MemoryStore, MultiplexedStore, RedisStore, Store},
+    store::{
+        commands::RedisOptions, memory::MemoryStore, Choice, MultiplexedStore, RedisStore, Store,
+        StoreChoice,
+    },
 };
 
 /// What the middleware does when the session store fails (Redis down, timeout, pool exhausted).
@@ -90,7 +93,8 @@ pub(crate) struct SessionConfig {
 enum Backend {
     Url(String),
     Pool(r2d2::Pool<redis::Client>),
-    Memory(MemoryStore),
+    /// A store given to [`RedisSession::builder_with`](crate::RedisSession::builder_with).
+    Given(Choice),
     /// No store: [`SessionConfig::detached`].
     None,
 }
@@ -140,6 +144,8 @@ pub struct RedisSessionBuilder {
     on_store_error: OnStoreError,
     redis: RedisOptions,
     transport: Transport,
+    /// The first Redis-only setter called, which a store of another kind refuses.
+    redis_only: Option<&'static str>,
 }
 
 /// Longest idle timeout, absolute timeout and "remember me" lifetime: 400 days, the longest
@@ -186,6 +192,7 @@ impl RedisSessionBuilder {
             on_store_error: OnStoreError::FailClosed,
             redis: RedisOptions::default(),
             transport: Transport::Pool,
+            redis_only: None,
         }
     }
 
@@ -197,8 +204,8 @@ impl RedisSessionBuilder {
         Self::new(Backend::Pool(pool), key)
     }
 
-    pub(crate) fn memory(store: MemoryStore, key: Key) -> Self {
-        Self::new(Backend::Memory(store), key)
+    pub(crate) fn with_store(store: StoreChoice, key: Key) -> Self {
+        Self::new(Backend::Given(store.0), key)
     }
 
     /// Name of the session cookie. Default: `sid`.
@@ -381,9 +388,10 @@ impl RedisSessionBuilder {
     }
 
     /// How to talk to Redis. Default: [`Transport::Pool`]. A shared pool
-    /// ([`RedisSession::builder_from_pool`]) is always the pool transport; the memory store
-    /// ignores this.
+    /// ([`RedisSession::builder_from_pool`]) is always the pool transport. Redis only: with
+    /// another store ([`RedisSession::builder_with`]) `build` fails.
     pub fn transport(mut self, transport: Transport) -> Self {
+        self.redis_only.get_or_insert("transport");
         self.transport = transport;
         self
     }
@@ -395,24 +403,28 @@ impl RedisSessionBuilder {
     /// next one, in one write on one connection. Two connections (one batch in flight while
     /// the next fills) keep a nearby Redis busy; more help when Redis is far (high round-trip
     /// time) or slow. From 1 to 1024. Ignored for a shared pool (the store uses at most 2 of
-    /// its connections), the multiplexed transport (one connection per worker) and the memory
-    /// store.
+    /// its connections) and the multiplexed transport (one connection per worker). Redis
+    /// only: with another store `build` fails.
     pub fn capacity(mut self, connections: u32) -> Self {
+        self.redis_only.get_or_insert("capacity");
         self.redis.capacity = connections;
         self
     }
 
     /// Longest wait for a free pooled connection. Default: 2 seconds. Above zero, at most
     /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool (its own setting applies), the
-    /// multiplexed transport (it has no pool) and the memory store.
+    /// multiplexed transport (it has no pool). Redis only: with another store `build` fails.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("checkout_timeout");
         self.redis.checkout_timeout = timeout;
         self
     }
 
     /// Longest wait to open a connection to Redis. Default: 2 seconds. Above zero, at most
-    /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool and the memory store.
+    /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool. Redis only: with another store
+    /// `build` fails.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("connect_timeout");
         self.redis.connect_timeout = timeout;
         self
     }
@@ -424,8 +436,9 @@ impl RedisSessionBuilder {
     ///
     /// The pool transport tries a batch up to 3 times when its connection turns out to be
     /// dropped (after a Redis restart every idle connection is); the multiplexed transport
-    /// tries twice, reconnecting in between.
+    /// tries twice, reconnecting in between. Redis only: with another store `build` fails.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("command_timeout");
         self.redis.command_timeout = timeout;
         self
     }
@@ -451,7 +464,7 @@ impl RedisSessionBuilder {
                 }
             },
             Backend::Pool(ref pool) => Store::Redis(RedisStore::shared(pool.clone(), &self.redis)),
-            Backend::Memory(ref store) => Store::Memory(store.clone()),
+            Backend::Given(Choice::Server(ref store)) => store.clone(),
             Backend::None => {
                 return Err(ConfigError::InvalidOption {
                     option: "store",
@@ -577,7 +590,13 @@ impl RedisSessionBuilder {
                     "a shared r2d2 pool is always the pool transport",
                 );
             }
-            Backend::Memory(store)
+            Backend::Given(_) if self.redis_only.is_some() => {
+                return invalid(
+                    self.redis_only.unwrap_or("transport"),
+                    "applies to Redis only, and this middleware has another store",
+                );
+            }
+            Backend::Given(Choice::Server(Store::Memory(store)))
                 if !(MemoryStore::MIN_GC_INTERVAL..=MAX_LIFETIME)
                     .contains(&store.gc_interval()) =>
             {

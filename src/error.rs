@@ -154,31 +154,127 @@ impl ResponseError for SessionError {
     }
 }
 
-/// The session store failed to load or save a session.
+/// The session store failed to load or save a session: a [kind](StoreErrorKind) and, if
+/// there is one, the error that caused it.
 ///
 /// Clients never see this error: the middleware answers `503 Service Unavailable` with an
 /// opaque body (or, with [`OnStoreError::FailOpen`](crate::OnStoreError::FailOpen), serves
-/// the request with an unsaved session) and logs the detail.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Redis answered with an error or the connection failed.
-    #[error("redis command failed")]
-    Redis(#[source] redis::RedisError),
-    /// No pooled connection became free within the checkout timeout.
-    #[error("no Redis connection available")]
-    Pool(#[source] Arc<r2d2::Error>),
-    /// The blocking thread pool could not run the operation (pool transport), e.g. while the
-    /// server shuts down.
-    #[error("the blocking thread pool is gone")]
-    Blocking,
-    /// Every freshly drawn session id was already taken: the random source is broken.
-    #[error("could not find a free session id")]
-    IdCollision,
+/// the request with an unsaved session) and logs the detail. The source is kept for that
+/// log and for [`std::error::Error::source`]; its text must not hold session ids or values.
+///
+/// A [`SessionStore`](crate::store::SessionStore) of your own builds it from its own errors:
+///
+/// ```
+/// use actix_redis_session::{StoreError, StoreErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let e = StoreError::new(StoreErrorKind::Unavailable, io);
+/// assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+/// assert!(std::error::Error::source(&e).is_some());
+/// ```
+#[derive(Clone)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::Redis(e)
+/// What went wrong in a store, in terms that decide what to do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store could not be reached: connection refused, reset or dropped, no pooled
+    /// connection free, the blocking thread pool gone. Worth retrying.
+    Unavailable,
+    /// The store did not answer in time; whether the operation took effect is unknown.
+    Timeout,
+    /// The store answered with an error (e.g. a Redis error reply, a full disk) or with
+    /// something that is not the answer expected.
+    Backend,
+    /// Every freshly drawn session id was already taken: the random source is broken.
+    IdCollision,
+    /// Anything else.
+    Other,
+}
+
+impl StoreError {
+    /// An error of `kind` caused by `source`.
+    pub fn new(
+        kind: StoreErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError {
+            kind,
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// An error of `kind` with no underlying cause.
+    pub fn from_kind(kind: StoreErrorKind) -> StoreError {
+        StoreError { kind, source: None }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The underlying error as a `T`, if it is one.
+    pub fn source_as<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.source.as_deref()?.downcast_ref::<T>()
+    }
+
+    /// A Redis error, classified.
+    pub(crate) fn redis(e: redis::RedisError) -> StoreError {
+        let kind = if e.is_timeout() {
+            StoreErrorKind::Timeout
+        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+            StoreErrorKind::Unavailable
+        } else {
+            StoreErrorKind::Backend
+        };
+        StoreError::new(kind, e)
+    }
+
+    /// The Redis error code of the reply that failed (`WRONGTYPE`, `NOSCRIPT`, ...), if it
+    /// was one.
+    #[cfg(test)]
+    pub(crate) fn redis_code(&self) -> Option<&str> {
+        self.source_as::<redis::RedisError>()?.code()
+    }
+}
+
+impl std::fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("StoreError");
+        debug.field("kind", &self.kind);
+        if let Some(source) = &self.source {
+            debug.field("source", source);
+        }
+        debug.finish()
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            StoreErrorKind::Unavailable => "the session store is unavailable",
+            StoreErrorKind::Timeout => "the session store did not answer in time",
+            StoreErrorKind::Backend => "the session store answered with an error",
+            StoreErrorKind::IdCollision => "could not find a free session id",
+            StoreErrorKind::Other => "the session store failed",
+        })
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source: &(dyn std::error::Error + 'static) = self.source.as_deref()?;
+        Some(source)
+    }
+}
+
+impl From<StoreErrorKind> for StoreError {
+    fn from(kind: StoreErrorKind) -> Self {
+        StoreError::from_kind(kind)
     }
 }

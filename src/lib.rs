@@ -98,7 +98,7 @@ pub use self::{
     config::{OnStoreError, RedisSessionBuilder, Transport},
     cookie::Handle,
     csrf::{Csrf, CsrfError, CsrfForm},
-    error::{ConfigError, KeyError, SessionError, StoreError},
+    error::{ConfigError, KeyError, SessionError, StoreError, StoreErrorKind},
     flash::{Flash, FlashMessage, IncomingFlashMessages, Level},
     key::Key,
     middleware::RedisSession,

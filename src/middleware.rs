@@ -20,12 +20,12 @@ use actix_web::{
 use crate::{
     config::{OnStoreError, RedisSessionBuilder, SessionConfig},
     cookie::{self, SessionId, Verified},
-    error::{ConfigError, StoreError},
+    error::{ConfigError, StoreError, StoreErrorKind},
     key::Key,
     record::now_ms,
     session::Session,
     state::{created_ms, record_size, Live, Plan, Retired},
-    store::{Fields, MemoryStore, Outcome, Store, Write},
+    store::{Fields, IntoStore, MemoryStore, Outcome, Store, Write},
 };
 
 /// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
@@ -130,9 +130,34 @@ impl RedisSession {
             .expect("the default options are valid")
     }
 
-    /// A builder for sessions in the given [`MemoryStore`].
+    /// A builder for sessions in the given [`MemoryStore`]; the same as
+    /// [`builder_with`](RedisSession::builder_with).
     pub fn builder_with_memory(store: MemoryStore, key: Key) -> RedisSessionBuilder {
-        RedisSessionBuilder::memory(store, key)
+        RedisSession::builder_with(store, key)
+    }
+
+    /// A builder for sessions in `store`: a [`MemoryStore`], a
+    /// [`FileStore`](crate::store::FileStore), the [`CookieStore`](crate::store::CookieStore)
+    /// or a [`SessionStore`](crate::store::SessionStore) of your own.
+    ///
+    /// The Redis-only setters ([`transport`](RedisSessionBuilder::transport),
+    /// [`capacity`](RedisSessionBuilder::capacity) and the timeouts) make
+    /// [`build`](RedisSessionBuilder::build) fail with a [`ConfigError`] here: they would
+    /// have no effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::{store::MemoryStore, Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder_with(MemoryStore::new(), Key::generate())
+    ///     .cookie_name("app")
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn builder_with(store: impl IntoStore, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::with_store(store.into_store(), key)
     }
 
     pub(crate) fn from_parts(config: Arc<SessionConfig>, store: Store) -> RedisSession {
@@ -531,7 +556,7 @@ impl Inner {
         let mut attempt = 1;
         while self.store.write(&write).await? != Outcome::Applied {
             if attempt == CREATE_ATTEMPTS {
-                return Err(StoreError::IdCollision);
+                return Err(StoreErrorKind::IdCollision.into());
             }
             tracing::warn!("new session id already taken; drawing another");
             attempt += 1;

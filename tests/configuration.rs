@@ -209,3 +209,42 @@ async fn the_longest_lifetimes_work_on_redis() {
     );
     assert_eq!(client.get("/count").await.body, "2");
 }
+
+#[test]
+fn redis_only_options_with_another_store_are_refused_not_ignored() {
+    use actix_redis_session::{store::FileStore, Transport};
+    let dir = tempfile::tempdir().unwrap();
+    let file = || RedisSession::builder_with(FileStore::new(dir.path()).unwrap(), key(1));
+    let users = || RedisSession::builder_with(common::user_store::MapStore::default(), key(1));
+    let second = Duration::from_secs(1);
+    type Setter = fn(RedisSessionBuilder) -> RedisSessionBuilder;
+    let setters: [(&str, Setter); 5] = [
+        ("transport", |b| b.transport(Transport::Multiplexed)),
+        ("capacity", |b| b.capacity(4)),
+        ("checkout_timeout", |b| {
+            b.checkout_timeout(Duration::from_secs(1))
+        }),
+        ("connect_timeout", |b| {
+            b.connect_timeout(Duration::from_secs(1))
+        }),
+        ("command_timeout", |b| {
+            b.command_timeout(Duration::from_secs(1))
+        }),
+    ];
+    for (name, set) in setters {
+        assert_eq!(refused(set(memory())), name);
+        assert_eq!(refused(set(file())), name);
+        assert_eq!(refused(set(users())), name);
+        // The same setters are fine for Redis.
+        set(RedisSession::builder("redis://127.0.0.1:1", key(1)))
+            .build()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // The first one called is named.
+    assert_eq!(
+        refused(memory().capacity(2).command_timeout(second)),
+        "capacity"
+    );
+    file().build().expect("no Redis-only option");
+    users().build().expect("no Redis-only option");
+}

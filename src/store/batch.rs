@@ -18,7 +18,7 @@ use super::{
     commands::{self, is_no_script, Commands},
     Fields, Outcome, Write,
 };
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreErrorKind};
 
 /// The replies of one request's commands (ignored ones included), or why there are none.
 pub(crate) type Replies = Result<Vec<Value>, StoreError>;
@@ -45,7 +45,7 @@ pub(crate) trait Sender {
         let replies = self
             .query(|pipe| self.commands().write(pipe, write))
             .await?;
-        commands::answer(write, &replies).map_err(StoreError::Redis)
+        commands::answer(write, &replies).map_err(StoreError::redis)
     }
 
     /// Applies `write` without waiting for the answer.
@@ -130,7 +130,7 @@ impl Batch {
                     "batch replies do not match its commands",
                     format!("{} replies to {} commands", replies.len(), self.pipe.len()),
                 ));
-                return Err(StoreError::Redis(e));
+                return Err(StoreError::redis(e));
             }
             Ok(replies)
         });
@@ -166,7 +166,7 @@ impl Batch {
                 }
                 error => {
                     own_commands.for_each(drop);
-                    let answer = error.map_or(Ok(mine), |e| Err(StoreError::Redis(e)));
+                    let answer = error.map_or(Ok(mine), |e| Err(StoreError::redis(e)));
                     let _ = request.reply.send(answer);
                 }
             }
@@ -185,7 +185,9 @@ fn first_error(replies: &[Value]) -> Option<RedisError> {
 /// What a request awaits: the replies, or an error if the sender went away (runtime or
 /// blocking pool shutting down).
 async fn replies(replied: oneshot::Receiver<Replies>) -> Replies {
-    replied.await.map_err(|_| StoreError::Blocking)?
+    replied
+        .await
+        .map_err(|_| StoreError::from_kind(StoreErrorKind::Unavailable))?
 }
 
 #[cfg(test)]
@@ -229,10 +231,7 @@ mod tests {
         let now = |mut rx: oneshot::Receiver<Replies>| rx.try_recv().expect("answered");
         assert_eq!(now(a).unwrap(), vec![Value::Int(1), Value::Int(2)]);
         let e = now(b).unwrap_err();
-        assert!(
-            matches!(&e, StoreError::Redis(e) if e.code() == Some("WRONGTYPE")),
-            "{e:?}"
-        );
+        assert!(e.redis_code() == Some("WRONGTYPE"), "{e:?}");
         assert_eq!(now(c).unwrap(), vec![Value::Int(3), Value::Int(4)]);
         // NOSCRIPT: handed back with its own commands, unanswered so far.
         assert_eq!(retries.len(), 1);
@@ -264,7 +263,7 @@ mod tests {
         });
         batch.answer(Ok(vec![Value::Int(1), Value::Int(2)]));
         for mut rx in [a, b] {
-            assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Redis(_)))));
+            assert!(matches!(rx.try_recv(), Ok(Err(e)) if e.kind() == StoreErrorKind::Backend));
         }
     }
 
@@ -287,7 +286,7 @@ mod tests {
         // Three replies for three commands, but the second one belongs to nobody.
         batch.answer(Ok(vec![Value::Int(1), Value::Int(2), Value::Int(3)]));
         for mut rx in [a, c] {
-            assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Redis(_)))));
+            assert!(matches!(rx.try_recv(), Ok(Err(e)) if e.kind() == StoreErrorKind::Backend));
         }
         // The next batch is whole again.
         let d = batch.push(|p| {
@@ -307,14 +306,14 @@ mod tests {
         let b = batch.push(|p| {
             p.cmd("HGETALL").arg("b");
         });
-        let retries = batch.answer(Err(StoreError::Blocking));
+        let retries = batch.answer(Err(StoreErrorKind::Unavailable.into()));
         assert!(retries.is_empty());
         assert!(
             batch.is_empty() && batch.pipe().is_empty(),
             "ready for reuse"
         );
         for mut rx in [a, b] {
-            assert!(matches!(rx.try_recv(), Ok(Err(StoreError::Blocking))));
+            assert!(matches!(rx.try_recv(), Ok(Err(e)) if e.kind() == StoreErrorKind::Unavailable));
         }
     }
 }

@@ -223,7 +223,12 @@ pub(crate) fn loaded(reply: Result<Vec<Value>, StoreError>) -> Result<Option<Fie
             let fields = to_fields(replies.into_iter().next().unwrap_or(Value::Nil));
             Ok((!fields.is_empty()).then_some(fields))
         }
-        Err(StoreError::Redis(e)) if has_server_code(&e, "WRONGTYPE") => Ok(Some(Fields::new())),
+        Err(e)
+            if e.source_as::<RedisError>()
+                .is_some_and(|e| has_server_code(e, "WRONGTYPE")) =>
+        {
+            Ok(Some(Fields::new()))
+        }
         Err(e) => Err(e),
     }
 }

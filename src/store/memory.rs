@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fields, Outcome, Write};
+use super::{Emptied, Fields, Outcome, SessionStore, Write};
+use crate::error::StoreError;
 use crate::record::{self, CREATED};
 
 /// Sessions kept in the memory of this process, shared by all actix workers.
@@ -191,7 +192,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    pub(crate) fn load(&self, key: &str, ttl: Option<Duration>) -> Option<Fields> {
+    pub(crate) fn load_now(&self, key: &str, ttl: Option<Duration>) -> Option<Fields> {
         let now = Instant::now();
         let mut records = self.inner.lock();
         let fields = records.live(key, now)?.fields.clone();
@@ -201,7 +202,7 @@ impl MemoryStore {
         Some(fields)
     }
 
-    pub(crate) fn write(&self, write: &Write) -> Outcome {
+    pub(crate) fn write_now(&self, write: &Write) -> Outcome {
         let now = Instant::now();
         let mut records = self.inner.lock();
         match write {
@@ -262,6 +263,69 @@ impl MemoryStore {
     }
 }
 
+/// The memory store through the public trait, as a user's store would be called (the
+/// middleware calls it directly).
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
+        Ok(self.load_now(key, ttl))
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        set: &[(String, Vec<u8>)],
+        remove: &[String],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let write = Write::Update {
+            key: key.to_owned(),
+            set: set.to_vec(),
+            del: remove.to_vec(),
+            ttl,
+        };
+        Ok(self.write_now(&write) == Outcome::Applied)
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        fields: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let write = Write::Create {
+            key: key.to_owned(),
+            fields: fields.to_vec(),
+            ttl,
+        };
+        Ok(self.write_now(&write) == Outcome::Applied)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let write = Write::Delete {
+            key: key.to_owned(),
+        };
+        Ok(self.write_now(&write) == Outcome::Applied)
+    }
+
+    async fn empty(
+        &self,
+        key: &str,
+        remove: &[String],
+        ttl: Duration,
+    ) -> Result<Emptied, StoreError> {
+        let write = Write::Empty {
+            key: key.to_owned(),
+            del: remove.to_vec(),
+            ttl,
+        };
+        Ok(match self.write_now(&write) {
+            Outcome::Applied => Emptied::Deleted,
+            Outcome::Refused => Emptied::Kept,
+            Outcome::Gone => Emptied::Missing,
+        })
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Records> {
         // Every mutation keeps the map and the expiry index in step before it can panic
@@ -293,7 +357,7 @@ mod tests {
 
     fn create(store: &MemoryStore, key: &str, ttl: Duration) -> bool {
         Outcome::Applied
-            == store.write(&Write::Create {
+            == store.write_now(&Write::Create {
                 key: key.into(),
                 fields: vec![("m:c".into(), record::creation_marker(1))],
                 ttl,
@@ -310,7 +374,7 @@ mod tests {
     #[test]
     fn update_never_resurrects_a_missing_record() {
         let store = MemoryStore::new();
-        store.write(&Write::Update {
+        store.write_now(&Write::Update {
             key: "gone".into(),
             set: vec![("d:x".into(), b"\x011".to_vec())],
             del: vec![],
@@ -326,15 +390,17 @@ mod tests {
         assert!(create(&store, "later", Duration::from_secs(60)));
         assert!(create(&store, "latest", Duration::from_secs(90)));
         // Refreshed: now it expires last.
-        assert!(store.load("soon", Some(Duration::from_secs(120))).is_some());
+        assert!(store
+            .load_now("soon", Some(Duration::from_secs(120)))
+            .is_some());
         assert!(create(&store, "new", Duration::from_secs(30)));
         assert_eq!(store.len(), 3);
         assert!(
-            store.load("later", None).is_none(),
+            store.load_now("later", None).is_none(),
             "expired first, evicted"
         );
         for key in ["soon", "latest", "new"] {
-            assert!(store.load(key, None).is_some(), "{key}");
+            assert!(store.load_now(key, None).is_some(), "{key}");
         }
         // Many more: never more than the cap.
         for i in 0..100 {
@@ -342,7 +408,7 @@ mod tests {
         }
         assert_eq!(store.len(), 3);
         // The expiry index follows every change: a deleted record is not evicted twice.
-        store.write(&Write::Delete { key: "k99".into() });
+        store.write_now(&Write::Delete { key: "k99".into() });
         assert!(create(&store, "last", Duration::from_secs(1)));
         assert_eq!(store.len(), 3);
         let inner = store.inner.lock();
@@ -355,7 +421,7 @@ mod tests {
         assert!(create(&store, "a", Duration::from_millis(1)));
         assert!(create(&store, "b", Duration::from_millis(1)));
         thread::sleep(Duration::from_millis(5));
-        assert!(store.load("a", Some(Duration::from_secs(1))).is_none());
+        assert!(store.load_now("a", Some(Duration::from_secs(1))).is_none());
         let deadline = Instant::now() + Duration::from_secs(5);
         while !store.is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));

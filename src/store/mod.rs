@@ -1,27 +1,445 @@
-//! Where sessions live: Redis (default) or memory (development and tests).
+//! Where sessions live: Redis (default), memory, files, the cookie itself, or a store of
+//! your own.
 //!
-//! Both stores keep one record per session, a map of field name to bytes, and apply the same
-//! operations: load (with TTL refresh), field-level update of an existing record, create if
-//! absent, delete. The session logic on top is shared, so both behave alike.
+//! Server-side stores keep one *record* per session, a map of field name to bytes, under a
+//! storage key that the middleware derives from the session id (a hash: never the id
+//! itself). They implement [`SessionStore`]: load (moving the expiry), a field-level update
+//! of an existing record, create only if absent, delete. The session logic on top (ids,
+//! cookies, what to write when) is the same for every store, so an application behaves alike
+//! on all of them.
+//!
+//! - Redis (the default, [`RedisSession::new`](crate::RedisSession::new)): batched, one round
+//!   trip per operation, two transports.
+//! - [`MemoryStore`]: this process's memory, for development and tests.
+//! - [`FileStore`]: one file per session in a directory, for single-machine deployments
+//!   without Redis.
+//! - [`CookieStore`]: no server state at all; the whole session sealed in the cookie.
+//! - Your own: implement [`SessionStore`] and pass it to
+//!   [`RedisSession::builder_with`](crate::RedisSession::builder_with).
 
 pub(crate) mod batch;
 pub(crate) mod commands;
+mod file;
 pub(crate) mod memory;
 pub(crate) mod multiplexed;
 pub(crate) mod redis;
 
-use std::{collections::HashMap, time::Duration};
+use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use self::batch::Sender as _;
-pub use self::memory::MemoryStore;
+pub use self::{file::FileStore, memory::MemoryStore};
 pub(crate) use self::{multiplexed::MultiplexedStore, redis::RedisStore};
-use crate::error::StoreError;
+pub use crate::error::{StoreError, StoreErrorKind};
 
-/// A session record as stored: field name to encoded value.
-pub(crate) type Fields = HashMap<String, Vec<u8>>;
+/// A session record as stored: field name to value bytes.
+///
+/// Field names are short ASCII strings (values: `d:<key>`, `t:<type key>`; flash messages
+/// `f:<order>`; metadata `m:<name>`); values are opaque bytes. A store keeps them as it got
+/// them.
+pub type Record = HashMap<String, Vec<u8>>;
+
+/// Internal name of [`Record`].
+pub(crate) type Fields = Record;
+
+/// Whether a field holds metadata (its name starts with `m:`: the creation time, the last
+/// touch) rather than data. A record with nothing but metadata holds no session data, which
+/// is what [`SessionStore::empty`] checks.
+pub fn is_metadata(field: &str) -> bool {
+    !crate::record::is_data(field)
+}
+
+/// What [`SessionStore::empty`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emptied {
+    /// No data field was left: the record was deleted.
+    Deleted,
+    /// A data field was left (a concurrent request added one): the record was kept, its
+    /// expiry moved.
+    Kept,
+    /// There was no record.
+    Missing,
+}
+
+/// A server-side session store, at the record level: implement it to keep sessions in a
+/// database of your own, then pass it to
+/// [`RedisSession::builder_with`](crate::RedisSession::builder_with).
+///
+/// Every method gets the storage key (`key_prefix` + the hex SHA-256 of the session id: safe
+/// to log, never the id itself) and works on one record. The contract:
+///
+/// - **Expiry.** Every record has a time to live. A record past it is gone: `load` does not
+///   return it, `update` does not revive it. Sweeping expired records out is up to the store
+///   (a TTL index, a periodic job); the middleware never relies on it for correctness.
+/// - **Field-level changes.** `update` sets and removes the named fields and leaves the
+///   others alone, so that two concurrent requests of one client that change different
+///   values both keep their change. An `update` of a record that does not exist does nothing
+///   and answers `false`; it never creates one.
+/// - **Create only if absent.** `create` stores a new record only if the key is free, and
+///   says which happened. The middleware draws a fresh id when a key is taken.
+/// - **Errors** are [`StoreError`]s: a [kind](StoreErrorKind) plus your own error as source.
+///   The middleware answers them with `503` (or a degraded session, by the
+///   [`OnStoreError`](crate::OnStoreError) policy) and logs them.
+///
+/// The futures need not be `Send`: they run on the actix worker that serves the request.
+/// Blocking work (a synchronous client, file I/O) belongs in
+/// [`actix_web::web::block`]. [`MemoryStore`] and [`FileStore`] implement this trait the way
+/// yours would; the Redis store does too.
+///
+/// # Examples
+///
+/// A store over a map in memory (a real one would talk to a database):
+///
+/// ```
+/// use std::{collections::HashMap, sync::Mutex, time::{Duration, Instant}};
+///
+/// use actix_redis_session::{
+///     store::{Record, SessionStore},
+///     Key, RedisSession, StoreError,
+/// };
+///
+/// #[derive(Default)]
+/// struct MapStore {
+///     records: Mutex<HashMap<String, (Record, Instant)>>,
+/// }
+///
+/// impl MapStore {
+///     /// The live record under `key`; an expired one is removed.
+///     fn live<'a>(
+///         map: &'a mut HashMap<String, (Record, Instant)>,
+///         key: &str,
+///     ) -> Option<&'a mut (Record, Instant)> {
+///         if map.get(key).is_some_and(|(_, expires)| *expires <= Instant::now()) {
+///             map.remove(key);
+///         }
+///         map.get_mut(key)
+///     }
+/// }
+///
+/// impl SessionStore for MapStore {
+///     async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Record>, StoreError> {
+///         let mut map = self.records.lock().unwrap();
+///         Ok(Self::live(&mut map, key).map(|(record, expires)| {
+///             if let Some(ttl) = ttl {
+///                 *expires = Instant::now() + ttl;
+///             }
+///             record.clone()
+///         }))
+///     }
+///
+///     async fn update(
+///         &self,
+///         key: &str,
+///         set: &[(String, Vec<u8>)],
+///         remove: &[String],
+///         ttl: Duration,
+///     ) -> Result<bool, StoreError> {
+///         let mut map = self.records.lock().unwrap();
+///         let Some((record, expires)) = Self::live(&mut map, key) else {
+///             return Ok(false);
+///         };
+///         record.extend(set.iter().cloned());
+///         for name in remove {
+///             record.remove(name);
+///         }
+///         *expires = Instant::now() + ttl;
+///         Ok(true)
+///     }
+///
+///     async fn create(
+///         &self,
+///         key: &str,
+///         fields: &[(String, Vec<u8>)],
+///         ttl: Duration,
+///     ) -> Result<bool, StoreError> {
+///         let mut map = self.records.lock().unwrap();
+///         if Self::live(&mut map, key).is_some() {
+///             return Ok(false);
+///         }
+///         let record = fields.iter().cloned().collect();
+///         map.insert(key.to_owned(), (record, Instant::now() + ttl));
+///         Ok(true)
+///     }
+///
+///     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+///         let mut map = self.records.lock().unwrap();
+///         Ok(Self::live(&mut map, key).is_some() && map.remove(key).is_some())
+///     }
+/// }
+///
+/// let sessions = RedisSession::builder_with(MapStore::default(), Key::generate()).build()?;
+/// # drop(sessions);
+/// # Ok::<(), actix_redis_session::ConfigError>(())
+/// ```
+pub trait SessionStore: Send + Sync + 'static {
+    /// The record under `key`, or `None` if there is none (or it expired). With `ttl`, the
+    /// record's expiry moves to now + `ttl` in the same operation (the sliding idle timeout);
+    /// with `None` it stays.
+    fn load(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>>;
+
+    /// Sets the fields in `set` (name, value), removes those in `remove`, leaves the others,
+    /// and moves the expiry to now + `ttl`, all only if the record exists: `true` when it
+    /// did, `false` (and nothing written) when it did not.
+    fn update(
+        &self,
+        key: &str,
+        set: &[(String, Vec<u8>)],
+        remove: &[String],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Stores a new record of `fields` that expires after `ttl`, only if `key` is free:
+    /// `true` when created, `false` when the key was taken (nothing written).
+    fn create(
+        &self,
+        key: &str,
+        fields: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Deletes the record: `true` if there was one.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Moves the expiry of the record to now + `ttl`, changing nothing else: `true` if there
+    /// was one. The default calls [`update`](SessionStore::update) with nothing to set.
+    fn touch(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool, StoreError>> {
+        self.update(key, &[], &[], ttl)
+    }
+
+    /// Removes the fields in `remove`, then deletes the record if no data field is left
+    /// (only [metadata](is_metadata)); otherwise moves its expiry to now + `ttl`. A request
+    /// that emptied its session calls it: a concurrent request of the same client may have
+    /// added a value meanwhile, which must not be lost with the record.
+    ///
+    /// The default does it in three steps ([`update`](SessionStore::update),
+    /// [`load`](SessionStore::load), [`delete`](SessionStore::delete)), which leaves a
+    /// window in which a value added between the load and the delete is lost. A store that
+    /// can do it in one step (a transaction, a lock, a script) should override it, as
+    /// [`MemoryStore`], [`FileStore`] and the Redis store do.
+    fn empty(
+        &self,
+        key: &str,
+        remove: &[String],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Emptied, StoreError>> {
+        async move {
+            if !self.update(key, &[], remove, ttl).await? {
+                return Ok(Emptied::Missing);
+            }
+            match self.load(key, None).await? {
+                None => Ok(Emptied::Missing),
+                Some(record) if record.keys().any(|name| !is_metadata(name)) => Ok(Emptied::Kept),
+                Some(_) => Ok(if self.delete(key).await? {
+                    Emptied::Deleted
+                } else {
+                    Emptied::Missing
+                }),
+            }
+        }
+    }
+}
+
+/// What [`RedisSession::builder_with`](crate::RedisSession::builder_with) accepts: every
+/// [`SessionStore`] (yours, [`MemoryStore`], [`FileStore`]) and the [`CookieStore`].
+pub trait IntoStore: Sized {
+    /// The store, ready for the middleware.
+    #[doc(hidden)]
+    fn into_store(self) -> StoreChoice;
+}
+
+/// A store ready for the middleware; what [`IntoStore`] makes. Opaque.
+#[doc(hidden)]
+pub struct StoreChoice(pub(crate) Choice);
+
+pub(crate) enum Choice {
+    Server(Store),
+}
+
+impl<S: SessionStore> IntoStore for S {
+    fn into_store(self) -> StoreChoice {
+        // The memory store is ours: called directly rather than through the trait object.
+        let any: Box<dyn Any> = Box::new(self);
+        let store = match any.downcast::<MemoryStore>() {
+            Ok(memory) => Store::Memory(*memory),
+            Err(any) => {
+                let store = any.downcast::<S>().expect("the type it was made from");
+                Store::Dyn(Arc::new(*store))
+            }
+        };
+        StoreChoice(Choice::Server(store))
+    }
+}
+
+type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// [`SessionStore`] as a trait object: boxed futures.
+pub(crate) trait DynStore: Send + Sync {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Option<Duration>,
+    ) -> LocalBoxFuture<'a, Result<Option<Fields>, StoreError>>;
+
+    fn write<'a>(&'a self, write: &'a Write) -> LocalBoxFuture<'a, Result<Outcome, StoreError>>;
+}
+
+impl<S: SessionStore> DynStore for S {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Option<Duration>,
+    ) -> LocalBoxFuture<'a, Result<Option<Fields>, StoreError>> {
+        Box::pin(SessionStore::load(self, key, ttl))
+    }
+
+    fn write<'a>(&'a self, write: &'a Write) -> LocalBoxFuture<'a, Result<Outcome, StoreError>> {
+        Box::pin(write_through(self, write))
+    }
+}
+
+/// Carries out `write` with the operations of the [`SessionStore`] trait.
+async fn write_through<S: SessionStore + ?Sized>(
+    store: &S,
+    write: &Write,
+) -> Result<Outcome, StoreError> {
+    let applied = |done: bool| {
+        if done {
+            Outcome::Applied
+        } else {
+            Outcome::Gone
+        }
+    };
+    Ok(match write {
+        Write::Update { key, set, del, ttl } if set.is_empty() && del.is_empty() => {
+            applied(store.touch(key, *ttl).await?)
+        }
+        Write::Update { key, set, del, ttl } => applied(store.update(key, set, del, *ttl).await?),
+        Write::Create { key, fields, ttl } => {
+            if store.create(key, fields, *ttl).await? {
+                Outcome::Applied
+            } else {
+                Outcome::Refused
+            }
+        }
+        Write::Empty { key, del, ttl } => match store.empty(key, del, *ttl).await? {
+            Emptied::Deleted => Outcome::Applied,
+            Emptied::Kept => Outcome::Refused,
+            Emptied::Missing => Outcome::Gone,
+        },
+        Write::Delete { key } => applied(store.delete(key).await?),
+    })
+}
+
+/// The trait's operations for a Redis transport, as [`Write`]s.
+async fn redis_update(store: &impl batch::Sender, write: Write) -> Result<bool, StoreError> {
+    Ok(store.write(&write).await? == Outcome::Applied)
+}
+
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Record>, StoreError> {
+        batch::Sender::load(self, key, ttl).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        set: &[(String, Vec<u8>)],
+        remove: &[String],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        redis_update(self, Write::update(key, set, remove, ttl)).await
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        fields: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        redis_update(self, Write::create(key, fields, ttl)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        redis_update(
+            self,
+            Write::Delete {
+                key: key.to_owned(),
+            },
+        )
+        .await
+    }
+
+    async fn empty(
+        &self,
+        key: &str,
+        remove: &[String],
+        ttl: Duration,
+    ) -> Result<Emptied, StoreError> {
+        Ok(emptied(
+            batch::Sender::write(self, &Write::empty(key, remove, ttl)).await?,
+        ))
+    }
+}
+
+impl SessionStore for MultiplexedStore {
+    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Record>, StoreError> {
+        batch::Sender::load(self, key, ttl).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        set: &[(String, Vec<u8>)],
+        remove: &[String],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        redis_update(self, Write::update(key, set, remove, ttl)).await
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        fields: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        redis_update(self, Write::create(key, fields, ttl)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        redis_update(
+            self,
+            Write::Delete {
+                key: key.to_owned(),
+            },
+        )
+        .await
+    }
+
+    async fn empty(
+        &self,
+        key: &str,
+        remove: &[String],
+        ttl: Duration,
+    ) -> Result<Emptied, StoreError> {
+        Ok(emptied(
+            batch::Sender::write(self, &Write::empty(key, remove, ttl)).await?,
+        ))
+    }
+}
+
+fn emptied(outcome: Outcome) -> Emptied {
+    match outcome {
+        Outcome::Applied => Emptied::Deleted,
+        Outcome::Refused => Emptied::Kept,
+        Outcome::Gone => Emptied::Missing,
+    }
+}
 
 /// One write, applied in one round trip.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Write {
     /// Field-level change of an existing record. The answer says whether it was there; if
     /// not, the write may have left a remnant without a creation marker (never adopted, with
@@ -64,12 +482,41 @@ pub(crate) enum Outcome {
     Gone,
 }
 
-/// The configured store.
+impl Write {
+    fn update(key: &str, set: &[(String, Vec<u8>)], del: &[String], ttl: Duration) -> Write {
+        Write::Update {
+            key: key.to_owned(),
+            set: set.to_vec(),
+            del: del.to_vec(),
+            ttl,
+        }
+    }
+
+    fn create(key: &str, fields: &[(String, Vec<u8>)], ttl: Duration) -> Write {
+        Write::Create {
+            key: key.to_owned(),
+            fields: fields.to_vec(),
+            ttl,
+        }
+    }
+
+    fn empty(key: &str, del: &[String], ttl: Duration) -> Write {
+        Write::Empty {
+            key: key.to_owned(),
+            del: del.to_vec(),
+            ttl,
+        }
+    }
+}
+
+/// The configured server-side store. Ours are called directly (the Redis transports keep
+/// their batching); any other [`SessionStore`] through a trait object.
 #[derive(Clone)]
 pub(crate) enum Store {
     Redis(RedisStore),
     Multiplexed(MultiplexedStore),
     Memory(MemoryStore),
+    Dyn(Arc<dyn DynStore>),
 }
 
 impl Store {
@@ -80,9 +527,10 @@ impl Store {
         ttl: Option<Duration>,
     ) -> Result<Option<Fields>, StoreError> {
         match self {
-            Store::Redis(s) => s.load(key, ttl).await,
-            Store::Multiplexed(s) => s.load(key, ttl).await,
-            Store::Memory(s) => Ok(s.load(key, ttl)),
+            Store::Redis(s) => batch::Sender::load(s, key, ttl).await,
+            Store::Multiplexed(s) => batch::Sender::load(s, key, ttl).await,
+            Store::Memory(s) => Ok(s.load_now(key, ttl)),
+            Store::Dyn(s) => s.load(key, ttl).await,
         }
     }
 
@@ -92,7 +540,15 @@ impl Store {
             Store::Redis(s) => s.write_detached(write),
             Store::Multiplexed(s) => s.write_detached(write),
             Store::Memory(s) => {
-                s.write(write);
+                s.write_now(write);
+            }
+            Store::Dyn(s) => {
+                let (store, write) = (Arc::clone(s), write.clone());
+                actix_web::rt::spawn(async move {
+                    if let Err(e) = store.write(&write).await {
+                        tracing::warn!(error = %e, "session store write failed");
+                    }
+                });
             }
         }
     }
@@ -100,9 +556,10 @@ impl Store {
     /// Applies `write`; see [`Outcome`] for what each write answers.
     pub(crate) async fn write(&self, write: &Write) -> Result<Outcome, StoreError> {
         match self {
-            Store::Redis(s) => s.write(write).await,
-            Store::Multiplexed(s) => s.write(write).await,
-            Store::Memory(s) => Ok(s.write(write)),
+            Store::Redis(s) => batch::Sender::write(s, write).await,
+            Store::Multiplexed(s) => batch::Sender::write(s, write).await,
+            Store::Memory(s) => Ok(s.write_now(write)),
+            Store::Dyn(s) => s.write(write).await,
         }
     }
 

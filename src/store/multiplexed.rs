@@ -129,7 +129,7 @@ impl Sender for MultiplexedStore {
                 redis::ErrorKind::Client,
                 "the Redis connection could not be set up",
             ));
-            return Err(StoreError::Redis(e));
+            return Err(StoreError::redis(e));
         };
         let (replied, start) = {
             let mut queue = worker.queue();
@@ -220,12 +220,12 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
             }
             other => other,
         };
-        for retry in batch.answer(replies.map_err(StoreError::Redis)) {
+        for retry in batch.answer(replies.map_err(StoreError::redis)) {
             let replies = shared
                 .commands
                 .query_async(&mut connection, &retry.pipe)
                 .await;
-            retry.answer(replies.map_err(StoreError::Redis));
+            retry.answer(replies.map_err(StoreError::redis));
         }
         if let Some(this) = worker.upgrade() {
             this.queue().spare = batch;

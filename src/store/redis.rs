@@ -27,7 +27,7 @@ use super::{
     batch::{Batch, Replies, Sender},
     commands::{self, Commands, RedisOptions},
 };
-use crate::error::{ConfigError, StoreError};
+use crate::error::{ConfigError, StoreError, StoreErrorKind};
 
 /// Attempts per batch when a pooled connection turns out to be dead (e.g. after a Redis
 /// restart every idle connection is).
@@ -274,7 +274,9 @@ impl Inner {
         loop {
             let result = match &self.pool {
                 Pool::Own(pool) => {
-                    let mut pooled = pool.get().map_err(|e| StoreError::Pool(Arc::new(e)))?;
+                    let mut pooled = pool
+                        .get()
+                        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
                     let result = exchange(&mut pooled.conn, packed, count);
                     pooled.broken |= result.is_err();
                     result.map_err(|failed| failed.error)
@@ -283,9 +285,13 @@ impl Inner {
                     pool,
                     command_timeout,
                 } => {
-                    let mut conn = pool.get().map_err(|e| StoreError::Pool(Arc::new(e)))?;
-                    conn.set_read_timeout(Some(*command_timeout))?;
-                    conn.set_write_timeout(Some(*command_timeout))?;
+                    let mut conn = pool
+                        .get()
+                        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
+                    conn.set_read_timeout(Some(*command_timeout))
+                        .map_err(StoreError::redis)?;
+                    conn.set_write_timeout(Some(*command_timeout))
+                        .map_err(StoreError::redis)?;
                     let result = exchange(&mut conn, packed, count);
                     // The application's own commands on this connection (say a BLPOP) must
                     // not inherit our timeout: back to redis-rs's default, none.
@@ -305,7 +311,7 @@ impl Inner {
                     tracing::debug!(attempt, error = %e, "redis connection dropped; retrying");
                     attempt += 1;
                 }
-                other => return other.map_err(StoreError::Redis),
+                other => return other.map_err(StoreError::redis),
             }
         }
     }

@@ -4,12 +4,14 @@
 
 pub mod proxy;
 pub mod redis_server;
+pub mod user_store;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
-    store::MemoryStore, Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession,
-    RedisSessionBuilder, Session, SessionData, SessionError, Transport, TypedSession,
+    store::{FileStore, MemoryStore},
+    Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession, RedisSessionBuilder,
+    Session, SessionData, SessionError, Transport, TypedSession,
 };
 use actix_web::{
     cookie::Cookie,
@@ -21,7 +23,9 @@ use serde::{Deserialize, Serialize};
 pub use self::redis_server::RedisServer;
 
 /// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name` (pool
-/// transport), `multiplexed::name` (Redis over the multiplexed transport).
+/// transport), `multiplexed::name` (Redis over the multiplexed transport), `file::name`
+/// ([`FileStore`] in a temporary directory), `user_store::name` (a store written against the
+/// public trait alone, [`user_store::MapStore`]).
 #[allow(unused_macros)]
 macro_rules! per_backend {
     ($($name:ident),* $(,)?) => {
@@ -43,6 +47,18 @@ macro_rules! per_backend {
                 super::suite::$name(super::common::Backend::multiplexed()).await;
             })*
         }
+        mod file {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::file()).await;
+            })*
+        }
+        mod user_store {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::user_store()).await;
+            })*
+        }
     };
 }
 
@@ -50,6 +66,8 @@ macro_rules! per_backend {
 pub enum Backend {
     Memory(MemoryStore),
     Redis(RedisServer, Transport),
+    File(FileStore, tempfile::TempDir),
+    User(user_store::MapStore),
 }
 
 impl Backend {
@@ -65,10 +83,22 @@ impl Backend {
         Backend::Redis(RedisServer::start(), Transport::Multiplexed)
     }
 
+    pub fn file() -> Backend {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = FileStore::new(dir.path().join("sessions")).expect("a session directory");
+        Backend::File(store, dir)
+    }
+
+    pub fn user_store() -> Backend {
+        Backend::User(user_store::MapStore::default())
+    }
+
     /// A builder over this backend's storage; several builders share it.
     pub fn builder(&self, key: Key) -> RedisSessionBuilder {
         match self {
             Backend::Memory(store) => RedisSession::builder_with_memory(store.clone(), key),
+            Backend::File(store, _) => RedisSession::builder_with(store.clone(), key),
+            Backend::User(store) => RedisSession::builder_with(store.clone(), key),
             Backend::Redis(server, transport) => RedisSession::builder(server.url(), key)
                 .transport(*transport)
                 .checkout_timeout(Duration::from_millis(500)),
@@ -85,13 +115,21 @@ impl Backend {
         match self {
             Backend::Memory(store) => store.len(),
             Backend::Redis(server, _) => server.keys().len(),
+            Backend::File(store, _) => std::fs::read_dir(store.dir())
+                .expect("the session directory")
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(".session")
+                })
+                .count(),
+            Backend::User(store) => store.len(),
         }
     }
 
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match self {
             Backend::Redis(server, _) => Some(server),
-            Backend::Memory(_) => None,
+            _ => None,
         }
     }
 }
