@@ -88,6 +88,8 @@ pub(crate) struct SessionConfig {
     pub(crate) limits: Limits,
     pub(crate) flash: FlashConfig,
     pub(crate) on_store_error: OnStoreError,
+    /// Load on the first extraction (`true`) or before routing.
+    pub(crate) lazy_load: bool,
 }
 
 enum Backend {
@@ -146,6 +148,7 @@ pub struct RedisSessionBuilder {
     transport: Transport,
     /// The first Redis-only setter called, which a store of another kind refuses.
     redis_only: Option<&'static str>,
+    lazy_load: bool,
 }
 
 /// Longest idle timeout, absolute timeout and "remember me" lifetime: 400 days, the longest
@@ -193,6 +196,7 @@ impl RedisSessionBuilder {
             redis: RedisOptions::default(),
             transport: Transport::Pool,
             redis_only: None,
+            lazy_load: true,
         }
     }
 
@@ -387,6 +391,27 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// When to load the session. Default: `true`, on the first extraction of [`Session`],
+    /// [`TypedSession`], [`Flash`] or [`IncomingFlashMessages`] (or
+    /// [`SessionExt::load_session`]): a request whose handler never asks (assets, health
+    /// checks) costs the store nothing, sets no cookie and succeeds while the store is down.
+    ///
+    /// `false` loads it before routing, for every request that carries the cookie, as 0.1
+    /// did: for applications whose [guards](actix_web::guard) or synchronous
+    /// [`SessionExt::get_session`] calls must see the stored session without loading it
+    /// first. A failed load is then answered before the handler runs.
+    ///
+    /// [`Session`]: crate::Session
+    /// [`TypedSession`]: crate::TypedSession
+    /// [`Flash`]: crate::Flash
+    /// [`IncomingFlashMessages`]: crate::IncomingFlashMessages
+    /// [`SessionExt::load_session`]: crate::SessionExt::load_session
+    /// [`SessionExt::get_session`]: crate::SessionExt::get_session
+    pub fn lazy_load(mut self, lazy: bool) -> Self {
+        self.lazy_load = lazy;
+        self
+    }
+
     /// How to talk to Redis. Default: [`Transport::Pool`]. A shared pool
     /// ([`RedisSession::builder_from_pool`]) is always the pool transport. Redis only: with
     /// another store ([`RedisSession::builder_with`]) `build` fails.
@@ -492,6 +517,7 @@ impl RedisSessionBuilder {
             limits: self.limits,
             flash: self.flash,
             on_store_error: self.on_store_error,
+            lazy_load: self.lazy_load,
         }
     }
 

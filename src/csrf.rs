@@ -19,10 +19,7 @@
 //! session just to hold one) is protected by the first check alone, which then requires the
 //! browser's headers to be there and to say "same origin".
 
-use std::{
-    future::{ready, Future, Ready},
-    pin::Pin,
-};
+use std::{future::Future, pin::Pin};
 
 use actix_web::{
     dev::Payload,
@@ -224,15 +221,17 @@ pub struct Csrf(());
 
 impl FromRequest for Csrf {
     type Error = CsrfError;
-    type Future = Ready<Result<Csrf, CsrfError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Csrf, CsrfError>>>>;
 
+    /// Loads the session as [`Session`](crate::Session)'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let session = req.get_session()?;
+        let req = req.clone();
+        Box::pin(async move {
+            let session = req.load_session().await?;
             let token = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            check(req, &session, token)?;
+            check(&req, &session, token)?;
             Ok(Csrf(()))
-        })())
+        })
     }
 }
 
@@ -288,7 +287,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let session = req.get_session()?;
+            let session = req.load_session().await?;
             if is_unsafe(req.method()) {
                 // Where it comes from first: a forged request is refused before its body is
                 // read.

@@ -66,8 +66,9 @@ pub enum ConfigError {
 /// A session operation inside a handler failed.
 ///
 /// As a [`ResponseError`] every variant answers `500 Internal Server Error` with an opaque
-/// body; the detail goes to the log. [`SessionError::MissingMiddleware`] is the exception: it
-/// is a programming error, and its body says how to fix it.
+/// body (the detail goes to the log), but [`SessionError::Unavailable`], a `503`.
+/// [`SessionError::MissingMiddleware`] and [`SessionError::NotLoaded`] are programming
+/// errors: their body says how to fix them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -77,6 +78,19 @@ pub enum SessionError {
          e.g. `App::new().wrap(RedisSession::new(url, key)?)`, before using Session or TypedSession"
     )]
     MissingMiddleware,
+    /// The session could not be loaded: the store failed and
+    /// [`OnStoreError::FailClosed`](crate::OnStoreError::FailClosed) is in force. Answers
+    /// `503 Service Unavailable` with `Retry-After: 1`; the cause is in the log.
+    #[error("the session store is unavailable")]
+    Unavailable(#[source] StoreError),
+    /// [`SessionExt::get_session`](crate::SessionExt::get_session) was called before the
+    /// session was loaded: load it with
+    /// [`SessionExt::load_session`](crate::SessionExt::load_session) (or an extractor) first.
+    #[error(
+        "the session is not loaded yet: call `load_session().await` (or extract `Session`) \
+         before `get_session()`, or build the middleware with `.lazy_load(false)`"
+    )]
+    NotLoaded,
     /// The value could not be serialized to JSON.
     #[error("could not serialize the session value for {key:?}")]
     Serialize {
@@ -137,12 +151,17 @@ pub enum SessionError {
 
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+        match self {
+            SessionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            SessionError::MissingMiddleware => {
+            // Logged where the load failed.
+            SessionError::Unavailable(_) => crate::middleware::unavailable(),
+            SessionError::MissingMiddleware | SessionError::NotLoaded => {
                 tracing::error!("{self}");
                 HttpResponse::InternalServerError().body(self.to_string())
             }

@@ -1,9 +1,6 @@
 //! Flash messages: one-time notifications carried by the session to the next page.
 
-use std::{
-    fmt,
-    future::{ready, Ready},
-};
+use std::{fmt, future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
@@ -220,13 +217,16 @@ impl IntoIterator for IncomingFlashMessages {
 
 impl FromRequest for IncomingFlashMessages {
     type Error = SessionError;
-    type Future = Ready<Result<IncomingFlashMessages, SessionError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<IncomingFlashMessages, SessionError>>>>;
 
+    /// Loads the session as [`Session`](crate::Session)'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            req.get_session()
-                .map(|session| IncomingFlashMessages::from_session(&session)),
-        )
+        let session = req.load_session();
+        Box::pin(async move {
+            session
+                .await
+                .map(|session| IncomingFlashMessages::from_session(&session))
+        })
     }
 }
 
@@ -325,10 +325,12 @@ impl Flash {
 
 impl FromRequest for Flash {
     type Error = SessionError;
-    type Future = Ready<Result<Flash, SessionError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Flash, SessionError>>>>;
 
+    /// Loads the session as [`Session`](crate::Session)'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.get_session().map(Flash::new))
+        let session = req.load_session();
+        Box::pin(async move { session.await.map(Flash::new) })
     }
 }
 

@@ -45,8 +45,9 @@
 //! Redis is reached through an r2d2 pool on actix's blocking threads ([`Transport::Pool`], the
 //! default, which can share the application's pool) or through one multiplexed async
 //! connection per worker ([`Transport::Multiplexed`], the highest read-write throughput). Both
-//! batch the commands of concurrent requests into one pipeline per round trip. The embedded
-//! [`store::MemoryStore`] serves development and tests.
+//! batch the commands of concurrent requests into one pipeline per round trip. Other stores
+//! ([`store::MemoryStore`] for development and tests, [`store::FileStore`], or your own
+//! [`store::SessionStore`]) go to [`RedisSession::builder_with`].
 //!
 //! How it works:
 //!
@@ -56,6 +57,8 @@
 //! - One Redis hash per session under `prefix + hex(SHA-256(id))`, so a dump of Redis holds no
 //!   usable cookie. One field per key, so concurrent requests that change different keys do
 //!   not overwrite each other.
+//! - Loaded only when a handler asks (the first `Session`, `TypedSession` or flash
+//!   extractor): assets and health checks that carry the cookie cost the store nothing.
 //! - One round trip to load (which also refreshes the idle timeout, or with
 //!   [`touch_after`](RedisSessionBuilder::touch_after) at most once per interval), none to
 //!   finish a request that changed nothing, one to write the changed fields.

@@ -1,5 +1,5 @@
-//! `RedisSession`: the middleware that loads the session before the handler and saves what
-//! changed after it.
+//! `RedisSession`: the middleware that reads the session cookie, lets the extractors load
+//! the session when a handler first asks for it, and saves what changed after the handler.
 
 use std::{
     future::{ready, Future, Ready},
@@ -34,10 +34,13 @@ const CREATE_ATTEMPTS: usize = 3;
 
 /// The session middleware: `App::new().wrap(RedisSession::new(url, key)?)`.
 ///
-/// For each request it verifies the session cookie, loads the session in one round trip
-/// (refreshing its idle timeout at the same time), runs the handler, then writes only what
+/// For each request it verifies the session cookie; the first extraction of [`Session`],
+/// [`TypedSession`](crate::TypedSession), [`Flash`](crate::Flash) or
+/// [`IncomingFlashMessages`](crate::IncomingFlashMessages) loads the session in one round
+/// trip (refreshing its idle timeout at the same time). After the handler it writes only what
 /// changed, in one more round trip, and sets or removes the cookie as needed. A request that
-/// changes nothing costs no write.
+/// changes nothing costs no write; one whose handler never asks for the session costs the
+/// store nothing at all ([`lazy_load`](RedisSessionBuilder::lazy_load)).
 ///
 /// It is cheap to clone; build it once, outside `HttpServer::new`, so that all workers share
 /// one connection pool.
@@ -240,9 +243,78 @@ enum Incoming {
     },
 }
 
+/// The session of one request, loaded on first use: the middleware puts it in the request's
+/// extensions, the extractors (and [`SessionExt::load_session`](crate::SessionExt)) load it,
+/// and after the handler the middleware saves it, if it was loaded.
+pub(crate) struct Pending {
+    inner: Arc<Inner>,
+    incoming: Incoming,
+    /// Exactly one value of our cookie came: a removal cookie for it cannot hit another.
+    only_one: bool,
+    /// Set once, by the first extraction: the session and whether its cookie was signed
+    /// with an old key, or the load error (which later extractions get too, without a
+    /// second round trip).
+    loaded: tokio::sync::OnceCell<Result<(Session, bool), StoreError>>,
+}
+
+impl Pending {
+    /// The session, loaded now if no extraction did it before.
+    pub(crate) async fn session(&self) -> Result<Session, StoreError> {
+        let loaded = self.loaded.get_or_init(|| self.load()).await;
+        loaded
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .map_err(Clone::clone)
+    }
+
+    /// The session if it needs no round trip: loaded already, or new (no valid cookie).
+    /// `None`: it must be loaded first.
+    pub(crate) fn session_now(&self) -> Option<Result<Session, StoreError>> {
+        if let Some(loaded) = self.loaded.get() {
+            return Some(
+                loaded
+                    .as_ref()
+                    .map(|(s, _)| s.clone())
+                    .map_err(Clone::clone),
+            );
+        }
+        match self.incoming {
+            Incoming::Valid { .. } => None,
+            Incoming::Absent | Incoming::Rejected => {
+                let fresh = Session::fresh(Arc::clone(&self.inner.config));
+                // Set here unless a load raced in first (it cannot: nothing to load).
+                let _ = self.loaded.set(Ok((fresh, false)));
+                self.session_now()
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<(Session, bool), StoreError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        match &self.incoming {
+            Incoming::Valid { first, rest } => match inner.load(first, rest).await {
+                Ok(loaded) => Ok(loaded),
+                Err((e, key)) => {
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
+                    match config.on_store_error {
+                        OnStoreError::FailOpen => {
+                            Ok((Session::degraded(Arc::clone(config), key), false))
+                        }
+                        _ => Err(e),
+                    }
+                }
+            },
+            Incoming::Absent | Incoming::Rejected => {
+                Ok((Session::fresh(Arc::clone(config)), false))
+            }
+        }
+    }
+}
+
 impl Inner {
     async fn handle<S, B>(
-        &self,
+        self: &Arc<Self>,
         service: &S,
         req: ServiceRequest,
     ) -> Result<ServiceResponse<EitherBody<B>>, Error>
@@ -251,34 +323,34 @@ impl Inner {
     {
         let config = &self.config;
         let (incoming, only_one) = self.read_cookie(&req);
-        // A cookie that leads nowhere is removed, if it came alone: with several of our name,
-        // a removal for our path and domain could delete the live one instead.
-        let remove_dead = only_one;
-        let (session, stale_key) = match &incoming {
-            Incoming::Valid { first, rest } => match self.load(first, rest).await {
-                Ok(loaded) => loaded,
-                Err((e, key)) => {
-                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
-                    match config.on_store_error {
-                        OnStoreError::FailOpen => {
-                            (Session::degraded(Arc::clone(config), key), false)
-                        }
-                        _ => return Ok(req.into_response(unavailable()).map_into_right_body()),
-                    }
-                }
-            },
-            Incoming::Absent | Incoming::Rejected => (Session::fresh(Arc::clone(config)), false),
-        };
-        req.extensions_mut().insert(session.clone());
+        let pending = Rc::new(Pending {
+            inner: Arc::clone(self),
+            incoming,
+            only_one,
+            loaded: tokio::sync::OnceCell::new(),
+        });
+        if !config.lazy_load && pending.session().await.is_err() {
+            // Loaded before routing, as guards need; fail-closed: nothing else to do.
+            return Ok(req.into_response(unavailable()).map_into_right_body());
+        }
+        req.extensions_mut().insert(Rc::clone(&pending));
 
         let mut res = service.call(req).await?;
 
+        // Never loaded (or its load failed, which the extractor answered): nothing to save,
+        // no cookie to set. The request cost the store nothing.
+        let Some(Ok((session, stale_key))) = pending.loaded.get() else {
+            return Ok(res.map_into_left_body());
+        };
+        // A cookie that leads nowhere is removed, if it came alone: with several of our name,
+        // a removal for our path and domain could delete the live one instead.
+        let remove_dead = pending.only_one;
         let (plan, logout) = {
             let mut state = session.lock();
             let logout = state.purged();
             (state.plan(), logout)
         };
-        let cookie = match self.save(plan, remove_dead, stale_key).await {
+        let cookie = match self.save(plan, remove_dead, *stale_key).await {
             Ok(cookie) => cookie,
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
@@ -595,7 +667,8 @@ fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &
     })
 }
 
-fn unavailable() -> HttpResponse {
+/// `503 Service Unavailable` with `Retry-After: 1` and an opaque body.
+pub(crate) fn unavailable() -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header((header::RETRY_AFTER, "1"))
         .content_type("text/plain; charset=utf-8")

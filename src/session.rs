@@ -2,13 +2,15 @@
 
 use std::{
     collections::BTreeMap,
-    future::{ready, Ready},
+    future::Future,
+    pin::Pin,
+    rc::Rc,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use actix_web::{
-    dev::{Payload, ServiceRequest, ServiceResponse},
+    dev::{Extensions, Payload, ServiceRequest, ServiceResponse},
     guard::GuardContext,
     FromRequest, HttpMessage, HttpRequest,
 };
@@ -20,6 +22,7 @@ use crate::{
     cookie::{Handle, SessionId},
     error::SessionError,
     flash::FlashMessage,
+    middleware::Pending,
     record::DATA_PREFIX,
     state::State,
     store::Fields,
@@ -410,40 +413,108 @@ fn decode_error(key: &str, e: codec::DecodeError) -> SessionError {
 
 impl FromRequest for Session {
     type Error = SessionError;
-    type Future = Ready<Result<Session, SessionError>>;
+    type Future = LocalBoxFuture<'static, Result<Session, SessionError>>;
 
+    /// Loads the session on the first extraction in a request (one store round trip, none
+    /// for a request without a valid cookie); later extractions share it.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.get_session())
+        load(&req.extensions())
     }
 }
 
-/// Access to the session from a request, e.g. in a guard, another middleware or a
-/// `FromRequest` implementation.
+type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The request's pending session, if it went through the middleware.
+fn pending(extensions: &Extensions) -> Result<Rc<Pending>, SessionError> {
+    extensions
+        .get::<Rc<Pending>>()
+        .cloned()
+        .ok_or(SessionError::MissingMiddleware)
+}
+
+/// The session without a round trip, if it needs none.
+fn session_now(extensions: &Extensions) -> Result<Session, SessionError> {
+    match pending(extensions)?.session_now() {
+        Some(Ok(session)) => Ok(session),
+        Some(Err(e)) => Err(SessionError::Unavailable(e)),
+        None => Err(SessionError::NotLoaded),
+    }
+}
+
+/// Loads the session of the request whose extensions these are.
+fn load(extensions: &Extensions) -> LocalBoxFuture<'static, Result<Session, SessionError>> {
+    let pending = pending(extensions);
+    Box::pin(async move { pending?.session().await.map_err(SessionError::Unavailable) })
+}
+
+/// Access to the session from a request, e.g. in another middleware, a `FromRequest`
+/// implementation or a guard.
+///
+/// The middleware loads a session when it is first asked for
+/// ([`lazy_load`](crate::RedisSessionBuilder::lazy_load)), so from a request there are two
+/// ways: [`load_session`](SessionExt::load_session) loads it if need be (one round trip, the
+/// first time in a request), [`get_session`](SessionExt::get_session) returns it only if that
+/// costs nothing: it was loaded already in this request (by an extractor or a
+/// `load_session`), or the request has no valid session cookie (a new session).
+///
+/// # Examples
+///
+/// In a middleware:
+///
+/// ```
+/// use actix_redis_session::SessionExt;
+/// use actix_web::{body::MessageBody, dev::{ServiceRequest, ServiceResponse}, middleware::Next, Error};
+///
+/// async fn log_user(
+///     req: ServiceRequest,
+///     next: Next<impl MessageBody>,
+/// ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+///     let session = req.load_session().await?;
+///     if let Some(user) = session.get::<String>("user")? {
+///         tracing::info!(%user, "request");
+///     }
+///     next.call(req).await
+/// }
+/// ```
 pub trait SessionExt {
-    /// The session of this request.
+    /// The session of this request, if it needs no loading: loaded already, or new.
     ///
     /// # Errors
     ///
     /// [`SessionError::MissingMiddleware`] when the request did not pass through
-    /// [`RedisSession`](crate::RedisSession).
+    /// [`RedisSession`](crate::RedisSession), [`SessionError::NotLoaded`] when it must be
+    /// loaded first ([`load_session`](SessionExt::load_session)),
+    /// [`SessionError::Unavailable`] when its load failed.
     fn get_session(&self) -> Result<Session, SessionError>;
+
+    /// The session of this request, loaded if no one loaded it yet (one store round trip,
+    /// none without a valid session cookie).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::MissingMiddleware`] when the request did not pass through
+    /// [`RedisSession`](crate::RedisSession), [`SessionError::Unavailable`] when the store
+    /// failed (and [`OnStoreError::FailClosed`](crate::OnStoreError::FailClosed) is in force).
+    fn load_session(&self) -> Pin<Box<dyn Future<Output = Result<Session, SessionError>>>>;
 }
 
 impl SessionExt for HttpRequest {
     fn get_session(&self) -> Result<Session, SessionError> {
-        self.extensions()
-            .get::<Session>()
-            .cloned()
-            .ok_or(SessionError::MissingMiddleware)
+        session_now(&self.extensions())
+    }
+
+    fn load_session(&self) -> Pin<Box<dyn Future<Output = Result<Session, SessionError>>>> {
+        load(&self.extensions())
     }
 }
 
 impl SessionExt for ServiceRequest {
     fn get_session(&self) -> Result<Session, SessionError> {
-        self.extensions()
-            .get::<Session>()
-            .cloned()
-            .ok_or(SessionError::MissingMiddleware)
+        session_now(&self.extensions())
+    }
+
+    fn load_session(&self) -> Pin<Box<dyn Future<Output = Result<Session, SessionError>>>> {
+        load(&self.extensions())
     }
 }
 
@@ -451,6 +522,10 @@ impl SessionExt for ServiceRequest {
 impl<B> SessionExt for ServiceResponse<B> {
     fn get_session(&self) -> Result<Session, SessionError> {
         self.request().get_session()
+    }
+
+    fn load_session(&self) -> Pin<Box<dyn Future<Output = Result<Session, SessionError>>>> {
+        self.request().load_session()
     }
 }
 
@@ -472,13 +547,17 @@ impl<B> SessionExt for ServiceResponse<B> {
 /// # let _ = home;
 /// ```
 ///
-/// Guards run before extractors and cannot wait: the session is there because the
-/// middleware loads it before routing.
+/// Guards run before extractors and cannot wait: they see the stored session only if the
+/// middleware loads it before routing ([`lazy_load(false)`](crate::RedisSessionBuilder::lazy_load)),
+/// or if a middleware of the scope loaded it ([`SessionExt::load_session`]). Otherwise
+/// `get_session` answers [`SessionError::NotLoaded`] for a request with a session cookie.
 impl SessionExt for GuardContext<'_> {
     fn get_session(&self) -> Result<Session, SessionError> {
-        self.req_data()
-            .get::<Session>()
-            .cloned()
-            .ok_or(SessionError::MissingMiddleware)
+        session_now(&self.req_data())
+    }
+
+    /// Guards cannot wait: the same as [`get_session`](SessionExt::get_session).
+    fn load_session(&self) -> Pin<Box<dyn Future<Output = Result<Session, SessionError>>>> {
+        Box::pin(std::future::ready(self.get_session()))
     }
 }

@@ -1,8 +1,9 @@
 //! `TypedSession<T>`: a whole struct of the application's, kept in one session field.
 
 use std::{
-    future::{ready, Ready},
+    future::Future,
     ops::{Deref, DerefMut},
+    pin::Pin,
 };
 
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
@@ -179,9 +180,11 @@ impl<T: SessionData + std::fmt::Debug> std::fmt::Debug for TypedSession<T> {
 
 impl<T: SessionData> FromRequest for TypedSession<T> {
     type Error = SessionError;
-    type Future = Ready<Result<TypedSession<T>, SessionError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<TypedSession<T>, SessionError>>>>;
 
+    /// Loads the session as [`Session`](crate::Session)'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.get_session().map(TypedSession::from_session))
+        let session = req.load_session();
+        Box::pin(async move { session.await.map(TypedSession::from_session) })
     }
 }

@@ -963,36 +963,90 @@ mod suite {
         assert_eq!(backend.stored_sessions(), 0);
     }
 
+    /// Guards cannot wait for a load: they see the session when the middleware loads it
+    /// before routing (`lazy_load(false)`), or when a middleware of the scope loaded it.
     pub async fn a_guard_routes_signed_in_users(backend: Backend) {
-        use actix_redis_session::{Session, SessionExt};
+        use actix_redis_session::{Session, SessionError, SessionExt};
         use actix_web::{guard, web, HttpResponse};
-        let sessions = backend.sessions(key(1));
-        let srv = actix_test::start(move || {
+        fn home() -> actix_web::Resource {
             let signed_in = guard::fn_guard(|ctx| {
                 ctx.get_session()
                     .ok()
                     .and_then(|s: Session| s.get::<String>("user").ok().flatten())
                     .is_some()
             });
-            App::new()
-                .wrap(sessions.clone())
-                .service(
-                    web::resource("/home")
-                        .route(
-                            web::get()
-                                .guard(signed_in)
-                                .to(|| async { HttpResponse::Ok().body("dashboard") }),
-                        )
-                        .route(web::get().to(|| async { HttpResponse::Ok().body("welcome") })),
+            web::resource("/home")
+                .route(
+                    web::get()
+                        .guard(signed_in)
+                        .to(|| async { HttpResponse::Ok().body("dashboard") }),
                 )
-                .configure(common::routes)
+                .route(web::get().to(|req: actix_web::HttpRequest| async move {
+                    // Without a load before routing, a guard cannot see a stored session.
+                    let seen = match req.get_session() {
+                        Ok(_) => "loaded",
+                        Err(SessionError::NotLoaded) => "not loaded",
+                        Err(_) => "error",
+                    };
+                    HttpResponse::Ok().body(format!("welcome ({seen})"))
+                }))
+        }
+        /// Loads the session before the scope routes, so that its guards see it.
+        async fn load_first(
+            req: actix_web::dev::ServiceRequest,
+            next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+        ) -> Result<
+            actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+            actix_web::Error,
+        > {
+            req.load_session().await?;
+            next.call(req).await
+        }
+        let eager = backend.builder(key(1)).lazy_load(false).build().unwrap();
+        let lazy = backend.sessions(key(1));
+        let srv = actix_test::start(move || {
+            App::new()
+                .service(
+                    web::scope("/eager")
+                        .wrap(eager.clone())
+                        .service(home())
+                        .configure(common::routes),
+                )
+                .service(
+                    web::scope("/scoped")
+                        .wrap(actix_web::middleware::from_fn(load_first))
+                        .service(home())
+                        .wrap(lazy.clone()),
+                )
+                .service(
+                    web::scope("")
+                        .wrap(lazy.clone())
+                        .service(home())
+                        .configure(common::routes),
+                )
         });
+        for scope in ["/eager", "/scoped"] {
+            let mut client = Client::new(&srv);
+            assert_eq!(
+                client.get(&format!("{scope}/home")).await.body,
+                "welcome (loaded)"
+            );
+            let prefix = if scope == "/eager" { "/eager" } else { "" };
+            client.get(&format!("{prefix}/set/user/alice")).await;
+            assert_eq!(
+                client.get(&format!("{scope}/home")).await.body,
+                "dashboard",
+                "{scope}"
+            );
+            client.get(&format!("{prefix}/purge")).await;
+            assert_eq!(
+                client.get(&format!("{scope}/home")).await.body,
+                "welcome (loaded)"
+            );
+        }
         let mut client = Client::new(&srv);
-        assert_eq!(client.get("/home").await.body, "welcome");
         client.get("/set/user/alice").await;
-        assert_eq!(client.get("/home").await.body, "dashboard");
-        client.get("/purge").await;
-        assert_eq!(client.get("/home").await.body, "welcome");
+        assert_eq!(client.get("/home").await.body, "welcome (not loaded)");
     }
 
     pub async fn middleware_reach_the_session_from_the_response(backend: Backend) {

@@ -167,11 +167,36 @@ async fn each_kind_of_request_costs_the_documented_commands_and_never_a_ping_wit
         "no cookie, no data: no Redis at all"
     );
 
+    measure("a handler that does not use the session");
+    for _ in 0..5 {
+        // Assets, favicon, health checks: they carry the cookie, but never ask for the
+        // session.
+        let res = client.get("/plain").await;
+        assert_eq!(res.status, 200);
+        assert!(res.set_cookies.is_empty(), "no cookie set");
+    }
+    assert_eq!(server.command_calls(), calls(&[]), "lazy: no Redis at all");
+
     measure("purge");
     client.get("/purge").await;
     assert_eq!(
         server.command_calls(),
         calls(&[("del", 1), ("hgetall", 1), ("pexpire", 1)])
+    );
+
+    // Loaded before routing instead: every request with the cookie pays the load.
+    let eager = serve(with(
+        transport,
+        RedisSession::builder(server.url(), key(1)).lazy_load(false),
+    ));
+    let mut client = Client::new(&eager);
+    client.get("/count").await;
+    measure("eager");
+    client.get("/plain").await;
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 1), ("pexpire", 1)]),
+        "eager: the load, even for a handler that does not use it"
     );
 }
 
@@ -309,6 +334,12 @@ async fn with_redis_down_requests_get_a_503_by_default_and_recover_when_it_is_ba
         "a new session that cannot be saved is not acknowledged"
     );
     assert_eq!(Client::new(&srv).get("/plain").await.status, 200);
+    let res = client.get("/plain").await;
+    assert_eq!(
+        (res.status, res.set_cookies.len()),
+        (200, 0),
+        "with the cookie too: a handler that does not use the session never waits for Redis"
+    );
 
     server.restart();
     let mut fresh = Client::new(&srv);
@@ -584,22 +615,31 @@ async fn a_slow_redis_times_out_into_a_503_and_the_timed_out_connection_is_repla
 #[actix_web::test]
 async fn other_middleware_reach_the_session_through_service_request() {
     use actix_redis_session::SessionExt;
-    use actix_web::{dev::Service as _, HttpMessage as _};
+    use actix_web::{
+        body::MessageBody,
+        dev::{ServiceRequest, ServiceResponse},
+        middleware::{from_fn, Next},
+        HttpMessage as _,
+    };
+
+    /// Runs inside the session middleware: tags every request of a signed-in user. The
+    /// session is loaded here (the handler's extractors then share the load).
+    async fn tag_user(
+        req: ServiceRequest,
+        next: Next<impl MessageBody>,
+    ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+        let session = req.load_session().await?;
+        let user: Option<String> = session.get("user")?;
+        req.extensions_mut()
+            .insert(user.unwrap_or_else(|| "anonymous".into()));
+        next.call(req).await
+    }
 
     let server = RedisServer::start();
     let sessions = RedisSession::new(server.url(), key(1)).unwrap();
     let srv = actix_test::start(move || {
         App::new()
-            // Runs inside the session middleware: tags every request of a signed-in user.
-            .wrap_fn(|req, srv| {
-                let user: Option<String> = req
-                    .get_session()
-                    .ok()
-                    .and_then(|s| s.get("user").ok().flatten());
-                req.extensions_mut()
-                    .insert(user.unwrap_or_else(|| "anonymous".into()));
-                srv.call(req)
-            })
+            .wrap(from_fn(tag_user))
             .wrap(sessions.clone())
             .route(
                 "/who",
@@ -836,4 +876,52 @@ async fn with_touch_after_reads_write_nothing_until_the_refresh_is_due_with(tran
         "{transport:?}"
     );
     assert_eq!(client.get("/get/a").await.body, "\"2\"");
+}
+
+/// Every extractor of a request shares one load: `Session`, `TypedSession`, the flash
+/// extractors and `load_session` in a middleware cost one round trip together.
+#[actix_web::test]
+async fn the_extractors_of_one_request_share_one_load() {
+    use actix_redis_session::{Flash, IncomingFlashMessages, SessionExt, TypedSession};
+    use actix_web::{middleware::from_fn, HttpResponse};
+
+    async fn everything(
+        session: Session,
+        cart: TypedSession<common::Cart>,
+        incoming: IncomingFlashMessages,
+        _flash: Flash,
+        req: actix_web::HttpRequest,
+    ) -> HttpResponse {
+        let again = req.get_session().expect("loaded by the extractors");
+        let visits: u32 = again.get("count").unwrap().unwrap_or(0);
+        let _ = session.get::<String>("user");
+        HttpResponse::Ok().body(format!(
+            "{visits} {} {}",
+            cart.items.len(),
+            incoming.iter().count()
+        ))
+    }
+
+    let server = RedisServer::start();
+    let sessions = RedisSession::new(server.url(), key(1)).unwrap();
+    let srv = actix_test::start(move || {
+        App::new()
+            .wrap(from_fn(|req: actix_web::dev::ServiceRequest, next: actix_web::middleware::Next<_>| async move {
+                let _ = req.load_session().await?;
+                next.call(req).await
+            }))
+            .wrap(sessions.clone())
+            .route("/everything", web::get().to(everything))
+            .configure(common::routes)
+    });
+    let mut client = Client::new(&srv);
+    client.get("/count").await;
+    client.get("/count").await;
+    server.reset_stats();
+    assert_eq!(client.get("/everything").await.body, "2 0 0");
+    assert_eq!(
+        server.command_calls(),
+        calls(&[("hgetall", 1), ("pexpire", 1)]),
+        "one load for all of them"
+    );
 }
