@@ -9,10 +9,12 @@ use crate::{
     error::ConfigError,
     flash::Level,
     key::Key,
-    middleware::RedisSession,
+    middleware::{Engine, RedisSession},
     store::{
-        commands::RedisOptions, memory::MemoryStore, Choice, MultiplexedStore, RedisStore, Store,
-        StoreChoice,
+        commands::RedisOptions,
+        cookie::{plaintext_budget, Sealer},
+        memory::MemoryStore,
+        Choice, MultiplexedStore, RedisStore, Store, StoreChoice,
     },
 };
 
@@ -62,6 +64,9 @@ pub(crate) struct Limits {
     pub(crate) max_fields: usize,
     /// Names and values of all data fields together.
     pub(crate) max_session_size: usize,
+    /// The cookie store: the most plaintext bytes a sealed session may take for its cookie
+    /// to fit in a browser.
+    pub(crate) cookie_budget: Option<usize>,
 }
 
 /// Flash message settings.
@@ -186,6 +191,7 @@ impl RedisSessionBuilder {
                 max_value_size: 64 * 1024,
                 max_fields: 64,
                 max_session_size: 1024 * 1024,
+                cookie_budget: None,
             },
             flash: FlashConfig {
                 min_level: Level::Info,
@@ -481,15 +487,20 @@ impl RedisSessionBuilder {
     /// out of range.
     pub fn build(self) -> Result<RedisSession, ConfigError> {
         self.check()?;
-        let store = match self.backend {
-            Backend::Url(ref url) => match self.transport {
+        let engine = match self.backend {
+            Backend::Url(ref url) => Engine::Server(match self.transport {
                 Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
                 Transport::Multiplexed => {
                     Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
                 }
-            },
-            Backend::Pool(ref pool) => Store::Redis(RedisStore::shared(pool.clone(), &self.redis)),
-            Backend::Given(Choice::Server(ref store)) => store.clone(),
+            }),
+            Backend::Pool(ref pool) => {
+                Engine::Server(Store::Redis(RedisStore::shared(pool.clone(), &self.redis)))
+            }
+            Backend::Given(Choice::Server(ref store)) => Engine::Server(store.clone()),
+            Backend::Given(Choice::Cookie(_)) => {
+                Engine::Cookie(Arc::new(Sealer::new(&self.key, &self.cookie.name)))
+            }
             Backend::None => {
                 return Err(ConfigError::InvalidOption {
                     option: "store",
@@ -499,13 +510,19 @@ impl RedisSessionBuilder {
         };
         Ok(RedisSession::from_parts(
             Arc::new(self.into_config()),
-            store,
+            engine,
         ))
     }
 
     fn into_config(self) -> SessionConfig {
         let mut cookie = self.cookie;
         cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
+        let mut limits = self.limits;
+        if let Backend::Given(Choice::Cookie(_)) = self.backend {
+            // Name, `=` and the attributes at their longest (a Max-Age of 400 days).
+            let empty = cookie.session_cookie(String::new(), Some(MAX_LIFETIME));
+            limits.cookie_budget = Some(plaintext_budget(empty.to_string().len()));
+        }
         SessionConfig {
             signer: Signer::new(&self.key, &cookie.name),
             cookie,
@@ -514,7 +531,7 @@ impl RedisSessionBuilder {
             absolute_timeout: self.absolute_timeout,
             remember_max: self.remember_max,
             key_prefix: self.key_prefix,
-            limits: self.limits,
+            limits,
             flash: self.flash,
             on_store_error: self.on_store_error,
             lazy_load: self.lazy_load,

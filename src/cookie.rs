@@ -31,10 +31,6 @@ pub(crate) struct SessionId([u8; ID_LEN]);
 
 impl SessionId {
     pub(crate) fn generate() -> SessionId {
-        #[cfg(test)]
-        if let Some(id) = tests::FORCED_IDS.with(|ids| ids.borrow_mut().pop_front()) {
-            return SessionId(id);
-        }
         let mut id = [0u8; ID_LEN];
         getrandom::fill(&mut id).expect("the OS random number generator failed");
         SessionId(id)
@@ -55,7 +51,11 @@ impl SessionId {
         key
     }
 
-    #[cfg(test)]
+    /// The id's bytes: secret, for sealing into a cookie only.
+    pub(crate) fn as_bytes(&self) -> &[u8; ID_LEN] {
+        &self.0
+    }
+
     pub(crate) fn from_bytes(bytes: [u8; ID_LEN]) -> SessionId {
         SessionId(bytes)
     }
@@ -286,15 +286,8 @@ impl CookieConfig {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::{cell::RefCell, collections::VecDeque};
-
+mod tests {
     use super::*;
-
-    thread_local! {
-        /// Ids that `SessionId::generate` hands out next on this thread, to force collisions.
-        pub(crate) static FORCED_IDS: RefCell<VecDeque<[u8; ID_LEN]>> = RefCell::default();
-    }
 
     fn key(b: u8) -> Key {
         Key::from_bytes(&[b; 32]).unwrap()

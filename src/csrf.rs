@@ -223,7 +223,7 @@ impl FromRequest for Csrf {
     type Error = CsrfError;
     type Future = Pin<Box<dyn Future<Output = Result<Csrf, CsrfError>>>>;
 
-    /// Loads the session as [`Session`](crate::Session)'s extractor does.
+    /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {

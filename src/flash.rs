@@ -219,7 +219,7 @@ impl FromRequest for IncomingFlashMessages {
     type Error = SessionError;
     type Future = Pin<Box<dyn Future<Output = Result<IncomingFlashMessages, SessionError>>>>;
 
-    /// Loads the session as [`Session`](crate::Session)'s extractor does.
+    /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let session = req.load_session();
         Box::pin(async move {
@@ -327,7 +327,7 @@ impl FromRequest for Flash {
     type Error = SessionError;
     type Future = Pin<Box<dyn Future<Output = Result<Flash, SessionError>>>>;
 
-    /// Loads the session as [`Session`](crate::Session)'s extractor does.
+    /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let session = req.load_session();
         Box::pin(async move { session.await.map(Flash::new) })

@@ -12,6 +12,7 @@ use crate::error::KeyError;
 
 const SIGN_INFO: &[u8] = b"actix-redis-session v1 cookie signing";
 const ENCRYPT_INFO: &[u8] = b"actix-redis-session v1 value encryption";
+const SEAL_INFO: &[u8] = b"actix-redis-session v1 cookie sealing";
 
 /// The secret that signs session cookies.
 ///
@@ -48,6 +49,8 @@ pub struct Key {
 pub(crate) struct SubKeys {
     sign: [u8; 32],
     encrypt: [u8; 32],
+    /// Seals whole sessions into cookies ([`CookieStore`](crate::store::CookieStore)).
+    seal: [u8; 32],
 }
 
 impl SubKeys {
@@ -56,11 +59,14 @@ impl SubKeys {
         let mut keys = SubKeys {
             sign: [0; 32],
             encrypt: [0; 32],
+            seal: [0; 32],
         };
         // expand() only fails for outputs longer than 255 * 32 bytes.
         hk.expand(SIGN_INFO, &mut keys.sign)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         hk.expand(ENCRYPT_INFO, &mut keys.encrypt)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        hk.expand(SEAL_INFO, &mut keys.seal)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         keys
     }
@@ -72,6 +78,10 @@ impl SubKeys {
     #[allow(dead_code)] // used once encryption at rest lands
     pub(crate) fn encrypt(&self) -> &[u8; 32] {
         &self.encrypt
+    }
+
+    pub(crate) fn seal(&self) -> &[u8; 32] {
+        &self.seal
     }
 }
 
@@ -334,6 +344,10 @@ mod tests {
         assert_eq!(
             hex(key.current().encrypt()),
             "b3d203131705cc3e77add7fd8dcd8198887eb50ed4d44c611563bee5d0b59f56"
+        );
+        assert_eq!(
+            hex(key.current().seal()),
+            "c8e569f09ee5a6ec1fff351560fb754a037bbc6b4d7156138543b32593864dac"
         );
     }
 

@@ -15,7 +15,10 @@ use crate::{
     flash::FlashMessage,
     record::{self, now_ms, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
     session::SessionStatus,
-    store::{Fields, Write},
+    store::{
+        cookie::{FIELD_OVERHEAD, HEADER_LEN},
+        Fields, Write,
+    },
 };
 
 /// One request's view of its session. `Session` handles read `fields`, `id`, `key` and
@@ -283,6 +286,15 @@ impl State {
         if size > limit {
             return Err(SessionError::SessionTooLarge { size, limit });
         }
+        if let Some(budget) = self.config.limits.cookie_budget {
+            let sealed = self.sealed_len(FIELD_OVERHEAD + FLASH_NAME_LEN + encoded.len());
+            if sealed > budget {
+                return Err(SessionError::SessionTooLarge {
+                    size: sealed,
+                    limit: budget,
+                });
+            }
+        }
         self.flash.outgoing_size += FLASH_NAME_LEN + encoded.len();
         self.flash.outgoing.push(message);
         Ok(())
@@ -359,6 +371,18 @@ impl State {
                 limit: limits.max_session_size,
             });
         }
+        if let Some(budget) = limits.cookie_budget {
+            let old = old.map_or(0, |old| FIELD_OVERHEAD + field.len() + old.len());
+            let sealed = self
+                .sealed_len(FIELD_OVERHEAD + field.len() + value.len())
+                .saturating_sub(old);
+            if sealed > budget {
+                return Err(SessionError::SessionTooLarge {
+                    size: sealed,
+                    limit: budget,
+                });
+            }
+        }
         self.size = size;
         self.dirty.insert(field.clone());
         self.fields.insert(field, value);
@@ -374,6 +398,35 @@ impl State {
         self.dirty.insert(field.to_owned());
         self.mark(SessionStatus::Changed);
         Some(old)
+    }
+
+    /// The cookie store: the plaintext bytes of this session sealed (with the flash messages
+    /// sent so far, and the metadata a save adds), plus `extra`.
+    fn sealed_len(&self, extra: usize) -> usize {
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|(name, value)| FIELD_OVERHEAD + name.len() + value.len())
+            .sum();
+        // The creation marker (`<13 digits>.<16 hex>`, room for more digits) and the last
+        // touch (unix ms), if a save has yet to add them.
+        let created = if self.fields.contains_key(CREATED) {
+            0
+        } else {
+            FIELD_OVERHEAD + CREATED.len() + 40
+        };
+        let touched = if self.fields.contains_key(TOUCHED) {
+            0
+        } else {
+            FIELD_OVERHEAD + TOUCHED.len() + 20
+        };
+        HEADER_LEN
+            + fields
+            + created
+            + touched
+            + self.flash.outgoing.len() * FIELD_OVERHEAD
+            + self.flash.outgoing_size
+            + extra
     }
 
     /// Removes every field whose name `which` picks.

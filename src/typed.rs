@@ -182,7 +182,7 @@ impl<T: SessionData> FromRequest for TypedSession<T> {
     type Error = SessionError;
     type Future = Pin<Box<dyn Future<Output = Result<TypedSession<T>, SessionError>>>>;
 
-    /// Loads the session as [`Session`](crate::Session)'s extractor does.
+    /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let session = req.load_session();
         Box::pin(async move { session.await.map(TypedSession::from_session) })

@@ -53,6 +53,53 @@ per_backend!(
     a_stored_session_over_the_size_limit_is_discarded_on_load,
 );
 
+// The cookie store keeps no server state: the cases below hold for it too. Not applicable,
+// and why:
+// - a_dead_sessions_cookie_does_not_hide_the_live_one: a purged cookie is not dead: nothing on a server to delete (tests/cookie_store.rs: an expired copy does not hide the live one).
+// - a_request_that_changes_nothing_sets_no_cookie: every change travels in the cookie, so a change always sets it (unchanged requests do not: tests/cookie_store.rs).
+// - a_session_left_without_values_is_deleted_and_its_cookie_removed: counts the server record.
+// - a_renew_that_races_a_logout_never_brings_the_session_back: no server record to race on; the old cookie stays valid until it expires.
+// - a_stored_session_over_the_size_limit_is_discarded_on_load: writes a record behind the application's back.
+// - a_typed_value_changed_before_a_purge_is_never_stored: counts the server record.
+// - a_validly_signed_but_unknown_id_is_never_adopted: no ids to look up.
+// - a_typed_value_changed_before_a_renew_goes_to_the_new_id_only: the old cookie stays valid: no revocation.
+// - bad_cookies_get_a_fresh_session_never_an_error: forges the signed-id format; sealed cookies: tests/cookie_store.rs.
+// - clear_then_insert_keeps_the_session_and_its_id: a change always sends a new cookie.
+// - concurrent_updates_to_different_fields_all_persist: each response carries the whole session: the last one a client keeps wins.
+// - many_copies_of_the_cookie_cost_a_bounded_number_of_checks: forges the signed-id format; sealed cookies: tests/cookie_store.rs.
+// - purge_deletes_the_session_and_removes_the_cookie: a copy of the cookie taken before the purge stays valid: no revocation.
+// - renew_moves_the_data_to_a_new_id_and_kills_the_old_cookie: the old cookie stays valid: no revocation.
+// - two_renews_at_once_leave_one_working_session: the old cookie stays valid: no revocation.
+// - values_inserted_after_purge_start_a_new_session: counts the server record (tests/cookie_store.rs covers the rest).
+// - values_persist_and_the_cookie_has_safe_defaults: counts the server record (tests/cookie_store.rs checks the defaults).
+on_cookie_store!(
+    a_visitor_without_data_gets_no_cookie_and_nothing_is_stored,
+    typed_session_is_read_changed_and_written_back,
+    map_operations_behave_like_a_map,
+    the_idle_timeout_slides_and_expires_unused_sessions,
+    with_touch_after_the_idle_timeout_moves_at_most_once_per_interval,
+    with_touch_after_a_short_remember_me_lifetime_still_slides,
+    the_absolute_timeout_ends_even_an_active_session,
+    remember_me_makes_the_cookie_persistent_and_sets_the_lifetime,
+    a_persistent_cookie_moves_its_max_age_on_every_response,
+    cookie_attributes_are_configurable_and_the_removal_cookie_matches,
+    a_rotated_key_still_accepts_old_cookies_and_re_signs_them,
+    limits_give_an_opaque_500_and_keep_the_session,
+    a_handler_without_the_middleware_gets_an_error_that_says_how_to_fix_it,
+    the_handle_is_stable_and_changes_on_renew,
+    a_typed_value_changed_before_a_clear_does_not_come_back,
+    values_json_cannot_give_back_are_refused_with_a_typed_error,
+    concurrent_requests_of_many_users_each_get_their_own_session,
+    a_cookie_is_bound_to_its_name_even_under_a_shared_key,
+    update_or_stores_the_default_as_is_when_missing,
+    clear_reports_changed_even_on_an_empty_session,
+    a_guard_routes_signed_in_users,
+    middleware_reach_the_session_from_the_response,
+    remember_me_can_be_forgotten,
+    a_shorter_remember_me_policy_reaches_cookies_issued_before,
+    the_total_size_limit_counts_every_name_and_value,
+);
+
 mod suite {
     use super::*;
 

@@ -24,6 +24,25 @@ per_backend!(
     reads_racing_sends_never_drop_a_new_message_nor_show_one_twice,
 );
 
+// The cookie store too, but for the concurrent cases: each response carries the whole
+// session, so concurrent requests of one client cannot merge their changes (the last response
+// the browser keeps wins). Not applicable:
+// - concurrent_senders_all_keep_their_message.
+// - reading_messages_never_drops_a_concurrent_requests_field.
+// - reads_racing_sends_never_drop_a_new_message_nor_show_one_twice.
+on_cookie_store!(
+    a_message_is_shown_once_on_a_later_request,
+    messages_keep_their_order_and_debug_is_dropped_by_default,
+    the_minimum_level_is_configurable,
+    now_messages_are_shown_in_the_current_response_only,
+    unread_messages_wait_for_a_request_that_reads_them,
+    messages_sent_while_showing_others_are_kept_for_the_next_request,
+    messages_can_be_sent_from_the_blocking_thread_pool,
+    limits_are_errors_not_panics,
+    a_request_without_messages_writes_nothing_and_sets_no_cookie,
+    login_and_logout_flow_shows_each_message_once_and_ends_with_no_cookie,
+);
+
 mod suite {
     use super::*;
 

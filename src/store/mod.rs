@@ -19,6 +19,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod commands;
+pub(crate) mod cookie;
 mod file;
 pub(crate) mod memory;
 pub(crate) mod multiplexed;
@@ -27,7 +28,7 @@ pub(crate) mod redis;
 use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use self::batch::Sender as _;
-pub use self::{file::FileStore, memory::MemoryStore};
+pub use self::{cookie::CookieStore, file::FileStore, memory::MemoryStore};
 pub(crate) use self::{multiplexed::MultiplexedStore, redis::RedisStore};
 pub use crate::error::{StoreError, StoreErrorKind};
 
@@ -256,6 +257,7 @@ pub struct StoreChoice(pub(crate) Choice);
 
 pub(crate) enum Choice {
     Server(Store),
+    Cookie(CookieStore),
 }
 
 impl<S: SessionStore> IntoStore for S {
@@ -270,6 +272,12 @@ impl<S: SessionStore> IntoStore for S {
             }
         };
         StoreChoice(Choice::Server(store))
+    }
+}
+
+impl IntoStore for CookieStore {
+    fn into_store(self) -> StoreChoice {
+        StoreChoice(Choice::Cookie(self))
     }
 }
 

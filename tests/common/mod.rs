@@ -9,7 +9,7 @@ pub mod user_store;
 use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
-    store::{FileStore, MemoryStore},
+    store::{CookieStore, FileStore, MemoryStore},
     Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession, RedisSessionBuilder,
     Session, SessionData, SessionError, Transport, TypedSession,
 };
@@ -62,12 +62,28 @@ macro_rules! per_backend {
     };
 }
 
+/// Runs each listed test of `suite` against the cookie store too (`cookie_store::name`):
+/// the cases that hold without server state.
+#[allow(unused_macros)]
+macro_rules! on_cookie_store {
+    ($($name:ident),* $(,)?) => {
+        mod cookie_store {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::cookie()).await;
+            })*
+        }
+    };
+}
+
 /// Where the sessions of a test live.
 pub enum Backend {
     Memory(MemoryStore),
     Redis(RedisServer, Transport),
     File(FileStore, tempfile::TempDir),
     User(user_store::MapStore),
+    /// No server state: the session is sealed in the cookie.
+    Cookie,
 }
 
 impl Backend {
@@ -89,6 +105,10 @@ impl Backend {
         Backend::File(store, dir)
     }
 
+    pub fn cookie() -> Backend {
+        Backend::Cookie
+    }
+
     pub fn user_store() -> Backend {
         Backend::User(user_store::MapStore::default())
     }
@@ -99,6 +119,7 @@ impl Backend {
             Backend::Memory(store) => RedisSession::builder_with_memory(store.clone(), key),
             Backend::File(store, _) => RedisSession::builder_with(store.clone(), key),
             Backend::User(store) => RedisSession::builder_with(store.clone(), key),
+            Backend::Cookie => RedisSession::builder_with(CookieStore::new(), key),
             Backend::Redis(server, transport) => RedisSession::builder(server.url(), key)
                 .transport(*transport)
                 .checkout_timeout(Duration::from_millis(500)),
@@ -110,7 +131,8 @@ impl Backend {
         self.builder(key).build().expect("valid test configuration")
     }
 
-    /// How many session records the backend holds (expired ones included until swept).
+    /// How many session records the backend holds on the server (expired ones included until
+    /// swept); none for the cookie store.
     pub fn stored_sessions(&self) -> usize {
         match self {
             Backend::Memory(store) => store.len(),
@@ -123,6 +145,8 @@ impl Backend {
                 })
                 .count(),
             Backend::User(store) => store.len(),
+            // Nothing on the server, ever.
+            Backend::Cookie => 0,
         }
     }
 

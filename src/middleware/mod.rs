@@ -1,0 +1,407 @@
+//! `RedisSession`: the middleware that reads the session cookie, lets the extractors load
+//! the session when a handler first asks for it, and saves what changed after the handler.
+
+mod incoming;
+mod sealed;
+mod server;
+
+use std::{
+    future::{ready, Future, Ready},
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+};
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform},
+    http::header,
+    Error, HttpMessage, HttpResponse,
+};
+
+use self::{incoming::Incoming, server::Server};
+use crate::{
+    config::{OnStoreError, RedisSessionBuilder, SessionConfig},
+    error::{ConfigError, StoreError},
+    key::Key,
+    session::Session,
+    store::{cookie::Sealer, IntoStore, MemoryStore, Store},
+};
+
+/// The session middleware: `App::new().wrap(RedisSession::new(url, key)?)`.
+///
+/// For each request it verifies the session cookie; the first extraction of [`Session`],
+/// [`TypedSession`](crate::TypedSession), [`Flash`](crate::Flash) or
+/// [`IncomingFlashMessages`](crate::IncomingFlashMessages) loads the session in one round
+/// trip (refreshing its idle timeout at the same time). After the handler it writes only what
+/// changed, in one more round trip, and sets or removes the cookie as needed. A request that
+/// changes nothing costs no write; one whose handler never asks for the session costs the
+/// store nothing at all ([`lazy_load`](RedisSessionBuilder::lazy_load)).
+///
+/// It is cheap to clone; build it once, outside `HttpServer::new`, so that all workers share
+/// one connection pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use actix_redis_session::{Key, RedisSession};
+/// use actix_web::{App, HttpServer};
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let key = Key::from_env("SESSION_KEY").expect("SESSION_KEY");
+///     let sessions = RedisSession::new("redis://127.0.0.1:6379", key).expect("valid URL");
+///     HttpServer::new(move || App::new().wrap(sessions.clone()))
+///         .bind(("127.0.0.1", 8080))?
+///         .run()
+///         .await
+/// }
+/// ```
+#[derive(Clone)]
+pub struct RedisSession {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<SessionConfig>,
+    engine: Engine,
+}
+
+/// Where the sessions of a middleware live.
+#[derive(Clone)]
+pub(crate) enum Engine {
+    /// A server-side store: the cookie holds a signed id.
+    Server(Store),
+    /// The cookie holds the whole session, sealed ([`CookieStore`](crate::store::CookieStore)).
+    Cookie(Arc<Sealer>),
+}
+
+impl Engine {
+    /// The engine as one actix worker uses it: the multiplexed transport gets a connection
+    /// of its own per worker; the others are shared.
+    fn for_worker(&self) -> Engine {
+        match self {
+            Engine::Server(store) => Engine::Server(store.for_worker()),
+            Engine::Cookie(sealer) => Engine::Cookie(Arc::clone(sealer)),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSession")
+            .field("cookie_name", &self.inner.config.cookie.name)
+            .field("idle_timeout", &self.inner.config.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSession {
+    /// Sessions in Redis at `url`, with default settings.
+    ///
+    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, feature
+    /// `tls`), `redis+unix:///path/to/redis.sock?db=N`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisSessionBuilder::build`].
+    pub fn new(url: impl AsRef<str>, key: Key) -> Result<RedisSession, ConfigError> {
+        RedisSession::builder(url, key).build()
+    }
+
+    /// A builder for sessions in Redis at `url`.
+    pub fn builder(url: impl AsRef<str>, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::redis(url.as_ref().to_owned(), key)
+    }
+
+    /// Sessions in Redis through the application's own r2d2 pool, with default settings.
+    ///
+    /// One pool for the application and its sessions keeps the connection count down. Build
+    /// the pool with `test_on_check_out(false)`: r2d2's default PINGs Redis on every checkout,
+    /// two extra round trips per request.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let pool = r2d2::Pool::builder().test_on_check_out(false).build(client)?;
+    /// let sessions = RedisSession::from_pool(pool.clone(), Key::generate());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSession {
+        RedisSession::builder_from_pool(pool, key)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder for sessions in Redis through the application's own r2d2 pool.
+    pub fn builder_from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::pool(pool, key)
+    }
+
+    /// Sessions in this process's memory ([`MemoryStore`]), with default settings: for
+    /// development and tests.
+    pub fn memory(key: Key) -> RedisSession {
+        RedisSession::builder_with_memory(MemoryStore::new(), key)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder for sessions in the given [`MemoryStore`]; the same as
+    /// [`builder_with`](RedisSession::builder_with).
+    pub fn builder_with_memory(store: MemoryStore, key: Key) -> RedisSessionBuilder {
+        RedisSession::builder_with(store, key)
+    }
+
+    /// A builder for sessions in `store`: a [`MemoryStore`], a
+    /// [`FileStore`](crate::store::FileStore), the [`CookieStore`](crate::store::CookieStore)
+    /// or a [`SessionStore`](crate::store::SessionStore) of your own.
+    ///
+    /// The Redis-only setters ([`transport`](RedisSessionBuilder::transport),
+    /// [`capacity`](RedisSessionBuilder::capacity) and the timeouts) make
+    /// [`build`](RedisSessionBuilder::build) fail with a [`ConfigError`] here: they would
+    /// have no effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::{store::MemoryStore, Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder_with(MemoryStore::new(), Key::generate())
+    ///     .cookie_name("app")
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn builder_with(store: impl IntoStore, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::with_store(store.into_store(), key)
+    }
+
+    pub(crate) fn from_parts(config: Arc<SessionConfig>, engine: Engine) -> RedisSession {
+        RedisSession {
+            inner: Arc::new(Inner { config, engine }),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for RedisSession
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = SessionMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        // Built once per worker: the store may keep per-worker connections.
+        let inner = Inner {
+            config: Arc::clone(&self.inner.config),
+            engine: self.inner.engine.for_worker(),
+        };
+        ready(Ok(SessionMiddleware {
+            service: Rc::new(service),
+            inner: Arc::new(inner),
+        }))
+    }
+}
+
+/// The service that [`RedisSession`] wraps around an application; not used directly.
+#[doc(hidden)]
+pub struct SessionMiddleware<S> {
+    service: Rc<S>,
+    inner: Arc<Inner>,
+}
+
+type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl<S, B> Service<ServiceRequest> for SessionMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.handle(&*service, req).await })
+    }
+}
+
+/// The session of one request, loaded on first use: the middleware puts it in the request's
+/// extensions, the extractors (and [`SessionExt::load_session`](crate::SessionExt)) load it,
+/// and after the handler the middleware saves it, if it was loaded.
+pub(crate) struct Pending {
+    inner: Arc<Inner>,
+    incoming: Incoming,
+    /// Exactly one value of our cookie came: a removal cookie for it cannot hit another.
+    only_one: bool,
+    /// Set once, by the first extraction: the session and whether its cookie was signed
+    /// with an old key, or the load error (which later extractions get too, without a
+    /// second round trip).
+    loaded: tokio::sync::OnceCell<Result<(Session, bool), StoreError>>,
+}
+
+impl Pending {
+    /// The session, loaded now if no extraction did it before.
+    pub(crate) async fn session(&self) -> Result<Session, StoreError> {
+        let loaded = self.loaded.get_or_init(|| self.load()).await;
+        loaded
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .map_err(Clone::clone)
+    }
+
+    /// The session if it needs no round trip: loaded already, or new (no valid cookie).
+    /// `None`: it must be loaded first.
+    pub(crate) fn session_now(&self) -> Option<Result<Session, StoreError>> {
+        if let Some(loaded) = self.loaded.get() {
+            return Some(
+                loaded
+                    .as_ref()
+                    .map(|(s, _)| s.clone())
+                    .map_err(Clone::clone),
+            );
+        }
+        match self.incoming {
+            Incoming::Valid { .. } | Incoming::Sealed(_) => None,
+            Incoming::Absent | Incoming::Rejected => {
+                let fresh = Session::fresh(Arc::clone(&self.inner.config));
+                // Set here unless a load raced in first (it cannot: nothing to load).
+                let _ = self.loaded.set(Ok((fresh, false)));
+                self.session_now()
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<(Session, bool), StoreError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        match &self.incoming {
+            Incoming::Sealed(opened) => Ok(sealed::open(config, opened)),
+            Incoming::Valid { first, rest } => match inner.server().load(first, rest).await {
+                Ok(loaded) => Ok(loaded),
+                Err((e, key)) => {
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
+                    match config.on_store_error {
+                        OnStoreError::FailOpen => {
+                            Ok((Session::degraded(Arc::clone(config), key), false))
+                        }
+                        _ => Err(e),
+                    }
+                }
+            },
+            Incoming::Absent | Incoming::Rejected => {
+                Ok((Session::fresh(Arc::clone(config)), false))
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn handle<S, B>(
+        self: &Arc<Self>,
+        service: &S,
+        req: ServiceRequest,
+    ) -> Result<ServiceResponse<EitherBody<B>>, Error>
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    {
+        let config = &self.config;
+        let (incoming, only_one) = match &self.engine {
+            Engine::Server(_) => incoming::read_signed(config, &req),
+            Engine::Cookie(sealer) => incoming::read_sealed(config, sealer, &req),
+        };
+        let pending = Rc::new(Pending {
+            inner: Arc::clone(self),
+            incoming,
+            only_one,
+            loaded: tokio::sync::OnceCell::new(),
+        });
+        if !config.lazy_load && pending.session().await.is_err() {
+            // Loaded before routing, as guards need; fail-closed: nothing else to do.
+            return Ok(req.into_response(unavailable()).map_into_right_body());
+        }
+        req.extensions_mut().insert(Rc::clone(&pending));
+
+        let mut res = service.call(req).await?;
+
+        // Never loaded (or its load failed, which the extractor answered): nothing to save,
+        // no cookie to set. The request cost the store nothing.
+        let Some(Ok((session, stale_key))) = pending.loaded.get() else {
+            return Ok(res.map_into_left_body());
+        };
+        // A cookie that leads nowhere is removed, if it came alone: with several of our name,
+        // a removal for our path and domain could delete the live one instead.
+        let remove_dead = pending.only_one;
+        let (plan, logout) = {
+            let mut state = session.lock();
+            let logout = state.purged();
+            (state.plan(), logout)
+        };
+        let saved = match &self.engine {
+            Engine::Server(store) => {
+                let server = Server { config, store };
+                server.save(plan, remove_dead, *stale_key).await
+            }
+            Engine::Cookie(sealer) => {
+                sealed::save(config, sealer, session, plan, remove_dead, *stale_key)
+            }
+        };
+        let cookie = match saved {
+            Ok(cookie) => cookie,
+            Err(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
+                if logout {
+                    // A logout that could not be carried out must not look like one that
+                    // was, whatever the policy: 503, and the browser drops the cookie anyway.
+                    let (req, _) = res.into_parts();
+                    let mut res = unavailable();
+                    let _ = res.add_cookie(&config.cookie.removal_cookie());
+                    return Ok(ServiceResponse::new(req, res).map_into_right_body());
+                }
+                return Ok(match config.on_store_error {
+                    OnStoreError::FailOpen => res.map_into_left_body(),
+                    _ => {
+                        let (req, _) = res.into_parts();
+                        ServiceResponse::new(req, unavailable()).map_into_right_body()
+                    }
+                });
+            }
+        };
+        if let Some(cookie) = cookie {
+            if let Err(e) = res.response_mut().add_cookie(&cookie) {
+                tracing::error!(error = %e, "could not set the session cookie");
+            }
+        }
+        Ok(res.map_into_left_body())
+    }
+
+    /// The server-side half, for a middleware with a server-side store.
+    fn server(&self) -> Server<'_> {
+        match &self.engine {
+            Engine::Server(store) => Server {
+                config: &self.config,
+                store,
+            },
+            Engine::Cookie(_) => unreachable!("a signed id comes only with a server-side store"),
+        }
+    }
+}
+
+/// `503 Service Unavailable` with `Retry-After: 1` and an opaque body.
+pub(crate) fn unavailable() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "1"))
+        .content_type("text/plain; charset=utf-8")
+        .body("Service Unavailable")
+}

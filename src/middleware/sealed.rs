@@ -1,0 +1,177 @@
+//! The cookie store's half of the lifecycle: a session opened from its sealed cookie, and the
+//! save plan carried out as a new sealed cookie (or its removal). No I/O.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::cookie::Cookie;
+
+use crate::{
+    config::SessionConfig,
+    cookie::SessionId,
+    error::{StoreError, StoreErrorKind},
+    record::{self, now_ms, TOUCHED},
+    session::Session,
+    state::{created_ms, Plan},
+    store::{
+        cookie::{Opened, Sealer, MAX_COOKIE_BYTES},
+        Fields,
+    },
+};
+
+/// The session in an opened cookie, if its idle and absolute timeouts (sealed inside it)
+/// have not run out; a fresh one otherwise. The answer also says whether it was sealed under
+/// an old key.
+pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bool) {
+    if !is_live(config, opened, now_ms()) {
+        tracing::debug!("sealed session past its timeout; starting a fresh one");
+        return (Session::fresh(Arc::clone(config)), false);
+    }
+    let remember = opened.remember.map(|r| r.min(config.remember_max));
+    let session = Session::loaded(
+        Arc::clone(config),
+        opened.id.clone(),
+        opened.id.storage_key(&config.key_prefix),
+        opened.fields.clone(),
+        remember,
+    );
+    if remember != opened.remember {
+        // Sealed with a longer lifetime than the policy allows now: seal it again.
+        session.lock().remember_changed = true;
+    }
+    (session, opened.stale_key)
+}
+
+/// Whether the idle and absolute timeouts sealed in the cookie leave it alive at `now`.
+pub(super) fn is_live(config: &SessionConfig, opened: &Opened, now: u64) -> bool {
+    let remember = opened.remember.map(|r| r.min(config.remember_max));
+    let lifetime = remember.unwrap_or(config.idle_timeout);
+    let touched = opened
+        .fields
+        .get(TOUCHED)
+        .and_then(|raw| record::parse_millis(raw));
+    match (touched, created_ms(&opened.fields)) {
+        (Some(touched), Some(created)) => {
+            now.saturating_sub(touched) < millis(lifetime)
+                && config
+                    .absolute_timeout
+                    .is_none_or(|absolute| now.saturating_sub(created) < millis(absolute))
+        }
+        _ => false,
+    }
+}
+
+/// Carries out the plan: the cookie to set, if any.
+pub(super) fn save(
+    config: &SessionConfig,
+    sealer: &Sealer,
+    session: &Session,
+    plan: Plan,
+    remove_dead: bool,
+    stale_key: bool,
+) -> Result<Option<Cookie<'static>>, StoreError> {
+    let now = now_ms();
+    Ok(match plan {
+        Plan::Skip => None,
+        Plan::Keep { live: None } => remove_dead.then(|| config.cookie.removal_cookie()),
+        Plan::Keep { live: Some(live) } => {
+            let mut state = session.lock();
+            // A persistent cookie's Max-Age moves on every response, as with a server-side
+            // store.
+            let persistent = live.remember.or(config.cookie.max_age).is_some();
+            let due = stale_key
+                || live.remember_changed
+                || persistent
+                || refresh_due(config, &state.fields, live.remember, now);
+            if !due {
+                return Ok(None);
+            }
+            Some(seal(
+                config,
+                sealer,
+                &live.id,
+                live.remember,
+                &mut state.fields,
+                now,
+            )?)
+        }
+        // The whole session goes into the cookie, not only what changed.
+        Plan::Update { live, .. } => {
+            let mut state = session.lock();
+            Some(seal(
+                config,
+                sealer,
+                &live.id,
+                live.remember,
+                &mut state.fields,
+                now,
+            )?)
+        }
+        Plan::Empty { .. } | Plan::Delete { .. } => Some(config.cookie.removal_cookie()),
+        // New, renewed (a new id: nothing on a server to delete) or purged and refilled.
+        Plan::Create {
+            id,
+            fields,
+            remember,
+            ..
+        } => {
+            let mut fields: Fields = fields.into_iter().collect();
+            Some(seal(config, sealer, &id, remember, &mut fields, now)?)
+        }
+    })
+}
+
+/// How often an unchanged session's cookie is sealed again to move its idle timeout, when
+/// [`touch_after`](crate::RedisSessionBuilder::touch_after) does not say: every move costs a
+/// Set-Cookie with the whole session.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
+
+/// Whether the idle timeout sealed in the cookie must move: once per
+/// [`touch_after`](crate::RedisSessionBuilder::touch_after), by default once a minute (and
+/// at least twice per lifetime, so that a session in use never expires).
+fn refresh_due(
+    config: &SessionConfig,
+    fields: &Fields,
+    remember: Option<Duration>,
+    now: u64,
+) -> bool {
+    let lifetime = remember.unwrap_or(config.idle_timeout);
+    let every = if config.touch_after.is_zero() {
+        DEFAULT_REFRESH
+    } else {
+        config.touch_after
+    };
+    let interval = millis(every.min(lifetime / 2));
+    fields
+        .get(TOUCHED)
+        .and_then(|raw| record::parse_millis(raw))
+        .is_none_or(|touched| now.saturating_sub(touched) >= interval)
+}
+
+fn seal(
+    config: &SessionConfig,
+    sealer: &Sealer,
+    id: &SessionId,
+    remember: Option<Duration>,
+    fields: &mut Fields,
+    now: u64,
+) -> Result<Cookie<'static>, StoreError> {
+    fields.insert(TOUCHED.to_owned(), now.to_string().into_bytes());
+    let cookie = config
+        .cookie
+        .session_cookie(sealer.seal(id, remember, fields.iter()), remember);
+    // The limits checked at every insert keep it within; should they not, no cookie that
+    // the browser would drop silently.
+    let size = cookie.to_string().len();
+    if size > MAX_COOKIE_BYTES {
+        tracing::error!(size, "sealed session too large for a cookie");
+        return Err(StoreError::new(
+            StoreErrorKind::Backend,
+            "the sealed session does not fit in a cookie",
+        ));
+    }
+    Ok(cookie)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,395 @@
+//! The server-side half of the lifecycle: loading a stored session by its signed id, and
+//! carrying out the save plan against the store.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::cookie::Cookie;
+
+use crate::{
+    config::SessionConfig,
+    cookie::{SessionId, Verified},
+    error::{StoreError, StoreErrorKind},
+    record::now_ms,
+    session::Session,
+    state::{created_ms, record_size, Live, Plan, Retired},
+    store::{Fields, Outcome, Store, Write},
+};
+
+/// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
+/// happen in practice; the bound keeps a broken random source from looping forever.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// A middleware's server-side store, with its configuration.
+pub(super) struct Server<'a> {
+    pub(super) config: &'a Arc<SessionConfig>,
+    pub(super) store: &'a Store,
+}
+
+impl Server<'_> {
+    /// Loads the first of the candidates (`first`, then `rest`) that the store knows; the
+    /// answer says whether its cookie was signed with an old key. None known: a fresh session
+    /// (strict mode: a signed id that the store does not know is never adopted).
+    pub(super) async fn load(
+        &self,
+        first: &Verified,
+        rest: &[Verified],
+    ) -> Result<(Session, bool), (StoreError, String)> {
+        let config = self.config;
+        // A record that exists but is no session any more (too large, no creation marker,
+        // past its absolute timeout) does not stop the search either; it is deleted if no
+        // other candidate is a session.
+        let mut discarded = None;
+        for verified in std::iter::once(first).chain(rest) {
+            // A lifetime from before the policy was shortened is cut to the policy's.
+            let remember = verified.remember.map(|r| r.min(config.remember_max));
+            // With touch_after, the TTL moves only when due, right after this load
+            // (State::due_touch).
+            let ttl = config
+                .touch_after
+                .is_zero()
+                .then(|| remember.unwrap_or(config.idle_timeout));
+            let key = verified.id.storage_key(&config.key_prefix);
+            let fields = match self.store.load(&key, ttl).await {
+                Ok(Some(fields)) => fields,
+                Ok(None) => {
+                    tracing::debug!("session not found");
+                    continue;
+                }
+                // The key that failed: a degraded session's purge must delete that one.
+                Err(e) => return Err((e, key)),
+            };
+            match self.adopt(verified, remember, key, fields) {
+                Ok(session) => return Ok((session, verified.stale_key)),
+                Err(key) => {
+                    discarded.get_or_insert(key);
+                }
+            }
+        }
+        let session = match discarded {
+            Some(key) => Session::replacing(Arc::clone(config), key),
+            None => Session::fresh(Arc::clone(config)),
+        };
+        Ok((session, false))
+    }
+
+    /// The session of a record the store had under `key`, after the checks on it; `Err`
+    /// with the key when the record is not to be adopted.
+    fn adopt(
+        &self,
+        verified: &Verified,
+        remember: Option<Duration>,
+        key: String,
+        fields: Fields,
+    ) -> Result<Session, String> {
+        let config = self.config;
+        let size = record_size(&fields);
+        if size > config.limits.max_session_size {
+            tracing::warn!(
+                size,
+                limit = config.limits.max_session_size,
+                "stored session over the size limit; discarding it"
+            );
+            return Err(key);
+        }
+        let Some(created) = created_ms(&fields) else {
+            tracing::debug!("record without a creation marker; discarding it");
+            return Err(key);
+        };
+        if let Some(absolute) = config.absolute_timeout {
+            let age = Duration::from_millis(now_ms().saturating_sub(created));
+            if age >= absolute {
+                tracing::debug!("session reached its absolute timeout");
+                return Err(key);
+            }
+        }
+        let session = Session::loaded(
+            Arc::clone(config),
+            verified.id.clone(),
+            key,
+            fields,
+            remember,
+        );
+        if remember != verified.remember {
+            // The cookie still carries the longer lifetime: send it again.
+            session.lock().remember_changed = true;
+        }
+        let touch = session.lock().due_touch();
+        if let Some(touch) = touch {
+            // Sent while the handler runs; a touch that fails is due again next time.
+            self.store.write_detached(&touch);
+        }
+        Ok(session)
+    }
+
+    /// Carries out the plan; returns the cookie to set, if any.
+    pub(super) async fn save(
+        &self,
+        plan: Plan,
+        remove_dead: bool,
+        stale_key: bool,
+    ) -> Result<Option<Cookie<'static>>, StoreError> {
+        let config = self.config;
+        Ok(match plan {
+            Plan::Skip => None,
+            Plan::Keep { live: None } => {
+                // A cookie that led nowhere (rejected, unknown id): tell the browser to drop it.
+                remove_dead.then(|| config.cookie.removal_cookie())
+            }
+            Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, stale_key),
+            Plan::Update { write, live } => match self.store.write(&write).await? {
+                // Ended while this request ran (a logout in another tab, a renew, the
+                // expiry): what the write left is removed. No cookie either: a removal could
+                // clobber the cookie a concurrent renew just set; a stale cookie is removed on
+                // its next request anyway.
+                Outcome::Gone => {
+                    if let Write::Update { key, .. } = write {
+                        // Housekeeping (the remnant is never adopted and has a TTL): a
+                        // failure here does not fail the response.
+                        if let Err(e) = self.store.write(&Write::Delete { key }).await {
+                            tracing::warn!(error = %e, "could not delete a session remnant");
+                        }
+                    }
+                    None
+                }
+                _ => self.refreshed_cookie(&live, stale_key),
+            },
+            Plan::Empty { write, live } => match self.store.write(&write).await? {
+                Outcome::Applied => Some(config.cookie.removal_cookie()),
+                Outcome::Refused => self.refreshed_cookie(&live, stale_key),
+                Outcome::Gone => None,
+            },
+            Plan::Delete { key } => {
+                self.store.write(&Write::Delete { key }).await?;
+                Some(config.cookie.removal_cookie())
+            }
+            Plan::Create {
+                id,
+                fields,
+                ttl,
+                replaces,
+                remember,
+            } => {
+                // A record that must go in any case goes first: a logout is carried out even
+                // if the session that carries its flash message cannot be stored.
+                let renewed = match replaces {
+                    Some((old, Retired::Renewed)) => Some(old),
+                    Some((old, Retired::Purged)) => {
+                        self.store.write(&Write::Delete { key: old }).await?;
+                        None
+                    }
+                    Some((old, Retired::Discarded)) => {
+                        // Not a session any more: deleting it is housekeeping, which a later
+                        // load repeats if this one fails.
+                        if let Err(e) = self.store.write(&Write::Delete { key: old }).await {
+                            tracing::warn!(error = %e, "could not delete a discarded session record");
+                        }
+                        None
+                    }
+                    None => None,
+                };
+                let id = self.create(id, fields, ttl).await?;
+                if let Some(old) = renewed {
+                    // Only now that the new record exists may the old one go. If it was gone
+                    // already, the session was ended while this request ran (a logout in
+                    // another tab, an administrator, another renew): the renewed copy must
+                    // not outlive it, and no cookie is sent (the browser keeps what the
+                    // request that ended it sent).
+                    if self.store.write(&Write::Delete { key: old }).await? == Outcome::Gone {
+                        tracing::debug!("session ended during its renewal; discarding the copy");
+                        let key = id.storage_key(&config.key_prefix);
+                        self.store.write(&Write::Delete { key }).await?;
+                        return Ok(None);
+                    }
+                }
+                let value = config.signer.sign(&id, remember);
+                Some(config.cookie.session_cookie(value, remember))
+            }
+        })
+    }
+
+    /// Stores a new record under `id`, or under another fresh id if that one is taken;
+    /// returns the id used.
+    async fn create(
+        &self,
+        mut id: SessionId,
+        fields: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) -> Result<SessionId, StoreError> {
+        let mut write = Write::Create {
+            key: id.storage_key(&self.config.key_prefix),
+            fields,
+            ttl,
+        };
+        let mut attempt = 1;
+        while self.store.write(&write).await? != Outcome::Applied {
+            if attempt == CREATE_ATTEMPTS {
+                return Err(StoreErrorKind::IdCollision.into());
+            }
+            tracing::warn!("new session id already taken; drawing another");
+            attempt += 1;
+            id = SessionId::generate();
+            if let Write::Create { key, .. } = &mut write {
+                *key = id.storage_key(&self.config.key_prefix);
+            }
+        }
+        Ok(id)
+    }
+
+    /// The cookie of a session that goes on, when it must be sent again: signed with an old
+    /// key, a new "remember me" lifetime, or a persistent cookie whose Max-Age moves.
+    fn refreshed_cookie(&self, live: &Live, stale_key: bool) -> Option<Cookie<'static>> {
+        let config = self.config;
+        let persistent = live.remember.or(config.cookie.max_age).is_some();
+        (stale_key || live.remember_changed || persistent).then(|| {
+            let value = config.signer.sign(&live.id, live.remember);
+            config.cookie.session_cookie(value, live.remember)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+
+    use actix_web::{cookie::Cookie, test, web, App};
+
+    use super::*;
+    use crate::{
+        key::Key,
+        middleware::RedisSession,
+        store::{MemoryStore, Record, SessionStore},
+    };
+
+    /// A memory store that answers "key taken" to the next `refuse` creates, and records the
+    /// keys every create asked for.
+    #[derive(Clone, Default)]
+    struct TakenStore {
+        memory: MemoryStore,
+        refuse: Arc<AtomicUsize>,
+        asked: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl SessionStore for TakenStore {
+        async fn load(
+            &self,
+            key: &str,
+            ttl: Option<Duration>,
+        ) -> Result<Option<Record>, StoreError> {
+            self.memory.load(key, ttl).await
+        }
+
+        async fn update(
+            &self,
+            key: &str,
+            set: &[(String, Vec<u8>)],
+            remove: &[String],
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.memory.update(key, set, remove, ttl).await
+        }
+
+        async fn create(
+            &self,
+            key: &str,
+            fields: &[(String, Vec<u8>)],
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.asked.lock().unwrap().push(key.to_owned());
+            let refuse = self
+                .refuse
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if refuse {
+                return Ok(false);
+            }
+            self.memory.create(key, fields, ttl).await
+        }
+
+        async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+            self.memory.delete(key).await
+        }
+    }
+
+    async fn set(session: Session, value: web::Path<String>) -> actix_web::Result<String> {
+        session.insert("v", value.into_inner())?;
+        Ok("ok".into())
+    }
+
+    async fn get(session: Session) -> actix_web::Result<String> {
+        Ok(session.get::<String>("v")?.unwrap_or_default())
+    }
+
+    #[actix_web::test]
+    async fn a_taken_key_makes_the_middleware_draw_another_id() {
+        let store = TakenStore::default();
+        store.refuse.store(1, Ordering::SeqCst);
+        let sessions = RedisSession::builder_with(store.clone(), Key::generate())
+            .build()
+            .unwrap();
+        let app = test::init_service(
+            App::new()
+                .wrap(sessions.clone())
+                .route("/set/{v}", web::get().to(set))
+                .route("/", web::get().to(get)),
+        )
+        .await;
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/set/first").to_request(),
+        )
+        .await;
+        assert!(res.status().is_success());
+        let cookie = res
+            .response()
+            .cookies()
+            .next()
+            .expect("a session cookie")
+            .into_owned();
+        let asked = store.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "taken, then another id");
+        assert_ne!(asked[0], asked[1]);
+        // The cookie names the id that was stored.
+        let verified = sessions.inner.config.signer.verify(cookie.value()).unwrap();
+        assert_eq!(verified.id.storage_key("session:"), asked[1]);
+        let req = test::TestRequest::get()
+            .cookie(Cookie::new("sid", cookie.value().to_owned()))
+            .to_request();
+        assert_eq!(test::call_and_read_body(&app, req).await, "first");
+
+        // A store that is always taken (a broken random source): an error, not a loop.
+        store.refuse.store(usize::MAX, Ordering::SeqCst);
+        store.asked.lock().unwrap().clear();
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/set/x").to_request()).await;
+        assert_eq!(res.status(), 503);
+        assert_eq!(store.asked.lock().unwrap().len(), CREATE_ATTEMPTS);
+        assert_eq!(store.memory.len(), 1, "only the first session");
+    }
+
+    #[actix_web::test]
+    async fn redis_never_creates_over_a_taken_key() {
+        let server = crate::test_redis::RedisServer::start();
+        let store = crate::store::RedisStore::open(
+            &server.url(),
+            &crate::store::commands::RedisOptions::default(),
+        )
+        .unwrap();
+        let ttl = Duration::from_secs(60);
+        let first = [("m:c".to_owned(), b"1.0123456789abcdef".to_vec())];
+        let second = [("m:c".to_owned(), b"2.fedcba9876543210".to_vec())];
+        assert!(SessionStore::create(&store, "session:k", &first, ttl)
+            .await
+            .unwrap());
+        assert!(!SessionStore::create(&store, "session:k", &second, ttl)
+            .await
+            .unwrap());
+        let record = SessionStore::load(&store, "session:k", None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.get("m:c").unwrap(), &first[0].1);
+    }
+}
