@@ -160,7 +160,7 @@ impl ResponseError for SessionError {
     fn error_response(&self) -> HttpResponse {
         match self {
             // Logged where the load failed.
-            SessionError::Unavailable(_) => crate::middleware::unavailable(),
+            SessionError::Unavailable(_) => unavailable(),
             SessionError::MissingMiddleware | SessionError::NotLoaded => {
                 tracing::error!("{self}");
                 HttpResponse::InternalServerError().body(self.to_string())
@@ -296,4 +296,12 @@ impl From<StoreErrorKind> for StoreError {
     fn from(kind: StoreErrorKind) -> Self {
         StoreError::from_kind(kind)
     }
+}
+
+/// `503 Service Unavailable` with `Retry-After: 1` and an opaque body.
+pub(crate) fn unavailable() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+        .content_type("text/plain; charset=utf-8")
+        .body("Service Unavailable")
 }

@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod builder;
 mod codec;
 pub mod config;
 mod cookie;
@@ -79,6 +80,7 @@ pub mod csrf;
 mod error;
 pub mod flash;
 mod key;
+mod lifetime;
 mod middleware;
 mod record;
 mod session;
@@ -98,14 +100,16 @@ struct ReadmeExamples;
 mod test_redis;
 
 pub use self::{
-    config::{OnStoreError, RedisSessionBuilder, Transport},
+    builder::RedisSessionBuilder,
+    config::{OnStoreError, Transport},
     cookie::Handle,
     csrf::{Csrf, CsrfError, CsrfForm},
     error::{ConfigError, KeyError, SessionError, StoreError, StoreErrorKind},
     flash::{Flash, FlashMessage, IncomingFlashMessages, Level},
     key::Key,
     middleware::RedisSession,
-    session::{Session, SessionExt, SessionStatus},
+    session::{Session, SessionExt},
+    state::SessionStatus,
     typed::{SessionData, TypedSession},
 };
 

@@ -20,30 +20,13 @@ use crate::{
     codec,
     config::SessionConfig,
     cookie::{Handle, SessionId},
-    error::SessionError,
+    error::{SessionError, StoreError},
     flash::FlashMessage,
-    middleware::Pending,
+    lifetime,
     record::DATA_PREFIX,
-    state::State,
+    state::{SessionStatus, State},
     store::Fields,
 };
-
-/// What happened to the session during this request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SessionStatus {
-    /// Nothing changed; nothing will be written.
-    Unchanged,
-    /// Values changed; the changed fields will be written.
-    Changed,
-    /// [`Session::renew`] was called: the data moves to a new id.
-    Renewed,
-    /// [`Session::purge`] was called: the session is deleted and its cookie removed.
-    Purged,
-    /// The store failed and [`OnStoreError::FailOpen`](crate::OnStoreError::FailOpen) is in
-    /// force: this session is empty and will not be saved.
-    Degraded,
-}
 
 /// The session of the current request: a key/value map of JSON values.
 ///
@@ -351,8 +334,7 @@ impl Session {
     /// [`MAX_LIFETIME`](crate::config::MAX_LIFETIME), 400 days, the longest `Max-Age`
     /// browsers keep).
     pub fn remember(&self, lifetime: Duration) {
-        let lifetime = lifetime.clamp(Duration::from_secs(1), crate::config::MAX_LIFETIME);
-        self.lock().remember(Some(lifetime));
+        self.lock().remember(Some(lifetime::requested(lifetime)));
     }
 
     /// Undoes [`Session::remember`]: the session goes back to the idle timeout and a
@@ -424,10 +406,20 @@ impl FromRequest for Session {
 
 type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
+/// What the middleware leaves in a request's extensions: its session, loaded on demand.
+pub(crate) trait Loader {
+    /// The session, loaded now if nothing loaded it before in this request.
+    fn load(&self) -> LocalBoxFuture<'_, Result<Session, StoreError>>;
+
+    /// The session if it needs no loading (loaded already, or new); `None`: it must be
+    /// loaded first.
+    fn session_now(&self) -> Option<Result<Session, StoreError>>;
+}
+
 /// The request's pending session, if it went through the middleware.
-fn pending(extensions: &Extensions) -> Result<Rc<Pending>, SessionError> {
+fn pending(extensions: &Extensions) -> Result<Rc<dyn Loader>, SessionError> {
     extensions
-        .get::<Rc<Pending>>()
+        .get::<Rc<dyn Loader>>()
         .cloned()
         .ok_or(SessionError::MissingMiddleware)
 }
@@ -444,7 +436,10 @@ fn session_now(extensions: &Extensions) -> Result<Session, SessionError> {
 /// Loads the session of the request whose extensions these are.
 fn load(extensions: &Extensions) -> LocalBoxFuture<'static, Result<Session, SessionError>> {
     let pending = pending(extensions);
-    Box::pin(async move { pending?.session().await.map_err(SessionError::Unavailable) })
+    Box::pin(async move {
+        let pending = pending?;
+        pending.load().await.map_err(SessionError::Unavailable)
+    })
 }
 
 /// Access to the session from a request, e.g. in another middleware, a `FromRequest`

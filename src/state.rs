@@ -13,13 +13,30 @@ use crate::{
     cookie::SessionId,
     error::SessionError,
     flash::FlashMessage,
+    lifetime,
     record::{self, now_ms, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
-    session::SessionStatus,
     store::{
         cookie::{FIELD_OVERHEAD, HEADER_LEN},
         Fields, Write,
     },
 };
+
+/// What happened to the session during this request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionStatus {
+    /// Nothing changed; nothing will be written.
+    Unchanged,
+    /// Values changed; the changed fields will be written.
+    Changed,
+    /// [`Session::renew`](crate::Session::renew) was called: the data moves to a new id.
+    Renewed,
+    /// [`Session::purge`](crate::Session::purge) was called: the session is deleted and its cookie removed.
+    Purged,
+    /// The store failed and [`OnStoreError::FailOpen`](crate::OnStoreError::FailOpen) is in
+    /// force: this session is empty and will not be saved.
+    Degraded,
+}
 
 /// One request's view of its session. `Session` handles read `fields`, `id`, `key` and
 /// `remember` directly and change everything through methods, which keep `dirty` in step.
@@ -448,15 +465,12 @@ impl State {
     }
 
     fn ttl(&self, now_ms: u64) -> Duration {
-        let ttl = self.remember.unwrap_or(self.config.idle_timeout);
-        match (self.config.absolute_timeout, created_ms(&self.fields)) {
-            (Some(absolute), Some(created)) => {
-                let end =
-                    created.saturating_add(u64::try_from(absolute.as_millis()).unwrap_or(u64::MAX));
-                ttl.min(Duration::from_millis(end.saturating_sub(now_ms).max(1)))
-            }
-            _ => ttl,
-        }
+        lifetime::ttl(
+            &self.config,
+            self.remember,
+            created_ms(&self.fields),
+            now_ms,
+        )
     }
 
     /// Whether the load left the idle timeout alone ([`touch_after`]) and its last move is
@@ -464,22 +478,14 @@ impl State {
     ///
     /// [`touch_after`]: crate::RedisSessionBuilder::touch_after
     fn touch_due(&self, now_ms: u64) -> bool {
-        let interval = self.config.touch_after;
-        if interval.is_zero() {
+        if self.config.touch_after.is_zero() {
             return false;
         }
-        // A "remember me" lifetime can be shorter than the interval: a session used more
-        // often than its lifetime must never expire, so move it at least twice per lifetime.
-        let lifetime = self.remember.unwrap_or(self.config.idle_timeout);
-        let interval = u64::try_from(interval.min(lifetime / 2).as_millis()).unwrap_or(u64::MAX);
-        match self
+        let touched = self
             .fields
             .get(TOUCHED)
-            .and_then(|raw| record::parse_millis(raw))
-        {
-            Some(touched) => now_ms.saturating_sub(touched) >= interval,
-            None => true,
-        }
+            .and_then(|raw| record::parse_millis(raw));
+        lifetime::touch_due(&self.config, self.remember, touched, Duration::ZERO, now_ms)
     }
 
     /// The write that moves the idle timeout of a loaded session now, if [`touch_after`]

@@ -43,7 +43,7 @@ const USAGE: &str = "usage: actix-redis-session-bench [--seconds N] [--rounds N]
   --commands        print each run's Redis commands by name
 
 variants: plain actix-session-rw actix-session-ro-ttl actix-session-ro pool-rw pool-ro pool-new
-          memory-rw mux-rw mux-ro mux-ro-touch";
+          memory-rw mux-rw mux-ro mux-ro-touch file-rw cookie-rw actix-session-page mux-page";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -226,6 +226,7 @@ fn measure(
         options.warmup,
         script,
         cookie_file,
+        variant.page_view(),
     )?;
     // Let requests that wrk left in flight finish before counting.
     thread::sleep(Duration::from_millis(200));
@@ -236,6 +237,7 @@ fn measure(
         options.seconds,
         script,
         cookie_file,
+        variant.page_view(),
     )?;
     thread::sleep(Duration::from_millis(200));
     let after = Snapshot::take(redis, &server)?;

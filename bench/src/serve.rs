@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use actix_redis_session::{Key, RedisSession, Session, Transport};
+use actix_redis_session::{
+    store::{CookieStore, FileStore},
+    Key, RedisSession, Session, Transport,
+};
 use actix_session::{
     config::{PersistentSession, TtlExtensionPolicy},
     storage::RedisSessionStore,
@@ -49,11 +52,20 @@ pub enum Variant {
     /// Ours, multiplexed transport, read only, `touch_after(60 s)`: the idle timeout moves
     /// at most once a minute per session, so a read is a lone HGETALL.
     MuxRoTouch,
+    /// Ours, file store (a temporary directory): read + write.
+    FileRw,
+    /// Ours, cookie store (no server state): read + write.
+    CookieRw,
+    /// actix-session, page views: one request in ten reads and writes the session, nine
+    /// are assets that carry the cookie and do not use the session.
+    ActixPage,
+    /// Ours, multiplexed transport, the same page views: the assets never load the session.
+    MuxPage,
 }
 
 impl Variant {
     /// Every variant, in the order they run within a round and appear in the report.
-    pub const ALL: [Variant; 11] = [
+    pub const ALL: [Variant; 15] = [
         Variant::Plain,
         Variant::ActixRw,
         Variant::ActixRoTtl,
@@ -65,6 +77,10 @@ impl Variant {
         Variant::MuxRw,
         Variant::MuxRo,
         Variant::MuxRoTouch,
+        Variant::FileRw,
+        Variant::CookieRw,
+        Variant::ActixPage,
+        Variant::MuxPage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +96,10 @@ impl Variant {
             Variant::MuxRw => "mux-rw",
             Variant::MuxRo => "mux-ro",
             Variant::MuxRoTouch => "mux-ro-touch",
+            Variant::FileRw => "file-rw",
+            Variant::CookieRw => "cookie-rw",
+            Variant::ActixPage => "actix-session-page",
+            Variant::MuxPage => "mux-page",
         }
     }
 
@@ -103,6 +123,11 @@ impl Variant {
         )
     }
 
+    /// Page views: one request in ten uses the session, nine are assets.
+    pub fn page_view(self) -> bool {
+        matches!(self, Variant::ActixPage | Variant::MuxPage)
+    }
+
     /// Ours and talking to Redis: the variants the command-count targets apply to.
     pub fn ours_on_redis(self) -> bool {
         matches!(
@@ -113,6 +138,7 @@ impl Variant {
                 | Variant::MuxRw
                 | Variant::MuxRo
                 | Variant::MuxRoTouch
+                | Variant::MuxPage
         )
     }
 }
@@ -173,7 +199,7 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
     actix_web::rt::System::new().block_on(async move {
         match variant {
             Variant::Plain => run!(workers, || App::new().route("/", web::get().to(plain))),
-            Variant::ActixRw | Variant::ActixRoTtl | Variant::ActixRo => {
+            Variant::ActixRw | Variant::ActixRoTtl | Variant::ActixRo | Variant::ActixPage => {
                 // Built once, before `HttpServer::new`, as actix-session's docs do: its
                 // ConnectionManager then runs on this (main) thread, not on the worker's.
                 let store = RedisSessionStore::new(redis_url.clone())
@@ -190,7 +216,7 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
                     } else {
                         middleware
                     };
-                    let handler = if variant == Variant::ActixRw {
+                    let handler = if matches!(variant, Variant::ActixRw | Variant::ActixPage) {
                         web::get().to(actix_rw)
                     } else {
                         web::get().to(actix_ro)
@@ -198,6 +224,7 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
                     App::new()
                         .wrap(middleware.build())
                         .route("/", handler)
+                        .route("/asset", web::get().to(plain))
                         .route("/init", web::get().to(actix_init))
                 })
             }
@@ -207,12 +234,28 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
             | Variant::MemoryRw
             | Variant::MuxRw
             | Variant::MuxRo
-            | Variant::MuxRoTouch => {
+            | Variant::MuxRoTouch
+            | Variant::FileRw
+            | Variant::CookieRw
+            | Variant::MuxPage => {
+                // Lives as long as the server: the file store's directory.
+                let dir = tempfile::tempdir()?;
                 let sessions = match variant {
                     Variant::PoolRw | Variant::PoolRo | Variant::PoolNew => {
                         RedisSession::new(&redis_url, Key::generate()).map_err(io::Error::other)?
                     }
                     Variant::MemoryRw => RedisSession::memory(Key::generate()),
+                    Variant::FileRw => RedisSession::builder_with(
+                        FileStore::new(dir.path()).map_err(io::Error::other)?,
+                        Key::generate(),
+                    )
+                    .build()
+                    .map_err(io::Error::other)?,
+                    Variant::CookieRw => {
+                        RedisSession::builder_with(CookieStore::new(), Key::generate())
+                            .build()
+                            .map_err(io::Error::other)?
+                    }
                     Variant::MuxRoTouch => RedisSession::builder(&redis_url, Key::generate())
                         .transport(Transport::Multiplexed)
                         .touch_after(Duration::from_secs(60))
@@ -232,6 +275,7 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
                     App::new()
                         .wrap(sessions.clone())
                         .route("/", handler)
+                        .route("/asset", web::get().to(plain))
                         .route("/init", web::get().to(ours_init))
                 })
             }

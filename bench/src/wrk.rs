@@ -11,6 +11,10 @@ use crate::{redis_server::INSTALL, BoxError};
 
 /// Sends `GET /` with the Cookie header of each session in turn.
 ///
+/// With args[2] = `page`, a page view instead: one request in ten goes to `/` (the page, which
+/// uses the session), the other nine to `/asset` (stylesheets, scripts, images: the same
+/// cookie, no session used).
+///
 /// wrk's Lua has no per-connection state (`request()` runs per thread, and wrk does not say on
 /// which connection the request goes), so a session cannot be tied to a connection. Rotating
 /// 32 sessions over 32 connections is the equivalent: each session has about one request in
@@ -19,7 +23,10 @@ use crate::{redis_server::INSTALL, BoxError};
 /// one Cookie header value per line; empty for no cookie.
 pub const SCRIPT: &str = r#"
 local requests = {}
+local assets = {}
 local next_request = 0
+local page = false
+local in_page = 0
 
 function init(args)
   local cookies = {}
@@ -28,17 +35,24 @@ function init(args)
       if #line > 0 then cookies[#cookies + 1] = line end
     end
   end
+  page = args[2] == "page"
   if #cookies == 0 then
     requests[1] = wrk.format("GET", "/")
+    assets[1] = wrk.format("GET", "/asset")
   else
     for i, cookie in ipairs(cookies) do
       requests[i] = wrk.format("GET", "/", { ["Cookie"] = cookie })
+      assets[i] = wrk.format("GET", "/asset", { ["Cookie"] = cookie })
     end
   end
 end
 
 function request()
   next_request = next_request % #requests + 1
+  if page then
+    in_page = in_page % 10 + 1
+    if in_page > 1 then return assets[next_request] end
+  end
   return requests[next_request]
 end
 "#;
@@ -90,6 +104,7 @@ pub fn run(
     seconds: u32,
     script: &Path,
     cookies: &Path,
+    page: bool,
 ) -> Result<Report, BoxError> {
     let output = Command::new("wrk")
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
@@ -99,6 +114,7 @@ pub fn run(
         .arg(format!("http://{addr}/"))
         .arg("--")
         .arg(cookies)
+        .arg(if page { "page" } else { "single" })
         .stdin(Stdio::null())
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);

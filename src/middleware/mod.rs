@@ -15,17 +15,16 @@ use std::{
 use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform},
-    http::header,
-    Error, HttpMessage, HttpResponse,
+    Error, HttpMessage,
 };
 
 use self::{incoming::Incoming, server::Server};
 use crate::{
-    config::{OnStoreError, RedisSessionBuilder, SessionConfig},
-    error::{ConfigError, StoreError},
-    key::Key,
-    session::Session,
-    store::{cookie::Sealer, IntoStore, MemoryStore, Store},
+    config::{OnStoreError, SessionConfig},
+    error::unavailable,
+    error::StoreError,
+    session::{Loader, Session},
+    store::{cookie::Sealer, Store},
 };
 
 /// The session middleware: `App::new().wrap(RedisSession::new(url, key)?)`.
@@ -36,7 +35,7 @@ use crate::{
 /// trip (refreshing its idle timeout at the same time). After the handler it writes only what
 /// changed, in one more round trip, and sets or removes the cookie as needed. A request that
 /// changes nothing costs no write; one whose handler never asks for the session costs the
-/// store nothing at all ([`lazy_load`](RedisSessionBuilder::lazy_load)).
+/// store nothing at all ([`lazy_load`](crate::RedisSessionBuilder::lazy_load)).
 ///
 /// It is cheap to clone; build it once, outside `HttpServer::new`, so that all workers share
 /// one connection pool.
@@ -97,88 +96,6 @@ impl std::fmt::Debug for RedisSession {
 }
 
 impl RedisSession {
-    /// Sessions in Redis at `url`, with default settings.
-    ///
-    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, feature
-    /// `tls`), `redis+unix:///path/to/redis.sock?db=N`.
-    ///
-    /// # Errors
-    ///
-    /// As [`RedisSessionBuilder::build`].
-    pub fn new(url: impl AsRef<str>, key: Key) -> Result<RedisSession, ConfigError> {
-        RedisSession::builder(url, key).build()
-    }
-
-    /// A builder for sessions in Redis at `url`.
-    pub fn builder(url: impl AsRef<str>, key: Key) -> RedisSessionBuilder {
-        RedisSessionBuilder::redis(url.as_ref().to_owned(), key)
-    }
-
-    /// Sessions in Redis through the application's own r2d2 pool, with default settings.
-    ///
-    /// One pool for the application and its sessions keeps the connection count down. Build
-    /// the pool with `test_on_check_out(false)`: r2d2's default PINGs Redis on every checkout,
-    /// two extra round trips per request.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use actix_redis_session::{Key, RedisSession};
-    ///
-    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let pool = r2d2::Pool::builder().test_on_check_out(false).build(client)?;
-    /// let sessions = RedisSession::from_pool(pool.clone(), Key::generate());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSession {
-        RedisSession::builder_from_pool(pool, key)
-            .build()
-            .expect("the default options are valid")
-    }
-
-    /// A builder for sessions in Redis through the application's own r2d2 pool.
-    pub fn builder_from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSessionBuilder {
-        RedisSessionBuilder::pool(pool, key)
-    }
-
-    /// Sessions in this process's memory ([`MemoryStore`]), with default settings: for
-    /// development and tests.
-    pub fn memory(key: Key) -> RedisSession {
-        RedisSession::builder_with_memory(MemoryStore::new(), key)
-            .build()
-            .expect("the default options are valid")
-    }
-
-    /// A builder for sessions in the given [`MemoryStore`]; the same as
-    /// [`builder_with`](RedisSession::builder_with).
-    pub fn builder_with_memory(store: MemoryStore, key: Key) -> RedisSessionBuilder {
-        RedisSession::builder_with(store, key)
-    }
-
-    /// A builder for sessions in `store`: a [`MemoryStore`], a
-    /// [`FileStore`](crate::store::FileStore), the [`CookieStore`](crate::store::CookieStore)
-    /// or a [`SessionStore`](crate::store::SessionStore) of your own.
-    ///
-    /// The Redis-only setters ([`transport`](RedisSessionBuilder::transport),
-    /// [`capacity`](RedisSessionBuilder::capacity) and the timeouts) make
-    /// [`build`](RedisSessionBuilder::build) fail with a [`ConfigError`] here: they would
-    /// have no effect.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use actix_redis_session::{store::MemoryStore, Key, RedisSession};
-    ///
-    /// let sessions = RedisSession::builder_with(MemoryStore::new(), Key::generate())
-    ///     .cookie_name("app")
-    ///     .build()?;
-    /// # drop(sessions);
-    /// # Ok::<(), actix_redis_session::ConfigError>(())
-    /// ```
-    pub fn builder_with(store: impl IntoStore, key: Key) -> RedisSessionBuilder {
-        RedisSessionBuilder::with_store(store.into_store(), key)
-    }
-
     pub(crate) fn from_parts(config: Arc<SessionConfig>, engine: Engine) -> RedisSession {
         RedisSession {
             inner: Arc::new(Inner { config, engine }),
@@ -240,7 +157,7 @@ where
 /// The session of one request, loaded on first use: the middleware puts it in the request's
 /// extensions, the extractors (and [`SessionExt::load_session`](crate::SessionExt)) load it,
 /// and after the handler the middleware saves it, if it was loaded.
-pub(crate) struct Pending {
+struct Pending {
     inner: Arc<Inner>,
     incoming: Incoming,
     /// Exactly one value of our cookie came: a removal cookie for it cannot hit another.
@@ -251,19 +168,12 @@ pub(crate) struct Pending {
     loaded: tokio::sync::OnceCell<Result<(Session, bool), StoreError>>,
 }
 
-impl Pending {
-    /// The session, loaded now if no extraction did it before.
-    pub(crate) async fn session(&self) -> Result<Session, StoreError> {
-        let loaded = self.loaded.get_or_init(|| self.load()).await;
-        loaded
-            .as_ref()
-            .map(|(s, _)| s.clone())
-            .map_err(Clone::clone)
+impl Loader for Pending {
+    fn load(&self) -> Pin<Box<dyn Future<Output = Result<Session, StoreError>> + '_>> {
+        Box::pin(self.session())
     }
 
-    /// The session if it needs no round trip: loaded already, or new (no valid cookie).
-    /// `None`: it must be loaded first.
-    pub(crate) fn session_now(&self) -> Option<Result<Session, StoreError>> {
+    fn session_now(&self) -> Option<Result<Session, StoreError>> {
         if let Some(loaded) = self.loaded.get() {
             return Some(
                 loaded
@@ -282,8 +192,19 @@ impl Pending {
             }
         }
     }
+}
 
-    async fn load(&self) -> Result<(Session, bool), StoreError> {
+impl Pending {
+    /// The session, loaded now if no extraction did it before.
+    async fn session(&self) -> Result<Session, StoreError> {
+        let loaded = self.loaded.get_or_init(|| self.load_now()).await;
+        loaded
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .map_err(Clone::clone)
+    }
+
+    async fn load_now(&self) -> Result<(Session, bool), StoreError> {
         let inner = &self.inner;
         let config = &inner.config;
         match &self.incoming {
@@ -331,7 +252,8 @@ impl Inner {
             // Loaded before routing, as guards need; fail-closed: nothing else to do.
             return Ok(req.into_response(unavailable()).map_into_right_body());
         }
-        req.extensions_mut().insert(Rc::clone(&pending));
+        let loader: Rc<dyn Loader> = Rc::clone(&pending) as Rc<dyn Loader>;
+        req.extensions_mut().insert(loader);
 
         let mut res = service.call(req).await?;
 
@@ -396,12 +318,4 @@ impl Inner {
             Engine::Cookie(_) => unreachable!("a signed id comes only with a server-side store"),
         }
     }
-}
-
-/// `503 Service Unavailable` with `Retry-After: 1` and an opaque body.
-pub(crate) fn unavailable() -> HttpResponse {
-    HttpResponse::ServiceUnavailable()
-        .insert_header((header::RETRY_AFTER, "1"))
-        .content_type("text/plain; charset=utf-8")
-        .body("Service Unavailable")
 }

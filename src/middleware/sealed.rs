@@ -9,6 +9,7 @@ use crate::{
     config::SessionConfig,
     cookie::SessionId,
     error::{StoreError, StoreErrorKind},
+    lifetime,
     record::{self, now_ms, TOUCHED},
     session::Session,
     state::{created_ms, Plan},
@@ -26,7 +27,7 @@ pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bo
         tracing::debug!("sealed session past its timeout; starting a fresh one");
         return (Session::fresh(Arc::clone(config)), false);
     }
-    let remember = opened.remember.map(|r| r.min(config.remember_max));
+    let remember = lifetime::remembered(config, opened.remember);
     let session = Session::loaded(
         Arc::clone(config),
         opened.id.clone(),
@@ -43,18 +44,15 @@ pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bo
 
 /// Whether the idle and absolute timeouts sealed in the cookie leave it alive at `now`.
 pub(super) fn is_live(config: &SessionConfig, opened: &Opened, now: u64) -> bool {
-    let remember = opened.remember.map(|r| r.min(config.remember_max));
-    let lifetime = remember.unwrap_or(config.idle_timeout);
+    let remember = lifetime::remembered(config, opened.remember);
     let touched = opened
         .fields
         .get(TOUCHED)
         .and_then(|raw| record::parse_millis(raw));
     match (touched, created_ms(&opened.fields)) {
         (Some(touched), Some(created)) => {
-            now.saturating_sub(touched) < millis(lifetime)
-                && config
-                    .absolute_timeout
-                    .is_none_or(|absolute| now.saturating_sub(created) < millis(absolute))
+            !lifetime::idle_expired(config, remember, touched, now)
+                && !lifetime::past_absolute(config, created, now)
         }
         _ => false,
     }
@@ -125,26 +123,18 @@ pub(super) fn save(
 /// Set-Cookie with the whole session.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
 
-/// Whether the idle timeout sealed in the cookie must move: once per
-/// [`touch_after`](crate::RedisSessionBuilder::touch_after), by default once a minute (and
-/// at least twice per lifetime, so that a session in use never expires).
+/// Whether the idle timeout sealed in the cookie must move: once per `touch_after`, by
+/// default once a minute, and at least twice per lifetime.
 fn refresh_due(
     config: &SessionConfig,
     fields: &Fields,
     remember: Option<Duration>,
     now: u64,
 ) -> bool {
-    let lifetime = remember.unwrap_or(config.idle_timeout);
-    let every = if config.touch_after.is_zero() {
-        DEFAULT_REFRESH
-    } else {
-        config.touch_after
-    };
-    let interval = millis(every.min(lifetime / 2));
-    fields
+    let touched = fields
         .get(TOUCHED)
-        .and_then(|raw| record::parse_millis(raw))
-        .is_none_or(|touched| now.saturating_sub(touched) >= interval)
+        .and_then(|raw| record::parse_millis(raw));
+    lifetime::touch_due(config, remember, touched, DEFAULT_REFRESH, now)
 }
 
 fn seal(
@@ -170,8 +160,4 @@ fn seal(
         ));
     }
     Ok(cookie)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

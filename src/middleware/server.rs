@@ -9,6 +9,7 @@ use crate::{
     config::SessionConfig,
     cookie::{SessionId, Verified},
     error::{StoreError, StoreErrorKind},
+    lifetime,
     record::now_ms,
     session::Session,
     state::{created_ms, record_size, Live, Plan, Retired},
@@ -41,13 +42,10 @@ impl Server<'_> {
         let mut discarded = None;
         for verified in std::iter::once(first).chain(rest) {
             // A lifetime from before the policy was shortened is cut to the policy's.
-            let remember = verified.remember.map(|r| r.min(config.remember_max));
+            let remember = lifetime::remembered(config, verified.remember);
             // With touch_after, the TTL moves only when due, right after this load
             // (State::due_touch).
-            let ttl = config
-                .touch_after
-                .is_zero()
-                .then(|| remember.unwrap_or(config.idle_timeout));
+            let ttl = lifetime::on_load(config, remember);
             let key = verified.id.storage_key(&config.key_prefix);
             let fields = match self.store.load(&key, ttl).await {
                 Ok(Some(fields)) => fields,
@@ -95,12 +93,9 @@ impl Server<'_> {
             tracing::debug!("record without a creation marker; discarding it");
             return Err(key);
         };
-        if let Some(absolute) = config.absolute_timeout {
-            let age = Duration::from_millis(now_ms().saturating_sub(created));
-            if age >= absolute {
-                tracing::debug!("session reached its absolute timeout");
-                return Err(key);
-            }
+        if lifetime::past_absolute(config, created, now_ms()) {
+            tracing::debug!("session reached its absolute timeout");
+            return Err(key);
         }
         let session = Session::loaded(
             Arc::clone(config),

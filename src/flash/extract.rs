@@ -1,114 +1,18 @@
-//! Flash messages: one-time notifications carried by the session to the next page.
+//! Reading and sending flash messages in handlers: [`IncomingFlashMessages`], [`Flash`], and
+//! [`FlashMessage::send`] / [`FlashMessage::now`].
 
-use std::{fmt, future::Future, pin::Pin};
+use std::{future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::{FlashMessage, Level};
 use crate::{
     error::SessionError,
     session::{Session, SessionExt},
 };
 
-/// Importance of a [`FlashMessage`], ordered `Debug < Info < Success < Warning < Error`.
-///
-/// `Display` and serde use the lowercase name, so it can serve directly as a CSS class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Development detail; dropped by the default minimum level.
-    Debug,
-    /// Neutral information.
-    Info,
-    /// An action succeeded.
-    Success,
-    /// Something needs attention.
-    Warning,
-    /// An action failed.
-    Error,
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Success => "success",
-            Level::Warning => "warning",
-            Level::Error => "error",
-        })
-    }
-}
-
-/// A one-time notification for the user, e.g. "Signed in" after a login.
-///
-/// Send it with [`FlashMessage::send`]; the next request that reads
-/// [`IncomingFlashMessages`] gets it, once. The session handle is explicit, so sending also
-/// works inside `web::block` and spawned tasks.
-///
-/// # Examples
-///
-/// ```
-/// use actix_redis_session::{FlashMessage, Session};
-/// use actix_web::{http::header, HttpResponse, Result};
-///
-/// async fn login(session: Session) -> Result<HttpResponse> {
-///     session.renew();
-///     FlashMessage::success("Welcome back!").send(&session)?;
-///     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/")).finish())
-/// }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[must_use = "a flash message does nothing until it is sent"]
-pub struct FlashMessage {
-    level: Level,
-    content: String,
-}
-
 impl FlashMessage {
-    /// A message of the given level.
-    pub fn new(level: Level, content: impl Into<String>) -> FlashMessage {
-        FlashMessage {
-            level,
-            content: content.into(),
-        }
-    }
-
-    /// A [`Level::Debug`] message.
-    pub fn debug(content: impl Into<String>) -> FlashMessage {
-        FlashMessage::new(Level::Debug, content)
-    }
-
-    /// A [`Level::Info`] message.
-    pub fn info(content: impl Into<String>) -> FlashMessage {
-        FlashMessage::new(Level::Info, content)
-    }
-
-    /// A [`Level::Success`] message.
-    pub fn success(content: impl Into<String>) -> FlashMessage {
-        FlashMessage::new(Level::Success, content)
-    }
-
-    /// A [`Level::Warning`] message.
-    pub fn warning(content: impl Into<String>) -> FlashMessage {
-        FlashMessage::new(Level::Warning, content)
-    }
-
-    /// A [`Level::Error`] message.
-    pub fn error(content: impl Into<String>) -> FlashMessage {
-        FlashMessage::new(Level::Error, content)
-    }
-
-    /// The level.
-    pub fn level(&self) -> Level {
-        self.level
-    }
-
-    /// The text.
-    pub fn content(&self) -> &str {
-        &self.content
-    }
-
     /// Queues the message for the next request that reads flash messages. A message below
     /// the configured minimum level is dropped (and this returns `Ok`).
     ///
@@ -178,12 +82,12 @@ impl IncomingFlashMessages {
 
     /// The messages of exactly `level`.
     pub fn with_level(&self, level: Level) -> impl Iterator<Item = &FlashMessage> {
-        self.messages.iter().filter(move |m| m.level == level)
+        self.messages.iter().filter(move |m| m.level() == level)
     }
 
     /// The messages of `level` or above.
     pub fn at_least(&self, level: Level) -> impl Iterator<Item = &FlashMessage> {
-        self.messages.iter().filter(move |m| m.level >= level)
+        self.messages.iter().filter(move |m| m.level() >= level)
     }
 
     /// Number of messages.

@@ -1,0 +1,666 @@
+//! [`RedisSessionBuilder`]: every setting with its default and its check, and the wiring of
+//! the chosen store into a [`RedisSession`].
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::cookie::SameSite;
+
+use crate::{
+    config::{
+        FlashConfig, Limits, OnStoreError, SessionConfig, Transport, DEFAULT_COOKIE_NAME,
+        MAX_LIFETIME, MAX_TIMEOUT,
+    },
+    cookie::{CookieConfig, Signer},
+    error::ConfigError,
+    flash::Level,
+    key::Key,
+    middleware::{Engine, RedisSession},
+    store::{
+        commands::RedisOptions,
+        cookie::{plaintext_budget, Sealer},
+        memory::MemoryStore,
+        Choice, IntoStore, MultiplexedStore, RedisStore, Store, StoreChoice,
+    },
+};
+
+enum Backend {
+    Url(String),
+    Pool(r2d2::Pool<redis::Client>),
+    /// A store given to [`RedisSession::builder_with`](crate::RedisSession::builder_with).
+    Given(Choice),
+    /// No store: [`SessionConfig::detached`].
+    None,
+}
+
+impl SessionConfig {
+    /// The default settings with a random key, for a [`Session::new`](crate::Session::new)
+    /// that no middleware saves.
+    pub(crate) fn detached() -> SessionConfig {
+        RedisSessionBuilder::new(Backend::None, Key::generate()).into_config()
+    }
+}
+
+/// Builds a [`RedisSession`]; start from [`RedisSession::builder`],
+/// [`RedisSession::builder_from_pool`] or [`RedisSession::builder_with_memory`].
+///
+/// Every setter states its default. Durations are `std::time::Duration`, which cannot be
+/// negative.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use actix_redis_session::{Key, OnStoreError, RedisSession};
+///
+/// let sessions = RedisSession::builder("redis://127.0.0.1:6379/0", Key::generate())
+///     .cookie_name("app_session")
+///     .idle_timeout(Duration::from_secs(30 * 60))
+///     .absolute_timeout(Duration::from_secs(12 * 3600))
+///     .key_prefix("myapp:session:")
+///     .on_store_error(OnStoreError::FailOpen)
+///     .build()?;
+/// # Ok::<(), actix_redis_session::ConfigError>(())
+/// ```
+#[must_use]
+pub struct RedisSessionBuilder {
+    backend: Backend,
+    key: Key,
+    cookie: CookieConfig,
+    persistent_cookie: bool,
+    idle_timeout: Duration,
+    touch_after: Duration,
+    absolute_timeout: Option<Duration>,
+    remember_max: Duration,
+    key_prefix: String,
+    limits: Limits,
+    flash: FlashConfig,
+    on_store_error: OnStoreError,
+    redis: RedisOptions,
+    transport: Transport,
+    /// The first Redis-only setter called, which a store of another kind refuses.
+    redis_only: Option<&'static str>,
+    lazy_load: bool,
+}
+
+impl RedisSessionBuilder {
+    fn new(backend: Backend, key: Key) -> Self {
+        RedisSessionBuilder {
+            backend,
+            key,
+            cookie: CookieConfig {
+                name: DEFAULT_COOKIE_NAME.to_owned(),
+                path: "/".to_owned(),
+                domain: None,
+                secure: true,
+                http_only: true,
+                same_site: SameSite::Lax,
+                max_age: None,
+            },
+            persistent_cookie: false,
+            idle_timeout: Duration::from_secs(3600),
+            touch_after: Duration::ZERO,
+            absolute_timeout: None,
+            remember_max: MAX_LIFETIME,
+            key_prefix: "session:".to_owned(),
+            limits: Limits {
+                max_value_size: 64 * 1024,
+                max_fields: 64,
+                max_session_size: 1024 * 1024,
+                cookie_budget: None,
+            },
+            flash: FlashConfig {
+                min_level: Level::Info,
+                max_message_size: 4096,
+                max_messages: 16,
+            },
+            on_store_error: OnStoreError::FailClosed,
+            redis: RedisOptions::default(),
+            transport: Transport::Pool,
+            redis_only: None,
+            lazy_load: true,
+        }
+    }
+
+    pub(crate) fn redis(url: String, key: Key) -> Self {
+        Self::new(Backend::Url(url), key)
+    }
+
+    pub(crate) fn pool(pool: r2d2::Pool<redis::Client>, key: Key) -> Self {
+        Self::new(Backend::Pool(pool), key)
+    }
+
+    pub(crate) fn with_store(store: StoreChoice, key: Key) -> Self {
+        Self::new(Backend::Given(store.0), key)
+    }
+
+    /// Name of the session cookie. Default: `sid`.
+    ///
+    /// An HTTP token: visible ASCII without separators (`()<>@,;:\"/[]?={}`). The prefixes
+    /// browsers enforce are checked too: `__Secure-` needs [`cookie_secure`](Self::cookie_secure),
+    /// `__Host-` needs it as well, path `/` and no domain (the strongest binding of a cookie to
+    /// its host, and the recommended name for a single-host site: `__Host-sid`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie.name = name.into();
+        self
+    }
+
+    /// `Path` of the session cookie. Default: `/`. Starts with `/`; visible ASCII without `;`.
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// `Domain` of the session cookie. Default: none (host-only cookie, the safest choice).
+    /// A host name: ASCII letters, digits, `-` and `.` (a leading `.` is allowed and ignored
+    /// by browsers), at most 253 characters.
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// `Secure` flag: the browser sends the cookie over HTTPS only. Default: `true`.
+    ///
+    /// Browsers also accept Secure cookies from `http://localhost`, so development on
+    /// localhost works with the default. Turn it off only for other plain-HTTP hosts.
+    pub fn cookie_secure(mut self, secure: bool) -> Self {
+        self.cookie.secure = secure;
+        self
+    }
+
+    /// `HttpOnly` flag: scripts cannot read the cookie. Default: `true`.
+    pub fn cookie_http_only(mut self, http_only: bool) -> Self {
+        self.cookie.http_only = http_only;
+        self
+    }
+
+    /// `SameSite` attribute. Default: [`SameSite::Lax`]. [`SameSite::None`] needs
+    /// [`cookie_secure`](Self::cookie_secure): browsers drop a `SameSite=None` cookie that
+    /// is not `Secure`.
+    pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie.same_site = same_site;
+        self
+    }
+
+    /// Persistent cookie: `Max-Age` equal to the idle timeout, moved forward on every response,
+    /// so the cookie survives a browser restart as long as the session does. Default: `false`,
+    /// a browser-session cookie that goes when the browser closes.
+    ///
+    /// A single session can instead be made persistent with
+    /// [`Session::remember`](crate::Session::remember).
+    pub fn persistent_cookie(mut self, persistent: bool) -> Self {
+        self.persistent_cookie = persistent;
+        self
+    }
+
+    /// Sliding idle timeout: a session not used for this long is gone. Every request that
+    /// loads the session moves it forward (in the same round trip as the load; see
+    /// [`touch_after`](Self::touch_after) to do that less often). Enforced by the store
+    /// (Redis TTL), not by the cookie. Default: 1 hour. From 1 second to [`MAX_LIFETIME`]
+    /// (400 days).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Moves the idle timeout forward at most once per `interval` per session, instead of on
+    /// every request. Default: zero, every request. Must be shorter than the idle timeout.
+    ///
+    /// With an interval, loading a session is a lone `HGETALL`: a request that changes
+    /// nothing writes nothing to Redis (no `PEXPIRE` to run, replicate or append to the AOF)
+    /// until the session's last refresh is `interval` old; that request then refreshes the
+    /// TTL and records the time (field `m:t`) right after the load, while its handler runs,
+    /// without waiting for the reply. Requests that write refresh it anyway. The price: a
+    /// session expires between `idle_timeout - interval` and `idle_timeout` after its last
+    /// request, instead of exactly `idle_timeout` after it. A "remember me" lifetime shorter
+    /// than twice the interval is refreshed at least twice per lifetime. The same trade as
+    /// connect-mongo's `touchAfter`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// // Idle sessions end after 30 to 31 minutes; at most one TTL write per minute each.
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .idle_timeout(Duration::from_secs(31 * 60))
+    ///     .touch_after(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn touch_after(mut self, interval: Duration) -> Self {
+        self.touch_after = interval;
+        self
+    }
+
+    /// Absolute lifetime: a session older than this is gone however active it is, checked
+    /// against its creation time on every load. Default: none. From 1 second to
+    /// [`MAX_LIFETIME`] (400 days).
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest "remember me" lifetime ([`Session::remember`](crate::Session::remember)):
+    /// longer ones are cut to it, and so are the lifetimes in cookies issued before, on their
+    /// next request (the cookie is then sent again with the shorter `Max-Age`), so that
+    /// shortening the policy reaches every session. Default and maximum: [`MAX_LIFETIME`]
+    /// (400 days); at least 1 second.
+    pub fn remember_max(mut self, lifetime: Duration) -> Self {
+        self.remember_max = lifetime;
+        self
+    }
+
+    /// Prefix of every Redis key this middleware writes. Default: `session:`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Largest encoded size of one value; a larger insert is
+    /// [`SessionError::ValueTooLarge`](crate::SessionError::ValueTooLarge). Default: 64 KiB.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.limits.max_value_size = bytes;
+        self
+    }
+
+    /// Most values one session may hold (plain and typed; flash messages have a limit of
+    /// their own); one more is
+    /// [`SessionError::TooManyFields`](crate::SessionError::TooManyFields). Default: 64.
+    pub fn max_fields(mut self, fields: usize) -> Self {
+        self.limits.max_fields = fields;
+        self
+    }
+
+    /// Largest size of a whole session: the names and encoded values of all its fields
+    /// (plain, typed and flash) together. An insert that would grow the session past it is
+    /// [`SessionError::SessionTooLarge`](crate::SessionError::SessionTooLarge); a stored
+    /// record found larger on load (written under a larger limit, or by hand) is discarded
+    /// with a warning, and the request gets a fresh session. Default: 1 MiB.
+    ///
+    /// Every request loads (and Redis reads and sends) the whole session, on its single
+    /// thread: a bound on the total keeps one client's cookie from making every request of
+    /// its own an expensive read for everyone's Redis.
+    pub fn max_session_size(mut self, bytes: usize) -> Self {
+        self.limits.max_session_size = bytes;
+        self
+    }
+
+    /// Flash messages below this level are dropped when sent. Default: [`Level::Info`]
+    /// (debug messages are dropped); lower it to `Level::Debug` in development.
+    pub fn flash_min_level(mut self, level: Level) -> Self {
+        self.flash.min_level = level;
+        self
+    }
+
+    /// Longest flash message content, in bytes; a longer one is
+    /// [`SessionError::FlashTooLarge`](crate::SessionError::FlashTooLarge). Default: 4096.
+    pub fn flash_max_message_size(mut self, bytes: usize) -> Self {
+        self.flash.max_message_size = bytes;
+        self
+    }
+
+    /// Most flash messages waiting at once (and most `now` messages per request); one more
+    /// is [`SessionError::TooManyFlashMessages`](crate::SessionError::TooManyFlashMessages).
+    /// Default: 16.
+    pub fn flash_max_messages(mut self, messages: usize) -> Self {
+        self.flash.max_messages = messages;
+        self
+    }
+
+    /// What to do when the store fails. Default: [`OnStoreError::FailClosed`].
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// When to load the session. Default: `true`, on the first extraction of [`Session`],
+    /// [`TypedSession`], [`Flash`] or [`IncomingFlashMessages`] (or
+    /// [`SessionExt::load_session`]): a request whose handler never asks (assets, health
+    /// checks) costs the store nothing, sets no cookie and succeeds while the store is down.
+    ///
+    /// `false` loads it before routing, for every request that carries the cookie, as 0.1
+    /// did: for applications whose [guards](actix_web::guard) or synchronous
+    /// [`SessionExt::get_session`] calls must see the stored session without loading it
+    /// first. A failed load is then answered before the handler runs.
+    ///
+    /// [`Session`]: crate::Session
+    /// [`TypedSession`]: crate::TypedSession
+    /// [`Flash`]: crate::Flash
+    /// [`IncomingFlashMessages`]: crate::IncomingFlashMessages
+    /// [`SessionExt::load_session`]: crate::SessionExt::load_session
+    /// [`SessionExt::get_session`]: crate::SessionExt::get_session
+    pub fn lazy_load(mut self, lazy: bool) -> Self {
+        self.lazy_load = lazy;
+        self
+    }
+
+    /// How to talk to Redis. Default: [`Transport::Pool`]. A shared pool
+    /// ([`RedisSession::builder_from_pool`]) is always the pool transport. Redis only: with
+    /// another store ([`RedisSession::builder_with`]) `build` fails.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.redis_only.get_or_insert("transport");
+        self.transport = transport;
+        self
+    }
+
+    /// Connections of the Redis pool, which is also how many batches of requests can be in
+    /// flight at once. Default: 2.
+    ///
+    /// The pool transport batches: every request queued while a batch is out goes with the
+    /// next one, in one write on one connection. Two connections (one batch in flight while
+    /// the next fills) keep a nearby Redis busy; more help when Redis is far (high round-trip
+    /// time) or slow. From 1 to 1024. Ignored for a shared pool (the store uses at most 2 of
+    /// its connections) and the multiplexed transport (one connection per worker). Redis
+    /// only: with another store `build` fails.
+    pub fn capacity(mut self, connections: u32) -> Self {
+        self.redis_only.get_or_insert("capacity");
+        self.redis.capacity = connections;
+        self
+    }
+
+    /// Longest wait for a free pooled connection. Default: 2 seconds. Above zero, at most
+    /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool (its own setting applies), the
+    /// multiplexed transport (it has no pool). Redis only: with another store `build` fails.
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("checkout_timeout");
+        self.redis.checkout_timeout = timeout;
+        self
+    }
+
+    /// Longest wait to open a connection to Redis. Default: 2 seconds. Above zero, at most
+    /// [`MAX_TIMEOUT`] (1 hour). Ignored for a shared pool. Redis only: with another store
+    /// `build` fails.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("connect_timeout");
+        self.redis.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for Redis to accept a batch of commands or to answer it (concurrent
+    /// requests share batches; a stalled Redis fails a batch after one timeout, not one per
+    /// command). Default: 2 seconds. Above zero, at most [`MAX_TIMEOUT`] (1 hour). Applies to
+    /// shared pools too (set on every checkout).
+    ///
+    /// The pool transport tries a batch up to 3 times when its connection turns out to be
+    /// dropped (after a Redis restart every idle connection is); the multiplexed transport
+    /// tries twice, reconnecting in between. Redis only: with another store `build` fails.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("command_timeout");
+        self.redis.command_timeout = timeout;
+        self
+    }
+
+    /// The middleware.
+    ///
+    /// Connections are opened in the background, so a Redis server that is down at start-up
+    /// does not stop the application: requests fail by the [`OnStoreError`] policy until it
+    /// is back.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidUrl`] for a URL Redis cannot use, [`ConfigError::TlsNotEnabled`]
+    /// for `rediss://` without the `tls` feature, [`ConfigError::InvalidOption`] for an option
+    /// out of range.
+    pub fn build(self) -> Result<RedisSession, ConfigError> {
+        self.check()?;
+        let engine = match self.backend {
+            Backend::Url(ref url) => Engine::Server(match self.transport {
+                Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
+                Transport::Multiplexed => {
+                    Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
+                }
+            }),
+            Backend::Pool(ref pool) => {
+                Engine::Server(Store::Redis(RedisStore::shared(pool.clone(), &self.redis)))
+            }
+            Backend::Given(Choice::Server(ref store)) => Engine::Server(store.clone()),
+            Backend::Given(Choice::Cookie(_)) => {
+                Engine::Cookie(Arc::new(Sealer::new(&self.key, &self.cookie.name)))
+            }
+            Backend::None => {
+                return Err(ConfigError::InvalidOption {
+                    option: "store",
+                    reason: "a detached configuration has no store",
+                })
+            }
+        };
+        Ok(RedisSession::from_parts(
+            Arc::new(self.into_config()),
+            engine,
+        ))
+    }
+
+    fn into_config(self) -> SessionConfig {
+        let mut cookie = self.cookie;
+        cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
+        let mut limits = self.limits;
+        if let Backend::Given(Choice::Cookie(_)) = self.backend {
+            // Name, `=` and the attributes at their longest (a Max-Age of 400 days).
+            let empty = cookie.session_cookie(String::new(), Some(MAX_LIFETIME));
+            limits.cookie_budget = Some(plaintext_budget(empty.to_string().len()));
+        }
+        SessionConfig {
+            signer: Signer::new(&self.key, &cookie.name),
+            cookie,
+            idle_timeout: self.idle_timeout,
+            touch_after: self.touch_after,
+            absolute_timeout: self.absolute_timeout,
+            remember_max: self.remember_max,
+            key_prefix: self.key_prefix,
+            limits,
+            flash: self.flash,
+            on_store_error: self.on_store_error,
+            lazy_load: self.lazy_load,
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason| Err(ConfigError::InvalidOption { option, reason });
+        let cookie = &self.cookie;
+        let name_ok = !cookie.name.is_empty()
+            && cookie
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !name_ok {
+            return invalid("cookie_name", "must be a non-empty HTTP token");
+        }
+        let path_ok = cookie.path.starts_with('/')
+            && cookie
+                .path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';');
+        if !path_ok {
+            return invalid(
+                "cookie_path",
+                "must start with '/' and hold visible ASCII without ';'",
+            );
+        }
+        if let Some(domain) = &cookie.domain {
+            let host = domain.strip_prefix('.').unwrap_or(domain);
+            let domain_ok = !host.is_empty()
+                && domain.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !domain_ok {
+                return invalid(
+                    "cookie_domain",
+                    "must be a host name (letters, digits, '-' and '.')",
+                );
+            }
+        }
+        if cookie.same_site == SameSite::None && !cookie.secure {
+            return invalid(
+                "cookie_same_site",
+                "SameSite=None needs cookie_secure(true): browsers drop it otherwise",
+            );
+        }
+        if cookie.name.starts_with("__Secure-") && !cookie.secure {
+            return invalid(
+                "cookie_name",
+                "a __Secure- cookie needs cookie_secure(true)",
+            );
+        }
+        if cookie.name.starts_with("__Host-")
+            && (!cookie.secure || cookie.path != "/" || cookie.domain.is_some())
+        {
+            return invalid(
+                "cookie_name",
+                "a __Host- cookie needs cookie_secure(true), path '/' and no domain",
+            );
+        }
+        let lifetime = Duration::from_secs(1)..=MAX_LIFETIME;
+        if !lifetime.contains(&self.idle_timeout) {
+            return invalid("idle_timeout", "must be from 1 second to 400 days");
+        }
+        if self
+            .absolute_timeout
+            .is_some_and(|a| !lifetime.contains(&a))
+        {
+            return invalid("absolute_timeout", "must be from 1 second to 400 days");
+        }
+        if !lifetime.contains(&self.remember_max) {
+            return invalid("remember_max", "must be from 1 second to 400 days");
+        }
+        if self.touch_after >= self.idle_timeout {
+            return invalid("touch_after", "must be shorter than idle_timeout");
+        }
+        let limits = &self.limits;
+        if limits.max_fields == 0 || limits.max_value_size == 0 || limits.max_session_size == 0 {
+            return invalid(
+                "max_fields/max_value_size/max_session_size",
+                "must be above zero",
+            );
+        }
+        if self.flash.max_messages == 0 || self.flash.max_message_size == 0 {
+            return invalid(
+                "flash_max_messages/flash_max_message_size",
+                "must be above zero",
+            );
+        }
+        match &self.backend {
+            Backend::Pool(_) if self.transport == Transport::Multiplexed => {
+                return invalid(
+                    "transport",
+                    "a shared r2d2 pool is always the pool transport",
+                );
+            }
+            Backend::Given(_) if self.redis_only.is_some() => {
+                return invalid(
+                    self.redis_only.unwrap_or("transport"),
+                    "applies to Redis only, and this middleware has another store",
+                );
+            }
+            Backend::Given(Choice::Server(Store::Memory(store)))
+                if !(MemoryStore::MIN_GC_INTERVAL..=MAX_LIFETIME)
+                    .contains(&store.gc_interval()) =>
+            {
+                return invalid(
+                    "MemoryStore::with_gc_interval",
+                    "must be from 1 millisecond to 400 days",
+                );
+            }
+            _ => {}
+        }
+        if !(1..=1024).contains(&self.redis.capacity) {
+            return invalid("capacity", "must be from 1 to 1024");
+        }
+        let timeouts = [
+            self.redis.checkout_timeout,
+            self.redis.connect_timeout,
+            self.redis.command_timeout,
+        ];
+        if timeouts.iter().any(|t| t.is_zero() || *t > MAX_TIMEOUT) {
+            return invalid("timeouts", "must be above zero and at most 1 hour");
+        }
+        Ok(())
+    }
+}
+
+/// The constructors: Redis by URL or by the application's pool, any other store.
+impl RedisSession {
+    /// Sessions in Redis at `url`, with default settings.
+    ///
+    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, feature
+    /// `tls`), `redis+unix:///path/to/redis.sock?db=N`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisSessionBuilder::build`].
+    pub fn new(url: impl AsRef<str>, key: Key) -> Result<RedisSession, ConfigError> {
+        RedisSession::builder(url, key).build()
+    }
+
+    /// A builder for sessions in Redis at `url`.
+    pub fn builder(url: impl AsRef<str>, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::redis(url.as_ref().to_owned(), key)
+    }
+
+    /// Sessions in Redis through the application's own r2d2 pool, with default settings.
+    ///
+    /// One pool for the application and its sessions keeps the connection count down. Build
+    /// the pool with `test_on_check_out(false)`: r2d2's default PINGs Redis on every checkout,
+    /// two extra round trips per request.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let pool = r2d2::Pool::builder().test_on_check_out(false).build(client)?;
+    /// let sessions = RedisSession::from_pool(pool.clone(), Key::generate());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSession {
+        RedisSession::builder_from_pool(pool, key)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder for sessions in Redis through the application's own r2d2 pool.
+    pub fn builder_from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::pool(pool, key)
+    }
+
+    /// Sessions in this process's memory ([`MemoryStore`]), with default settings: for
+    /// development and tests.
+    pub fn memory(key: Key) -> RedisSession {
+        RedisSession::builder_with_memory(MemoryStore::new(), key)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder for sessions in the given [`MemoryStore`]; the same as
+    /// [`builder_with`](RedisSession::builder_with).
+    pub fn builder_with_memory(store: MemoryStore, key: Key) -> RedisSessionBuilder {
+        RedisSession::builder_with(store, key)
+    }
+
+    /// A builder for sessions in `store`: a [`MemoryStore`], a
+    /// [`FileStore`](crate::store::FileStore), the [`CookieStore`](crate::store::CookieStore)
+    /// or a [`SessionStore`](crate::store::SessionStore) of your own.
+    ///
+    /// The Redis-only setters ([`transport`](RedisSessionBuilder::transport),
+    /// [`capacity`](RedisSessionBuilder::capacity) and the timeouts) make
+    /// [`build`](RedisSessionBuilder::build) fail with a [`ConfigError`] here: they would
+    /// have no effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::{store::MemoryStore, Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder_with(MemoryStore::new(), Key::generate())
+    ///     .cookie_name("app")
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn builder_with(store: impl IntoStore, key: Key) -> RedisSessionBuilder {
+        RedisSessionBuilder::with_store(store.into_store(), key)
+    }
+}
