@@ -9,7 +9,9 @@
 //! Then open <http://127.0.0.1:8080>. Environment:
 //!
 //! - `BIND`: address to listen on, default `127.0.0.1:8080`.
-//! - `REDIS_URL`: Redis to use; without it sessions live in this process's memory.
+//! - `REDIS_URL`: Redis to use; without it sessions live in this process's memory, or with
+//!   `STORE=file` in files under `SESSION_DIR` (default `./sessions`), or with `STORE=cookie`
+//!   sealed in the cookie itself (no server state).
 //! - `TRANSPORT=multiplexed`: with Redis, one async connection per worker instead of the
 //!   default r2d2 pool (see the README's "Performance and choosing a transport").
 //! - `SESSION_KEY`: base64 secret of 32+ bytes (`openssl rand -base64 64`); without it a
@@ -23,7 +25,8 @@
 use std::{env, io, time::Duration};
 
 use actix_redis_session::{
-    store::MemoryStore, Key, RedisSession, Session, SessionData, Transport, TypedSession,
+    store::{CookieStore, FileStore, MemoryStore},
+    Key, RedisSession, Session, SessionData, Transport, TypedSession,
 };
 use actix_web::{
     get, http::header, middleware::Logger, post, web, App, HttpResponse, HttpServer, Result,
@@ -193,10 +196,24 @@ async fn main() -> io::Result<()> {
             );
             RedisSession::builder(&url, key).transport(transport)
         }
-        Err(_) => {
-            println!("store: memory (set REDIS_URL, e.g. redis://127.0.0.1:6379, to use Redis)");
-            RedisSession::builder_with_memory(MemoryStore::new(), key)
-        }
+        Err(_) => match env::var("STORE").as_deref() {
+            Ok("file") => {
+                let dir = env::var("SESSION_DIR").unwrap_or_else(|_| "sessions".to_owned());
+                println!("store: files in {dir}");
+                RedisSession::builder_with(FileStore::new(&dir)?, key)
+            }
+            Ok("cookie") => {
+                println!("store: the cookie itself, sealed (AES-256-GCM)");
+                RedisSession::builder_with(CookieStore::new(), key)
+            }
+            _ => {
+                println!(
+                    "store: memory (REDIS_URL=redis://127.0.0.1:6379 for Redis; STORE=file or \
+                     STORE=cookie for the others)"
+                );
+                RedisSession::builder_with(MemoryStore::new(), key)
+            }
+        },
     };
     let secure = env::var("COOKIE_SECURE").map_or(true, |v| v != "false");
     if !secure {
