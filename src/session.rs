@@ -395,7 +395,7 @@ fn decode_error(key: &str, e: codec::DecodeError) -> SessionError {
 
 impl FromRequest for Session {
     type Error = SessionError;
-    type Future = LocalBoxFuture<'static, Result<Session, SessionError>>;
+    type Future = LoadSession;
 
     /// Loads the session on the first extraction in a request (one store round trip, none
     /// for a request without a valid cookie); later extractions share it.
@@ -406,10 +406,14 @@ impl FromRequest for Session {
 
 type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
+/// What loading a session is: one boxed future, whose output the extractors map.
+pub(crate) type LoadSession = LocalBoxFuture<'static, Result<Session, SessionError>>;
+
 /// What the middleware leaves in a request's extensions: its session, loaded on demand.
 pub(crate) trait Loader {
-    /// The session, loaded now if nothing loaded it before in this request.
-    fn load(&self) -> LocalBoxFuture<'_, Result<Session, StoreError>>;
+    /// The session, loaded now if nothing loaded it before in this request: one boxed
+    /// future, ready at once when there is nothing to load.
+    fn load(self: Rc<Self>) -> LoadSession;
 
     /// The session if it needs no loading (loaded already, or new); `None`: it must be
     /// loaded first.
@@ -434,12 +438,11 @@ fn session_now(extensions: &Extensions) -> Result<Session, SessionError> {
 }
 
 /// Loads the session of the request whose extensions these are.
-fn load(extensions: &Extensions) -> LocalBoxFuture<'static, Result<Session, SessionError>> {
-    let pending = pending(extensions);
-    Box::pin(async move {
-        let pending = pending?;
-        pending.load().await.map_err(SessionError::Unavailable)
-    })
+pub(crate) fn load(extensions: &Extensions) -> LoadSession {
+    match pending(extensions) {
+        Ok(pending) => pending.load(),
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
 }
 
 /// Access to the session from a request, e.g. in another middleware, a `FromRequest`

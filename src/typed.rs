@@ -1,19 +1,16 @@
 //! `TypedSession<T>`: a whole struct of the application's, kept in one session field.
 
-use std::{
-    future::Future,
-    ops::{Deref, DerefMut},
-    pin::Pin,
-};
+use std::ops::{Deref, DerefMut};
 
-use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, FromRequest, HttpMessage as _, HttpRequest};
+use futures_util::future::{FutureExt as _, Map};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     codec,
     error::SessionError,
     record::TYPED_PREFIX,
-    session::{Session, SessionExt},
+    session::{load, LoadSession, Session},
 };
 
 /// A struct that lives in the session as one field, `t:<KEY>`.
@@ -180,11 +177,10 @@ impl<T: SessionData + std::fmt::Debug> std::fmt::Debug for TypedSession<T> {
 
 impl<T: SessionData> FromRequest for TypedSession<T> {
     type Error = SessionError;
-    type Future = Pin<Box<dyn Future<Output = Result<TypedSession<T>, SessionError>>>>;
+    type Future = Map<LoadSession, fn(Result<Session, SessionError>) -> Result<Self, SessionError>>;
 
     /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req.load_session();
-        Box::pin(async move { session.await.map(TypedSession::from_session) })
+        load(&req.extensions()).map(|session| session.map(TypedSession::from_session))
     }
 }

@@ -1,15 +1,14 @@
 //! Reading and sending flash messages in handlers: [`IncomingFlashMessages`], [`Flash`], and
 //! [`FlashMessage::send`] / [`FlashMessage::now`].
 
-use std::{future::Future, pin::Pin};
-
-use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, FromRequest, HttpMessage as _, HttpRequest};
+use futures_util::future::{FutureExt as _, Map};
 use serde::Serialize;
 
 use super::{FlashMessage, Level};
 use crate::{
     error::SessionError,
-    session::{Session, SessionExt},
+    session::{load, LoadSession, Session},
 };
 
 impl FlashMessage {
@@ -121,16 +120,12 @@ impl IntoIterator for IncomingFlashMessages {
 
 impl FromRequest for IncomingFlashMessages {
     type Error = SessionError;
-    type Future = Pin<Box<dyn Future<Output = Result<IncomingFlashMessages, SessionError>>>>;
+    type Future = Map<LoadSession, fn(Result<Session, SessionError>) -> Result<Self, SessionError>>;
 
     /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req.load_session();
-        Box::pin(async move {
-            session
-                .await
-                .map(|session| IncomingFlashMessages::from_session(&session))
-        })
+        load(&req.extensions())
+            .map(|session| session.map(|session| IncomingFlashMessages::from_session(&session)))
     }
 }
 
@@ -229,12 +224,11 @@ impl Flash {
 
 impl FromRequest for Flash {
     type Error = SessionError;
-    type Future = Pin<Box<dyn Future<Output = Result<Flash, SessionError>>>>;
+    type Future = Map<LoadSession, fn(Result<Session, SessionError>) -> Result<Self, SessionError>>;
 
     /// Loads the session as [`Session`]'s extractor does.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req.load_session();
-        Box::pin(async move { session.await.map(Flash::new) })
+        load(&req.extensions()).map(|session| session.map(Flash::new))
     }
 }
 

@@ -21,9 +21,8 @@ use actix_web::{
 use self::{incoming::Incoming, server::Server};
 use crate::{
     config::{OnStoreError, SessionConfig},
-    error::unavailable,
-    error::StoreError,
-    session::{Loader, Session},
+    error::{unavailable, SessionError, StoreError},
+    session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Store},
 };
 
@@ -169,8 +168,11 @@ struct Pending {
 }
 
 impl Loader for Pending {
-    fn load(&self) -> Pin<Box<dyn Future<Output = Result<Session, StoreError>> + '_>> {
-        Box::pin(self.session())
+    fn load(self: Rc<Self>) -> LoadSession {
+        if let Some(now) = self.session_now() {
+            return Box::pin(ready(now.map_err(SessionError::Unavailable)));
+        }
+        Box::pin(async move { self.session().await.map_err(SessionError::Unavailable) })
     }
 
     fn session_now(&self) -> Option<Result<Session, StoreError>> {
