@@ -105,6 +105,7 @@ impl RedisSessionBuilder {
             limits: Limits {
                 max_value_size: 64 * 1024,
                 max_fields: 64,
+                max_key_len: 256,
                 max_session_size: 1024 * 1024,
                 cookie_budget: None,
             },
@@ -252,6 +253,16 @@ impl RedisSessionBuilder {
     /// Prefix of every Redis key this middleware writes. Default: `session:`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Longest key name of a plain value ([`Session::insert`](crate::Session::insert)), in
+    /// bytes; a longer one is [`SessionError::KeyTooLong`](crate::SessionError::KeyTooLong)
+    /// at the insert. Default: 256. Keys are field names in every store (and in the
+    /// cookie store, in the cookie): a key taken from user input must not grow a session
+    /// without bound.
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.limits.max_key_len = bytes;
         self
     }
 
@@ -529,9 +540,13 @@ impl RedisSessionBuilder {
             return invalid("touch_after", "must be shorter than idle_timeout");
         }
         let limits = &self.limits;
-        if limits.max_fields == 0 || limits.max_value_size == 0 || limits.max_session_size == 0 {
+        if limits.max_fields == 0
+            || limits.max_value_size == 0
+            || limits.max_session_size == 0
+            || limits.max_key_len == 0
+        {
             return invalid(
-                "max_fields/max_value_size/max_session_size",
+                "max_fields/max_value_size/max_session_size/max_key_len",
                 "must be above zero",
             );
         }

@@ -50,6 +50,8 @@ pub enum Transport {
 /// Limits on what one session may hold.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
+    /// Longest key name of a plain value, in bytes.
+    pub(crate) max_key_len: usize,
     pub(crate) max_value_size: usize,
     pub(crate) max_fields: usize,
     /// Names and values of all data fields together.

@@ -109,6 +109,15 @@ pub enum SessionError {
         #[source]
         source: serde_json::Error,
     },
+    /// The key name is longer than the configured limit
+    /// ([`max_key_len`](crate::RedisSessionBuilder::max_key_len)).
+    #[error("the session key is {len} bytes long, over the limit of {limit}")]
+    KeyTooLong {
+        /// Length of the key in bytes.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The encoded value is larger than the configured limit.
     #[error("the session value for {key:?} is {size} bytes, over the limit of {limit}")]
     ValueTooLarge {

@@ -166,7 +166,8 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Serialize`] when `value` cannot be serialized,
-    /// [`SessionError::ValueTooLarge`] and [`SessionError::TooManyFields`] when a limit of
+    /// [`SessionError::KeyTooLong`], [`SessionError::ValueTooLarge`],
+    /// [`SessionError::SessionTooLarge`] and [`SessionError::TooManyFields`] when a limit of
     /// the configuration is exceeded.
     pub fn insert<T: Serialize>(
         &self,

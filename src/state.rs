@@ -355,6 +355,12 @@ impl State {
         key: &str,
     ) -> Result<(), SessionError> {
         let limits = self.config.limits;
+        if field.starts_with(record::DATA_PREFIX) && key.len() > limits.max_key_len {
+            return Err(SessionError::KeyTooLong {
+                len: key.len(),
+                limit: limits.max_key_len,
+            });
+        }
         if value.len() > limits.max_value_size {
             return Err(SessionError::ValueTooLarge {
                 key: key.to_owned(),

@@ -579,11 +579,20 @@ mod suite {
             .builder(key(1))
             .max_value_size(100)
             .max_fields(3)
+            .max_key_len(8)
             .build()
             .unwrap();
         let srv = serve(sessions);
         let mut client = Client::new(&srv);
         assert_eq!(client.get("/try/big/50").await.body, "ok");
+        // Key names: 8 bytes are fine, 9 are not (the value does not matter).
+        assert_eq!(client.get("/try/set/eightbyt/1").await.body, "ok");
+        assert_eq!(
+            client.get("/try/set/ninebytes/1").await.body,
+            "error: KeyTooLong"
+        );
+        assert_eq!(client.get("/contains/ninebytes").await.body, "false");
+        assert_eq!(client.get("/remove/eightbyt").await.body, "true");
         // 1000 bytes of JSON string plus its quotes and the header byte.
         assert_eq!(
             client.get("/try/big/1000").await.body,

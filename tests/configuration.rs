@@ -248,3 +248,13 @@ fn redis_only_options_with_another_store_are_refused_not_ignored() {
     file().build().expect("no Redis-only option");
     users().build().expect("no Redis-only option");
 }
+
+#[test]
+fn zero_limits_are_refused() {
+    let option = "max_fields/max_value_size/max_session_size/max_key_len";
+    assert_eq!(refused(memory().max_fields(0)), option);
+    assert_eq!(refused(memory().max_value_size(0)), option);
+    assert_eq!(refused(memory().max_session_size(0)), option);
+    assert_eq!(refused(memory().max_key_len(0)), option);
+    memory().max_key_len(1).build().expect("one byte is a key");
+}

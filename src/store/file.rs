@@ -126,7 +126,7 @@ impl FileStore {
 
     /// How often the background thread deletes expired files (at least every millisecond,
     /// at most every 400 days). Default: [`DEFAULT_GC_INTERVAL`](Self::DEFAULT_GC_INTERVAL).
-    /// The change applies after the current wait.
+    /// The change applies at once.
     #[must_use]
     pub fn gc_interval(self, interval: Duration) -> FileStore {
         let interval = interval.clamp(Duration::from_millis(1), crate::config::MAX_LIFETIME);
@@ -537,15 +537,25 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Sweeps every `gc_interval` until the store is dropped. It wakes at least every 100 ms to
+/// see whether the store is gone and whether the interval changed, so that a new interval
+/// applies at once, not after the wait of the old one.
 fn sweep_until_dropped(store: &Weak<Inner>) {
+    const TICK: Duration = Duration::from_millis(100);
+    let mut last = std::time::Instant::now();
     loop {
         let Some(interval) = store
             .upgrade()
-            .map(|inner| inner.gc_interval_ms.load(Ordering::Relaxed))
+            .map(|inner| Duration::from_millis(inner.gc_interval_ms.load(Ordering::Relaxed)))
         else {
             return;
         };
-        thread::sleep(Duration::from_millis(interval.max(1)));
+        let waited = last.elapsed();
+        if waited < interval {
+            thread::sleep((interval - waited).min(TICK));
+            continue;
+        }
+        last = std::time::Instant::now();
         let Some(inner) = store.upgrade() else { return };
         if let Err(e) = inner.sweep() {
             tracing::warn!(error = %e, "could not sweep the session directory");

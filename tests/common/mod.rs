@@ -190,6 +190,7 @@ pub fn error_kind(e: &SessionError) -> &'static str {
         SessionError::Serialize { .. } => "Serialize",
         SessionError::Deserialize { .. } => "Deserialize",
         SessionError::ValueTooLarge { .. } => "ValueTooLarge",
+        SessionError::KeyTooLong { .. } => "KeyTooLong",
         SessionError::TooManyFields { .. } => "TooManyFields",
         SessionError::SessionTooLarge { .. } => "SessionTooLarge",
         SessionError::FlashTooLarge { .. } => "FlashTooLarge",
