@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::config::{SessionConfig, MAX_LIFETIME};
+use crate::{
+    config::{SessionConfig, MAX_LIFETIME},
+    record::millis,
+};
 
 /// A "remember me" lifetime as a handler asks for it: from one second to
 /// [`MAX_LIFETIME`].
@@ -83,8 +86,4 @@ pub(crate) fn touch_due(
     };
     let interval = millis(every.min(idle(config, remember) / 2));
     touched.is_none_or(|touched| now.saturating_sub(touched) >= interval)
-}
-
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

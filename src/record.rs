@@ -4,7 +4,7 @@
 //! struct, `f:<order>` one flash message; `m:*` fields are metadata, plain ASCII, never user
 //! data. A record with nothing but metadata holds no data.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Prefix of metadata fields.
 pub(crate) const META_PREFIX: &str = "m:";
@@ -76,6 +76,11 @@ pub(crate) fn parse_millis(raw: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The current time in unix milliseconds.

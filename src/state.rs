@@ -487,10 +487,7 @@ impl State {
         if self.config.touch_after.is_zero() {
             return false;
         }
-        let touched = self
-            .fields
-            .get(TOUCHED)
-            .and_then(|raw| record::parse_millis(raw));
+        let touched = touched_ms(&self.fields);
         lifetime::touch_due(&self.config, self.remember, touched, Duration::ZERO, now_ms)
     }
 
@@ -676,6 +673,13 @@ pub(crate) fn record_size(fields: &Fields) -> usize {
         .filter(|(name, _)| record::is_data(name))
         .map(|(name, value)| name.len() + value.len())
         .sum()
+}
+
+/// When the idle timeout last moved, if the record says ([`touch_after`], the cookie store).
+///
+/// [`touch_after`]: crate::RedisSessionBuilder::touch_after
+pub(crate) fn touched_ms(fields: &Fields) -> Option<u64> {
+    record::parse_millis(fields.get(TOUCHED)?)
 }
 
 /// When the stored session was created, if its record says.

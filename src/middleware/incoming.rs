@@ -29,7 +29,8 @@ pub(super) enum Incoming {
         first: Verified,
         rest: Vec<Verified>,
     },
-    /// A sealed session that opened ([`CookieStore`](crate::store::CookieStore)).
+    /// A sealed session that opened and has not expired
+    /// ([`CookieStore`](crate::store::CookieStore)).
     Sealed(Box<Opened>),
 }
 

@@ -177,33 +177,32 @@ impl Loader for Pending {
 
     fn session_now(&self) -> Option<Result<Session, StoreError>> {
         if let Some(loaded) = self.loaded.get() {
-            return Some(
-                loaded
-                    .as_ref()
-                    .map(|(s, _)| s.clone())
-                    .map_err(Clone::clone),
-            );
+            return Some(shared(loaded));
         }
         match self.incoming {
             Incoming::Valid { .. } | Incoming::Sealed(_) => None,
             Incoming::Absent | Incoming::Rejected => {
                 let fresh = Session::fresh(Arc::clone(&self.inner.config));
-                // Set here unless a load raced in first (it cannot: nothing to load).
-                let _ = self.loaded.set(Ok((fresh, false)));
-                self.session_now()
+                // Nothing to load, so no load can have raced in first.
+                let _ = self.loaded.set(Ok((fresh.clone(), false)));
+                Some(Ok(fresh))
             }
         }
     }
 }
 
+/// A handle to the loaded session (or the load's error) for one more extraction.
+fn shared(loaded: &Result<(Session, bool), StoreError>) -> Result<Session, StoreError> {
+    loaded
+        .as_ref()
+        .map(|(session, _)| session.clone())
+        .map_err(Clone::clone)
+}
+
 impl Pending {
     /// The session, loaded now if no extraction did it before.
     async fn session(&self) -> Result<Session, StoreError> {
-        let loaded = self.loaded.get_or_init(|| self.load_now()).await;
-        loaded
-            .as_ref()
-            .map(|(s, _)| s.clone())
-            .map_err(Clone::clone)
+        shared(self.loaded.get_or_init(|| self.load_now()).await)
     }
 
     async fn load_now(&self) -> Result<(Session, bool), StoreError> {

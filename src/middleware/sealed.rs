@@ -10,23 +10,18 @@ use crate::{
     cookie::SessionId,
     error::{StoreError, StoreErrorKind},
     lifetime,
-    record::{self, now_ms, TOUCHED},
+    record::{now_ms, TOUCHED},
     session::Session,
-    state::{created_ms, Plan},
+    state::{created_ms, touched_ms, Plan},
     store::{
         cookie::{Opened, Sealer, MAX_COOKIE_BYTES},
         Fields,
     },
 };
 
-/// The session in an opened cookie, if its idle and absolute timeouts (sealed inside it)
-/// have not run out; a fresh one otherwise. The answer also says whether it was sealed under
-/// an old key.
+/// The session in an opened cookie, which [`is_live`] let through when the cookie was read.
+/// The answer also says whether it was sealed under an old key.
 pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bool) {
-    if !is_live(config, opened, now_ms()) {
-        tracing::debug!("sealed session past its timeout; starting a fresh one");
-        return (Session::fresh(Arc::clone(config)), false);
-    }
     let remember = lifetime::remembered(config, opened.remember);
     let session = Session::loaded(
         Arc::clone(config),
@@ -45,11 +40,7 @@ pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bo
 /// Whether the idle and absolute timeouts sealed in the cookie leave it alive at `now`.
 pub(super) fn is_live(config: &SessionConfig, opened: &Opened, now: u64) -> bool {
     let remember = lifetime::remembered(config, opened.remember);
-    let touched = opened
-        .fields
-        .get(TOUCHED)
-        .and_then(|raw| record::parse_millis(raw));
-    match (touched, created_ms(&opened.fields)) {
+    match (touched_ms(&opened.fields), created_ms(&opened.fields)) {
         (Some(touched), Some(created)) => {
             !lifetime::idle_expired(config, remember, touched, now)
                 && !lifetime::past_absolute(config, created, now)
@@ -131,10 +122,7 @@ fn refresh_due(
     remember: Option<Duration>,
     now: u64,
 ) -> bool {
-    let touched = fields
-        .get(TOUCHED)
-        .and_then(|raw| record::parse_millis(raw));
-    lifetime::touch_due(config, remember, touched, DEFAULT_REFRESH, now)
+    lifetime::touch_due(config, remember, touched_ms(fields), DEFAULT_REFRESH, now)
 }
 
 fn seal(

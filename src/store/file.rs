@@ -17,7 +17,10 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::{is_metadata, Emptied, Record, SessionStore};
-use crate::error::{StoreError, StoreErrorKind};
+use crate::{
+    error::{StoreError, StoreErrorKind},
+    record::millis,
+};
 
 /// Lock stripes: a session's writes hold the lock of one of them (chosen by its key), so
 /// that writes to different sessions rarely wait for each other.
@@ -514,10 +517,6 @@ fn decode(bytes: &[u8]) -> Option<(Record, Duration)> {
         record.insert(name, value);
     }
     rest.is_empty().then_some((record, ttl))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn io_error(e: io::Error) -> StoreError {

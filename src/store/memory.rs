@@ -10,8 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Emptied, Fields, Outcome, SessionStore, Write};
-use crate::error::StoreError;
+use super::{Fields, Outcome, Write};
 use crate::record::{self, CREATED};
 
 /// Sessions kept in the memory of this process, shared by all actix workers.
@@ -260,69 +259,6 @@ impl MemoryStore {
                 _ => Outcome::Gone,
             },
         }
-    }
-}
-
-/// The memory store through the public trait, as a user's store would be called (the
-/// middleware calls it directly).
-impl SessionStore for MemoryStore {
-    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
-        Ok(self.load_now(key, ttl))
-    }
-
-    async fn update(
-        &self,
-        key: &str,
-        set: &[(String, Vec<u8>)],
-        remove: &[String],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let write = Write::Update {
-            key: key.to_owned(),
-            set: set.to_vec(),
-            del: remove.to_vec(),
-            ttl,
-        };
-        Ok(self.write_now(&write) == Outcome::Applied)
-    }
-
-    async fn create(
-        &self,
-        key: &str,
-        fields: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let write = Write::Create {
-            key: key.to_owned(),
-            fields: fields.to_vec(),
-            ttl,
-        };
-        Ok(self.write_now(&write) == Outcome::Applied)
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let write = Write::Delete {
-            key: key.to_owned(),
-        };
-        Ok(self.write_now(&write) == Outcome::Applied)
-    }
-
-    async fn empty(
-        &self,
-        key: &str,
-        remove: &[String],
-        ttl: Duration,
-    ) -> Result<Emptied, StoreError> {
-        let write = Write::Empty {
-            key: key.to_owned(),
-            del: remove.to_vec(),
-            ttl,
-        };
-        Ok(match self.write_now(&write) {
-            Outcome::Applied => Emptied::Deleted,
-            Outcome::Refused => Emptied::Kept,
-            Outcome::Gone => Emptied::Missing,
-        })
     }
 }
 

@@ -341,101 +341,95 @@ async fn write_through<S: SessionStore + ?Sized>(
     })
 }
 
-/// The trait's operations for a Redis transport, as [`Write`]s.
-async fn redis_update(store: &impl batch::Sender, write: Write) -> Result<bool, StoreError> {
-    Ok(store.write(&write).await? == Outcome::Applied)
+/// Our stores as the middleware calls them: a load, and any [`Write`] in one call. The
+/// public trait's operations for them are written once on top of it.
+trait Apply {
+    async fn fetch(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError>;
+    async fn apply(&self, write: &Write) -> Result<Outcome, StoreError>;
 }
 
-impl SessionStore for RedisStore {
-    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Record>, StoreError> {
+impl Apply for RedisStore {
+    async fn fetch(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
         batch::Sender::load(self, key, ttl).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        set: &[(String, Vec<u8>)],
-        remove: &[String],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        redis_update(self, Write::update(key, set, remove, ttl)).await
-    }
-
-    async fn create(
-        &self,
-        key: &str,
-        fields: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        redis_update(self, Write::create(key, fields, ttl)).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        redis_update(
-            self,
-            Write::Delete {
-                key: key.to_owned(),
-            },
-        )
-        .await
-    }
-
-    async fn empty(
-        &self,
-        key: &str,
-        remove: &[String],
-        ttl: Duration,
-    ) -> Result<Emptied, StoreError> {
-        Ok(emptied(
-            batch::Sender::write(self, &Write::empty(key, remove, ttl)).await?,
-        ))
+    async fn apply(&self, write: &Write) -> Result<Outcome, StoreError> {
+        batch::Sender::write(self, write).await
     }
 }
 
-impl SessionStore for MultiplexedStore {
-    async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Record>, StoreError> {
+impl Apply for MultiplexedStore {
+    async fn fetch(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
         batch::Sender::load(self, key, ttl).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        set: &[(String, Vec<u8>)],
-        remove: &[String],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        redis_update(self, Write::update(key, set, remove, ttl)).await
+    async fn apply(&self, write: &Write) -> Result<Outcome, StoreError> {
+        batch::Sender::write(self, write).await
+    }
+}
+
+impl Apply for MemoryStore {
+    async fn fetch(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
+        Ok(self.load_now(key, ttl))
     }
 
-    async fn create(
-        &self,
-        key: &str,
-        fields: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        redis_update(self, Write::create(key, fields, ttl)).await
+    async fn apply(&self, write: &Write) -> Result<Outcome, StoreError> {
+        Ok(self.write_now(write))
     }
+}
 
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        redis_update(
-            self,
-            Write::Delete {
-                key: key.to_owned(),
-            },
-        )
-        .await
-    }
+/// [`SessionStore`] for our own stores, through [`Apply`].
+macro_rules! session_store_through_apply {
+    ($($store:ty),*) => {$(
+        impl SessionStore for $store {
+            async fn load(
+                &self,
+                key: &str,
+                ttl: Option<Duration>,
+            ) -> Result<Option<Record>, StoreError> {
+                self.fetch(key, ttl).await
+            }
 
-    async fn empty(
-        &self,
-        key: &str,
-        remove: &[String],
-        ttl: Duration,
-    ) -> Result<Emptied, StoreError> {
-        Ok(emptied(
-            batch::Sender::write(self, &Write::empty(key, remove, ttl)).await?,
-        ))
-    }
+            async fn update(
+                &self,
+                key: &str,
+                set: &[(String, Vec<u8>)],
+                remove: &[String],
+                ttl: Duration,
+            ) -> Result<bool, StoreError> {
+                applied(self.apply(&Write::update(key, set, remove, ttl)).await?)
+            }
+
+            async fn create(
+                &self,
+                key: &str,
+                fields: &[(String, Vec<u8>)],
+                ttl: Duration,
+            ) -> Result<bool, StoreError> {
+                applied(self.apply(&Write::create(key, fields, ttl)).await?)
+            }
+
+            async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+                applied(self.apply(&Write::delete(key)).await?)
+            }
+
+            async fn empty(
+                &self,
+                key: &str,
+                remove: &[String],
+                ttl: Duration,
+            ) -> Result<Emptied, StoreError> {
+                Ok(emptied(self.apply(&Write::empty(key, remove, ttl)).await?))
+            }
+        }
+    )*};
+}
+
+session_store_through_apply!(RedisStore, MultiplexedStore, MemoryStore);
+
+/// The answer of the trait's `update`, `create` and `delete` to a write's outcome.
+fn applied(outcome: Outcome) -> Result<bool, StoreError> {
+    Ok(outcome == Outcome::Applied)
 }
 
 fn emptied(outcome: Outcome) -> Emptied {
@@ -505,6 +499,12 @@ impl Write {
             key: key.to_owned(),
             fields: fields.to_vec(),
             ttl,
+        }
+    }
+
+    fn delete(key: &str) -> Write {
+        Write::Delete {
+            key: key.to_owned(),
         }
     }
 
