@@ -6,6 +6,8 @@ use std::{sync::Arc, time::Duration};
 use actix_web::cookie::SameSite;
 
 use crate::{
+    binding::{Binding, BindingMismatch, ClientIp, MismatchCallback},
+    codec::at_rest::AtRest,
     config::{
         FlashConfig, Limits, OnStoreError, SessionConfig, Transport, DEFAULT_COOKIE_NAME,
         MAX_LIFETIME, MAX_TIMEOUT,
@@ -80,6 +82,11 @@ pub struct RedisSessionBuilder {
     /// The first Redis-only setter called, which a store of another kind refuses.
     redis_only: Option<&'static str>,
     lazy_load: bool,
+    encrypt_at_rest: bool,
+    compress_above: Option<usize>,
+    bind_to_user_agent: bool,
+    bind_to_ip: Option<ClientIp>,
+    on_binding_mismatch: Option<MismatchCallback>,
 }
 
 impl RedisSessionBuilder {
@@ -119,6 +126,11 @@ impl RedisSessionBuilder {
             transport: Transport::Pool,
             redis_only: None,
             lazy_load: true,
+            encrypt_at_rest: false,
+            compress_above: None,
+            bind_to_user_agent: false,
+            bind_to_ip: None,
+            on_binding_mismatch: None,
         }
     }
 
@@ -317,6 +329,119 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Seal every stored value with AES-256-GCM. Default: `false`.
+    ///
+    /// The cipher key is a sub-key of the middleware's [`Key`] (HKDF-SHA256, label
+    /// `actix-redis-session v1 value encryption`); each value gets a fresh random 96-bit
+    /// nonce, and its record's storage key and its field name are bound to it as associated
+    /// data, so that a value copied to another field or another session does not open there
+    /// (that field is dropped from the session; the rest of the session stays). Session ids
+    /// never reach the store in any case (records are named by a SHA-256 of the id), so a
+    /// dump of Redis, or of a [`FileStore`](crate::store::FileStore)'s directory, then shows
+    /// neither ids nor values: only metadata (`m:*` fields: creation and touch times, the
+    /// [client binding](Self::bind_to_user_agent) digest) and the number and names of fields.
+    ///
+    /// Migration goes both ways without a logout: with encryption on, plain values are read
+    /// and sealed on the request that loads them; with it off, sealed values are read and
+    /// written back plain. Values sealed under one of [`Key::previous_keys`] are read and
+    /// sealed again under the current key on the request that loads them. A
+    /// [`renew`](crate::Session::renew) seals every value again under the new record's key.
+    /// Cost: 29 bytes and one AES-GCM pass per value.
+    ///
+    /// The [cookie store](crate::store::CookieStore) seals the whole session anyway: there the
+    /// setting changes nothing.
+    pub fn encrypt_at_rest(mut self, encrypt: bool) -> Self {
+        self.encrypt_at_rest = encrypt;
+        self
+    }
+
+    /// Gzip-compress stored values whose encoded form is longer than `bytes`. Default: off.
+    ///
+    /// A value is stored compressed only if that makes it smaller; compressed and plain
+    /// values are read alike, so the setting can change at any time. Decompression stops at
+    /// [`max_value_size`](Self::max_value_size): a crafted value cannot expand without limit.
+    /// The limits ([`max_value_size`](Self::max_value_size),
+    /// [`max_session_size`](Self::max_session_size)) count values before compression.
+    /// With [`encrypt_at_rest`](Self::encrypt_at_rest), values are compressed, then sealed.
+    ///
+    /// Mind the usual caveat of compressing before encrypting: someone who can both put
+    /// chosen text into a session value and watch the stored size of that value can learn
+    /// about the rest of it. Stored sizes are seen by those who can read the store, not by a
+    /// network observer, whose view is the cookie's size, which compression does not touch.
+    ///
+    /// Server-side stores only: with the [cookie store](crate::store::CookieStore),
+    /// [`build`](Self::build) refuses it.
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
+        self
+    }
+
+    /// Bind each session to the User-Agent of the client that created it. Default: `false`.
+    ///
+    /// The session stores a keyed digest of the User-Agent header (HMAC-SHA256 under a
+    /// sub-key of the [`Key`], truncated to 128 bits, in the `m:b` metadata field; never the
+    /// header itself). A request whose User-Agent differs gets a fresh session, as if it had
+    /// no cookie: the stored session stays, for its owner. The mismatch is logged as a
+    /// warning (without the id, the address or the header) and passed to
+    /// [`on_binding_mismatch`](Self::on_binding_mismatch).
+    ///
+    /// It stops a stolen cookie from working in another browser unless the thief copies the
+    /// User-Agent too, which is public: a speed bump, not a wall. It also signs users out
+    /// when their browser updates itself (the version is part of the header): pair it with a
+    /// "remember me" that survives that, or accept it. Sessions created before binding was
+    /// turned on are bound on their next request.
+    pub fn bind_to_user_agent(mut self, bind: bool) -> Self {
+        self.bind_to_user_agent = bind;
+        self
+    }
+
+    /// Bind each session to the IP address (or network) of the client that created it, read
+    /// as [`ClientIp`] says. Default: not bound.
+    ///
+    /// As with [`bind_to_user_agent`](Self::bind_to_user_agent), a keyed digest is stored
+    /// (the address cannot be read back from the store), and a request from another address
+    /// gets a fresh session. Clients change addresses (mobile networks, IPv6 privacy
+    /// addresses, a laptop moving from home to office): bind to a
+    /// [network](ClientIp::network), and weigh the logouts against the protection. A
+    /// request without a peer address (an application served on a unix socket) counts as
+    /// one address of its own.
+    pub fn bind_to_ip(mut self, client_ip: ClientIp) -> Self {
+        self.bind_to_ip = Some(client_ip);
+        self
+    }
+
+    /// Called when a request's cookie names a session bound to another client, after the
+    /// handler (which saw a fresh session) has run. Default: none (the warning in the log
+    /// only).
+    ///
+    /// Given the request and what differed; it must not block. A panic in it is caught and
+    /// logged, and the response goes out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// static MISMATCHES: AtomicU64 = AtomicU64::new(0);
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .bind_to_user_agent(true)
+    ///     .on_binding_mismatch(|req, mismatch| {
+    ///         MISMATCHES.fetch_add(1, Ordering::Relaxed);
+    ///         eprintln!("session from another client on {} ({mismatch:?})", req.path());
+    ///     })
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn on_binding_mismatch<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&actix_web::HttpRequest, &BindingMismatch) + Send + Sync + 'static,
+    {
+        self.on_binding_mismatch = Some(Arc::new(callback));
+        self
+    }
+
     /// What to do when the store fails. Default: [`OnStoreError::FailClosed`].
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
@@ -457,6 +582,18 @@ impl RedisSessionBuilder {
             absolute_timeout: self.absolute_timeout,
             remember_max: self.remember_max,
             key_prefix: self.key_prefix,
+            at_rest: AtRest::new(
+                &self.key,
+                self.encrypt_at_rest,
+                self.compress_above,
+                limits.max_value_size,
+            ),
+            binding: Binding::new(
+                &self.key,
+                self.bind_to_user_agent,
+                self.bind_to_ip,
+                self.on_binding_mismatch,
+            ),
             limits,
             flash: self.flash,
             on_store_error: self.on_store_error,
@@ -550,6 +687,9 @@ impl RedisSessionBuilder {
                 "must be above zero",
             );
         }
+        if let Some(Err(reason)) = self.bind_to_ip.as_ref().map(ClientIp::check) {
+            return invalid("bind_to_ip", reason);
+        }
         if self.flash.max_messages == 0 || self.flash.max_message_size == 0 {
             return invalid(
                 "flash_max_messages/flash_max_message_size",
@@ -567,6 +707,12 @@ impl RedisSessionBuilder {
                 return invalid(
                     self.redis_only.unwrap_or("transport"),
                     "applies to Redis only, and this middleware has another store",
+                );
+            }
+            Backend::Given(Choice::Cookie(_)) if self.compress_above.is_some() => {
+                return invalid(
+                    "compress_above",
+                    "applies to server-side stores; the cookie store seals sessions whole",
                 );
             }
             Backend::Given(Choice::Server(Store::Memory(store)))

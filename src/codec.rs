@@ -3,16 +3,21 @@
 //! The header's low nibble is the format version; bit 4 marks a gzip-compressed payload and
 //! bit 5 an encrypted one. Version 1 is serde_json. Readers reject what they do not know, so a
 //! later format can be rolled out without misreading old values, and old values stay readable.
+//! The session state holds values as encoded here; [`at_rest`] turns them into their stored
+//! form (compressed, sealed) and back at the store's edge.
 //!
 //! Metadata fields (`m:*`) are not user values and are stored as plain ASCII.
 
+pub(crate) mod at_rest;
 mod finite;
 
 use serde::{de::DeserializeOwned, de::IgnoredAny, Serialize};
 
 const VERSION_MASK: u8 = 0x0f;
 const FORMAT_JSON: u8 = 0x01;
+/// The payload is gzip-compressed ([`at_rest`]).
 const FLAG_COMPRESSED: u8 = 0x10;
+/// The payload is sealed with AES-256-GCM ([`at_rest`]).
 const FLAG_ENCRYPTED: u8 = 0x20;
 
 /// Why a stored value could not be read.
@@ -26,6 +31,12 @@ pub(crate) enum DecodeError {
     UnsupportedFlags(u8),
     #[error("invalid JSON payload")]
     Json(#[source] serde_json::Error),
+    #[error("sealed value does not open (changed, moved, or sealed under an unknown key)")]
+    Sealed,
+    #[error("invalid gzip payload")]
+    Gzip(#[source] std::io::Error),
+    #[error("compressed value expands beyond {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 /// Serializes `value` into its stored form.

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use crate::{
+    binding::Binding,
+    codec::at_rest::AtRest,
     cookie::{CookieConfig, Signer},
     flash::Level,
 };
@@ -83,6 +85,10 @@ pub(crate) struct SessionConfig {
     pub(crate) remember_max: Duration,
     pub(crate) key_prefix: String,
     pub(crate) limits: Limits,
+    /// How values are stored: sealed, compressed (server-side stores).
+    pub(crate) at_rest: AtRest,
+    /// Client binding, if the session is bound to the User-Agent or the IP.
+    pub(crate) binding: Option<Binding>,
     pub(crate) flash: FlashConfig,
     pub(crate) on_store_error: OnStoreError,
     /// Load on the first extraction (`true`) or before routing.

@@ -13,6 +13,7 @@ use crate::error::KeyError;
 const SIGN_INFO: &[u8] = b"actix-redis-session v1 cookie signing";
 const ENCRYPT_INFO: &[u8] = b"actix-redis-session v1 value encryption";
 const SEAL_INFO: &[u8] = b"actix-redis-session v1 cookie sealing";
+const BIND_INFO: &[u8] = b"actix-redis-session v1 client binding";
 
 /// The secret that signs session cookies.
 ///
@@ -51,6 +52,8 @@ pub(crate) struct SubKeys {
     encrypt: [u8; 32],
     /// Seals whole sessions into cookies ([`CookieStore`](crate::store::CookieStore)).
     seal: [u8; 32],
+    /// Keys the client binding digests ([`bind_to_user_agent`](crate::RedisSessionBuilder::bind_to_user_agent)).
+    bind: [u8; 32],
 }
 
 impl SubKeys {
@@ -60,6 +63,7 @@ impl SubKeys {
             sign: [0; 32],
             encrypt: [0; 32],
             seal: [0; 32],
+            bind: [0; 32],
         };
         // expand() only fails for outputs longer than 255 * 32 bytes.
         hk.expand(SIGN_INFO, &mut keys.sign)
@@ -68,6 +72,8 @@ impl SubKeys {
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         hk.expand(SEAL_INFO, &mut keys.seal)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
+        hk.expand(BIND_INFO, &mut keys.bind)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         keys
     }
 
@@ -75,13 +81,16 @@ impl SubKeys {
         &self.sign
     }
 
-    #[allow(dead_code)] // used once encryption at rest lands
     pub(crate) fn encrypt(&self) -> &[u8; 32] {
         &self.encrypt
     }
 
     pub(crate) fn seal(&self) -> &[u8; 32] {
         &self.seal
+    }
+
+    pub(crate) fn bind(&self) -> &[u8; 32] {
+        &self.bind
     }
 }
 

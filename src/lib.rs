@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod binding;
 mod builder;
 mod codec;
 pub mod config;
@@ -100,6 +101,7 @@ struct ReadmeExamples;
 mod test_redis;
 
 pub use self::{
+    binding::{BindingMismatch, ClientIp},
     builder::RedisSessionBuilder,
     config::{OnStoreError, Transport},
     cookie::Handle,

@@ -31,6 +31,10 @@ pub(crate) const CREATED: &str = "m:c";
 /// When the idle timeout last moved (unix milliseconds), written only with
 /// [`touch_after`](crate::RedisSessionBuilder::touch_after).
 pub(crate) const TOUCHED: &str = "m:t";
+/// The client binding: keyed digests of the User-Agent and the client IP the session was
+/// created for ([`bind_to_user_agent`](crate::RedisSessionBuilder::bind_to_user_agent)),
+/// `ua=<32 hex>;ip=<32 hex>`.
+pub(crate) const BOUND: &str = "m:b";
 
 /// Whether a field holds data (anything but metadata).
 pub(crate) fn is_data(name: &str) -> bool {

@@ -14,7 +14,7 @@ use crate::{
     error::SessionError,
     flash::FlashMessage,
     lifetime,
-    record::{self, now_ms, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
+    record::{self, now_ms, BOUND, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
     store::{
         cookie::{FIELD_OVERHEAD, HEADER_LEN},
         Fields, Write,
@@ -65,6 +65,8 @@ pub(crate) struct State {
     ///
     /// [`TypedSession`]: crate::TypedSession
     generation: u64,
+    /// The client binding of this request's client (`m:b`), which a new record gets.
+    bound: Option<Vec<u8>>,
 }
 
 /// Why a stored record is being replaced.
@@ -143,6 +145,7 @@ impl State {
             status: SessionStatus::Unchanged,
             flash: FlashState::default(),
             generation: 0,
+            bound: None,
         }
     }
 
@@ -187,6 +190,33 @@ impl State {
         state.key = Some(key);
         state.remember = remember;
         state
+    }
+
+    /// Writes the fields `names` again at the end of the request, as they are (their stored
+    /// form is not what the configuration says now: see
+    /// [`encrypt_at_rest`](crate::RedisSessionBuilder::encrypt_at_rest)). Not a change the
+    /// handler sees in [`status`](State::status).
+    pub(crate) fn rewrite(&mut self, names: Vec<String>) {
+        self.dirty.extend(
+            names
+                .into_iter()
+                .filter(|name| self.fields.contains_key(name)),
+        );
+    }
+
+    /// Binds the session to this request's client, whose `m:b` is `value`: a new record gets
+    /// it; `write`: the loaded record's binding must be written (it had none, or an older
+    /// one).
+    pub(crate) fn bind(&mut self, value: &[u8], write: bool) {
+        if write && self.key.is_some() {
+            self.fields.insert(BOUND.to_owned(), value.to_vec());
+            self.dirty.insert(BOUND.to_owned());
+        }
+        self.bound = Some(value.to_vec());
+    }
+
+    pub(crate) fn is_bound(&self) -> bool {
+        self.bound.is_some()
     }
 
     /// Sets the "remember me" lifetime (`None`: back to a browser-session cookie).
@@ -621,6 +651,9 @@ impl State {
         if !self.config.touch_after.is_zero() {
             self.fields
                 .insert(TOUCHED.to_owned(), now.to_string().into_bytes());
+        }
+        if let Some(bound) = &self.bound {
+            self.fields.insert(BOUND.to_owned(), bound.clone());
         }
         let id = self.id.get_or_insert_with(SessionId::generate).clone();
         Plan::Create {

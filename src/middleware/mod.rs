@@ -6,6 +6,7 @@ mod sealed;
 mod server;
 
 use std::{
+    cell::Cell,
     future::{ready, Future, Ready},
     pin::Pin,
     rc::Rc,
@@ -20,6 +21,7 @@ use actix_web::{
 
 use self::{incoming::Incoming, server::Server};
 use crate::{
+    binding::{self, Binding, BindingMismatch, Checked},
     config::{OnStoreError, SessionConfig},
     error::{unavailable, SessionError, StoreError},
     session::{LoadSession, Loader, Session},
@@ -165,6 +167,28 @@ struct Pending {
     /// with an old key, or the load error (which later extractions get too, without a
     /// second round trip).
     loaded: tokio::sync::OnceCell<Result<(Session, bool), StoreError>>,
+    /// With client binding: this request's client and its `m:b`.
+    client: Option<(binding::Client, Vec<u8>)>,
+    /// The cookie named a session bound to another client: reported after the handler.
+    mismatch: Cell<Option<BindingMismatch>>,
+}
+
+/// This request's client, for the binding check of a loaded session.
+pub(super) struct ThisClient<'a> {
+    binding: &'a Binding,
+    client: &'a binding::Client,
+    /// Its `m:b`.
+    pub(super) bound: &'a [u8],
+    pub(super) mismatch: &'a Cell<Option<BindingMismatch>>,
+}
+
+impl ThisClient<'_> {
+    /// Whether a stored session is this client's: `Ok(true)` if its binding must be written.
+    pub(super) fn check(&self, fields: &crate::store::Fields) -> Result<bool, BindingMismatch> {
+        self.binding
+            .check(self.client, fields)
+            .map(|checked| checked == Checked::Rebind)
+    }
 }
 
 impl Loader for Pending {
@@ -182,7 +206,7 @@ impl Loader for Pending {
         match self.incoming {
             Incoming::Valid { .. } | Incoming::Sealed(_) => None,
             Incoming::Absent | Incoming::Rejected => {
-                let fresh = Session::fresh(Arc::clone(&self.inner.config));
+                let fresh = self.fresh();
                 // Nothing to load, so no load can have raced in first.
                 let _ = self.loaded.set(Ok((fresh.clone(), false)));
                 Some(Ok(fresh))
@@ -200,6 +224,26 @@ fn shared(loaded: &Result<(Session, bool), StoreError>) -> Result<Session, Store
 }
 
 impl Pending {
+    fn this_client(&self) -> Option<ThisClient<'_>> {
+        let binding = self.inner.config.binding.as_ref()?;
+        let (client, bound) = self.client.as_ref()?;
+        Some(ThisClient {
+            binding,
+            client,
+            bound,
+            mismatch: &self.mismatch,
+        })
+    }
+
+    /// A new session, bound to this client if binding is on.
+    fn fresh(&self) -> Session {
+        let session = Session::fresh(Arc::clone(&self.inner.config));
+        if let Some((_, bound)) = &self.client {
+            session.lock().bind(bound, false);
+        }
+        session
+    }
+
     /// The session, loaded now if no extraction did it before.
     async fn session(&self) -> Result<Session, StoreError> {
         shared(self.loaded.get_or_init(|| self.load_now()).await)
@@ -208,23 +252,35 @@ impl Pending {
     async fn load_now(&self) -> Result<(Session, bool), StoreError> {
         let inner = &self.inner;
         let config = &inner.config;
+        let client = self.this_client();
         match &self.incoming {
-            Incoming::Sealed(opened) => Ok(sealed::open(config, opened)),
-            Incoming::Valid { first, rest } => match inner.server().load(first, rest).await {
-                Ok(loaded) => Ok(loaded),
-                Err((e, key)) => {
-                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
-                    match config.on_store_error {
-                        OnStoreError::FailOpen => {
-                            Ok((Session::degraded(Arc::clone(config), key), false))
+            Incoming::Sealed(opened) => match sealed::open(config, opened, client.as_ref()) {
+                Some(opened) => Ok(opened),
+                None => Ok((self.fresh(), false)),
+            },
+            Incoming::Valid { first, rest } => {
+                match inner.server().load(first, rest, client.as_ref()).await {
+                    Ok((session, stale_key)) => {
+                        if let Some((_, bound)) = &self.client {
+                            let mut state = session.lock();
+                            if !state.is_bound() {
+                                state.bind(bound, false);
+                            }
                         }
-                        _ => Err(e),
+                        Ok((session, stale_key))
+                    }
+                    Err((e, key)) => {
+                        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
+                        match config.on_store_error {
+                            OnStoreError::FailOpen => {
+                                Ok((Session::degraded(Arc::clone(config), key), false))
+                            }
+                            _ => Err(e),
+                        }
                     }
                 }
-            },
-            Incoming::Absent | Incoming::Rejected => {
-                Ok((Session::fresh(Arc::clone(config)), false))
             }
+            Incoming::Absent | Incoming::Rejected => Ok((self.fresh(), false)),
         }
     }
 }
@@ -243,11 +299,18 @@ impl Inner {
             Engine::Server(_) => incoming::read_signed(config, &req),
             Engine::Cookie(sealer) => incoming::read_sealed(config, sealer, &req),
         };
+        let client = config.binding.as_ref().map(|binding| {
+            let client = binding.client(req.request());
+            let bound = binding.value(&client);
+            (client, bound)
+        });
         let pending = Rc::new(Pending {
             inner: Arc::clone(self),
             incoming,
             only_one,
             loaded: tokio::sync::OnceCell::new(),
+            client,
+            mismatch: Cell::new(None),
         });
         if !config.lazy_load && pending.session().await.is_err() {
             // Loaded before routing, as guards need; fail-closed: nothing else to do.
@@ -257,6 +320,9 @@ impl Inner {
         req.extensions_mut().insert(loader);
 
         let mut res = service.call(req).await?;
+        if let (Some(mismatch), Some(binding)) = (pending.mismatch.take(), &config.binding) {
+            binding.report(res.request(), &mismatch);
+        }
 
         // Never loaded (or its load failed, which the extractor answered): nothing to save,
         // no cookie to set. The request cost the store nothing.

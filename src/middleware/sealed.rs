@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use actix_web::cookie::Cookie;
 
+use super::ThisClient;
 use crate::{
     config::SessionConfig,
     cookie::SessionId,
@@ -20,8 +21,21 @@ use crate::{
 };
 
 /// The session in an opened cookie, which [`is_live`] let through when the cookie was read.
-/// The answer also says whether it was sealed under an old key.
-pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bool) {
+/// The answer also says whether it was sealed under an old key; `None`: the session is bound
+/// to another client.
+pub(super) fn open(
+    config: &Arc<SessionConfig>,
+    opened: &Opened,
+    client: Option<&ThisClient<'_>>,
+) -> Option<(Session, bool)> {
+    let rebind = match client.map(|client| (client, client.check(&opened.fields))) {
+        Some((client, Err(mismatch))) => {
+            client.mismatch.set(Some(mismatch));
+            return None;
+        }
+        Some((_, Ok(rebind))) => rebind,
+        None => false,
+    };
     let remember = lifetime::remembered(config, opened.remember);
     let session = Session::loaded(
         Arc::clone(config),
@@ -34,7 +48,10 @@ pub(super) fn open(config: &Arc<SessionConfig>, opened: &Opened) -> (Session, bo
         // Sealed with a longer lifetime than the policy allows now: seal it again.
         session.lock().remember_changed = true;
     }
-    (session, opened.stale_key)
+    if let Some(client) = client {
+        session.lock().bind(client.bound, rebind);
+    }
+    Some((session, opened.stale_key))
 }
 
 /// Whether the idle and absolute timeouts sealed in the cookie leave it alive at `now`.

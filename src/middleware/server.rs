@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use actix_web::cookie::Cookie;
 
+use super::ThisClient;
 use crate::{
+    binding::BindingMismatch,
     config::SessionConfig,
     cookie::{SessionId, Verified},
     error::{StoreError, StoreErrorKind},
@@ -19,6 +21,15 @@ use crate::{
 /// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
 /// happen in practice; the bound keeps a broken random source from looping forever.
 const CREATE_ATTEMPTS: usize = 3;
+
+/// Why a stored record is not this request's session.
+enum NotAdopted {
+    /// Not a session any more (too large, no creation marker, past its absolute timeout):
+    /// its key, to delete.
+    Discard(String),
+    /// Bound to another client: it stays, for its owner.
+    Mismatch(BindingMismatch),
+}
 
 /// A middleware's server-side store, with its configuration.
 pub(super) struct Server<'a> {
@@ -34,6 +45,7 @@ impl Server<'_> {
         &self,
         first: &Verified,
         rest: &[Verified],
+        client: Option<&ThisClient<'_>>,
     ) -> Result<(Session, bool), (StoreError, String)> {
         let config = self.config;
         // A record that exists but is no session any more (too large, no creation marker,
@@ -47,7 +59,7 @@ impl Server<'_> {
             // (State::due_touch).
             let ttl = lifetime::on_load(config, remember);
             let key = verified.id.storage_key(&config.key_prefix);
-            let fields = match self.store.load(&key, ttl).await {
+            let mut fields = match self.store.load(&key, ttl).await {
                 Ok(Some(fields)) => fields,
                 Ok(None) => {
                     tracing::debug!("session not found");
@@ -56,10 +68,18 @@ impl Server<'_> {
                 // The key that failed: a degraded session's purge must delete that one.
                 Err(e) => return Err((e, key)),
             };
-            match self.adopt(verified, remember, key, fields) {
+            // Sealed and compressed values back to their encoded form; those stored
+            // otherwise than the configuration says now are written again.
+            let migrate = config.at_rest.open_record(&key, &mut fields);
+            match self.adopt(verified, remember, key, fields, migrate, client) {
                 Ok(session) => return Ok((session, verified.stale_key)),
-                Err(key) => {
+                Err(NotAdopted::Discard(key)) => {
                     discarded.get_or_insert(key);
+                }
+                Err(NotAdopted::Mismatch(mismatch)) => {
+                    if let Some(client) = client {
+                        client.mismatch.set(Some(mismatch));
+                    }
                 }
             }
         }
@@ -78,7 +98,9 @@ impl Server<'_> {
         remember: Option<Duration>,
         key: String,
         fields: Fields,
-    ) -> Result<Session, String> {
+        migrate: Vec<String>,
+        client: Option<&ThisClient<'_>>,
+    ) -> Result<Session, NotAdopted> {
         let config = self.config;
         let size = record_size(&fields);
         if size > config.limits.max_session_size {
@@ -87,16 +109,20 @@ impl Server<'_> {
                 limit = config.limits.max_session_size,
                 "stored session over the size limit; discarding it"
             );
-            return Err(key);
+            return Err(NotAdopted::Discard(key));
         }
         let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
-            return Err(key);
+            return Err(NotAdopted::Discard(key));
         };
         if lifetime::past_absolute(config, created, now_ms()) {
             tracing::debug!("session reached its absolute timeout");
-            return Err(key);
+            return Err(NotAdopted::Discard(key));
         }
+        let rebind = match client {
+            Some(client) => client.check(&fields).map_err(NotAdopted::Mismatch)?,
+            None => false,
+        };
         let session = Session::loaded(
             Arc::clone(config),
             verified.id.clone(),
@@ -107,6 +133,13 @@ impl Server<'_> {
         if remember != verified.remember {
             // The cookie still carries the longer lifetime: send it again.
             session.lock().remember_changed = true;
+        }
+        {
+            let mut state = session.lock();
+            state.rewrite(migrate);
+            if let Some(client) = client {
+                state.bind(client.bound, rebind);
+            }
         }
         let touch = session.lock().due_touch();
         if let Some(touch) = touch {
@@ -131,23 +164,25 @@ impl Server<'_> {
                 remove_dead.then(|| config.cookie.removal_cookie())
             }
             Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, stale_key),
-            Plan::Update { write, live } => match self.store.write(&write).await? {
-                // Ended while this request ran (a logout in another tab, a renew, the
-                // expiry): what the write left is removed. No cookie either: a removal could
-                // clobber the cookie a concurrent renew just set; a stale cookie is removed on
-                // its next request anyway.
-                Outcome::Gone => {
-                    if let Write::Update { key, .. } = write {
-                        // Housekeeping (the remnant is never adopted and has a TTL): a
-                        // failure here does not fail the response.
-                        if let Err(e) = self.store.write(&Write::Delete { key }).await {
-                            tracing::warn!(error = %e, "could not delete a session remnant");
+            Plan::Update { mut write, live } => {
+                match self.store.write(self.sealed(&mut write)).await? {
+                    // Ended while this request ran (a logout in another tab, a renew, the
+                    // expiry): what the write left is removed. No cookie either: a removal could
+                    // clobber the cookie a concurrent renew just set; a stale cookie is removed on
+                    // its next request anyway.
+                    Outcome::Gone => {
+                        if let Write::Update { key, .. } = write {
+                            // Housekeeping (the remnant is never adopted and has a TTL): a
+                            // failure here does not fail the response.
+                            if let Err(e) = self.store.write(&Write::Delete { key }).await {
+                                tracing::warn!(error = %e, "could not delete a session remnant");
+                            }
                         }
+                        None
                     }
-                    None
+                    _ => self.refreshed_cookie(&live, stale_key),
                 }
-                _ => self.refreshed_cookie(&live, stale_key),
-            },
+            }
             Plan::Empty { write, live } => match self.store.write(&write).await? {
                 Outcome::Applied => Some(config.cookie.removal_cookie()),
                 Outcome::Refused => self.refreshed_cookie(&live, stale_key),
@@ -207,27 +242,47 @@ impl Server<'_> {
     async fn create(
         &self,
         mut id: SessionId,
-        fields: Vec<(String, Vec<u8>)>,
+        mut fields: Vec<(String, Vec<u8>)>,
         ttl: Duration,
     ) -> Result<SessionId, StoreError> {
-        let mut write = Write::Create {
-            key: id.storage_key(&self.config.key_prefix),
-            fields,
-            ttl,
-        };
+        let at_rest = &self.config.at_rest;
         let mut attempt = 1;
-        while self.store.write(&write).await? != Outcome::Applied {
+        loop {
+            let key = id.storage_key(&self.config.key_prefix);
+            // Sealed for this key: a value sealed for another does not open in this record.
+            let stored = if at_rest.is_plain() {
+                std::mem::take(&mut fields)
+            } else {
+                let mut stored = fields.clone();
+                at_rest.seal_fields(&key, &mut stored);
+                stored
+            };
+            let write = Write::Create {
+                key,
+                fields: stored,
+                ttl,
+            };
+            if self.store.write(&write).await? == Outcome::Applied {
+                return Ok(id);
+            }
             if attempt == CREATE_ATTEMPTS {
                 return Err(StoreErrorKind::IdCollision.into());
             }
             tracing::warn!("new session id already taken; drawing another");
             attempt += 1;
             id = SessionId::generate();
-            if let Write::Create { key, .. } = &mut write {
-                *key = id.storage_key(&self.config.key_prefix);
+            if let (true, Write::Create { fields: stored, .. }) = (at_rest.is_plain(), write) {
+                fields = stored;
             }
         }
-        Ok(id)
+    }
+
+    /// The write with its values in their stored form (sealed, compressed).
+    fn sealed<'w>(&self, write: &'w mut Write) -> &'w Write {
+        if let Write::Update { key, set, .. } = write {
+            self.config.at_rest.seal_fields(key, set);
+        }
+        write
     }
 
     /// The cookie of a session that goes on, when it must be sent again: signed with an old

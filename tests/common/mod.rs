@@ -10,8 +10,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use actix_redis_session::{
     store::{CookieStore, FileStore, MemoryStore},
-    Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession, RedisSessionBuilder,
-    Session, SessionData, SessionError, Transport, TypedSession,
+    ClientIp, Flash, FlashMessage, IncomingFlashMessages, Key, Level, RedisSession,
+    RedisSessionBuilder, Session, SessionData, SessionError, Transport, TypedSession,
 };
 use actix_web::{
     cookie::Cookie,
@@ -25,7 +25,8 @@ pub use self::redis_server::RedisServer;
 /// Runs each listed test of `suite` once per backend: `memory::name`, `redis::name` (pool
 /// transport), `multiplexed::name` (Redis over the multiplexed transport), `file::name`
 /// ([`FileStore`] in a temporary directory), `user_store::name` (a store written against the
-/// public trait alone, [`user_store::MapStore`]).
+/// public trait alone, [`user_store::MapStore`]), `hardened::name` (Redis with every value
+/// sealed, values over 16 bytes compressed, sessions bound to User-Agent and IP).
 #[allow(unused_macros)]
 macro_rules! per_backend {
     ($($name:ident),* $(,)?) => {
@@ -59,6 +60,12 @@ macro_rules! per_backend {
                 super::suite::$name(super::common::Backend::user_store()).await;
             })*
         }
+        mod hardened {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::hardened()).await;
+            })*
+        }
     };
 }
 
@@ -80,6 +87,8 @@ macro_rules! on_cookie_store {
 pub enum Backend {
     Memory(MemoryStore),
     Redis(RedisServer, Transport),
+    /// Redis with encryption at rest, compression and client binding on.
+    Hardened(RedisServer),
     File(FileStore, tempfile::TempDir),
     User(user_store::MapStore),
     /// No server state: the session is sealed in the cookie.
@@ -105,6 +114,10 @@ impl Backend {
         Backend::File(store, dir)
     }
 
+    pub fn hardened() -> Backend {
+        Backend::Hardened(RedisServer::start())
+    }
+
     pub fn cookie() -> Backend {
         Backend::Cookie
     }
@@ -123,6 +136,12 @@ impl Backend {
             Backend::Redis(server, transport) => RedisSession::builder(server.url(), key)
                 .transport(*transport)
                 .checkout_timeout(Duration::from_millis(500)),
+            Backend::Hardened(server) => RedisSession::builder(server.url(), key)
+                .checkout_timeout(Duration::from_millis(500))
+                .encrypt_at_rest(true)
+                .compress_above(16)
+                .bind_to_user_agent(true)
+                .bind_to_ip(ClientIp::peer().network(24, 64)),
         }
     }
 
@@ -136,7 +155,7 @@ impl Backend {
     pub fn stored_sessions(&self) -> usize {
         match self {
             Backend::Memory(store) => store.len(),
-            Backend::Redis(server, _) => server.keys().len(),
+            Backend::Redis(server, _) | Backend::Hardened(server) => server.keys().len(),
             Backend::File(store, _) => std::fs::read_dir(store.dir())
                 .expect("the session directory")
                 .filter(|e| {
@@ -152,7 +171,7 @@ impl Backend {
 
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match self {
-            Backend::Redis(server, _) => Some(server),
+            Backend::Redis(server, _) | Backend::Hardened(server) => Some(server),
             _ => None,
         }
     }
@@ -547,6 +566,8 @@ pub struct Client {
     base: String,
     http: awc::Client,
     pub jar: BTreeMap<String, String>,
+    /// Sent with every request (a User-Agent, X-Forwarded-For).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -557,7 +578,25 @@ impl Client {
                 .timeout(Duration::from_secs(30))
                 .finish(),
             jar: BTreeMap::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// A client whose connections come from `local` (any 127.0.0.0/8 address on Linux).
+    pub fn from_address(srv: &actix_test::TestServer, local: std::net::IpAddr) -> Client {
+        Client {
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .connector(awc::Connector::new().local_address(local))
+                .finish(),
+            ..Client::new(srv)
+        }
+    }
+
+    /// This client, sending `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// A client for another server that carries over this one's cookies (same site).
@@ -607,6 +646,9 @@ impl Client {
         let mut request = self
             .http
             .get(format!("{}{}", self.base, path.trim_start_matches('/')));
+        for (name, value) in &self.headers {
+            request = request.insert_header((name.as_str(), value.as_str()));
+        }
         if let Some(cookie) = cookie {
             let value = actix_web::http::header::HeaderValue::from_bytes(cookie)
                 .expect("a header value without control characters");
