@@ -73,6 +73,7 @@ pub struct RedisSessionBuilder {
     touch_after: Duration,
     absolute_timeout: Option<Duration>,
     remember_max: Duration,
+    allow_remember: bool,
     key_prefix: String,
     limits: Limits,
     flash: FlashConfig,
@@ -87,6 +88,15 @@ pub struct RedisSessionBuilder {
     bind_to_user_agent: bool,
     bind_to_ip: Option<ClientIp>,
     on_binding_mismatch: Option<MismatchCallback>,
+    /// The preset applied last, for the warning at start-up.
+    preset: Option<Preset>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preset {
+    Development,
+    Production,
+    HighSecurity,
 }
 
 impl RedisSessionBuilder {
@@ -108,6 +118,7 @@ impl RedisSessionBuilder {
             touch_after: Duration::ZERO,
             absolute_timeout: None,
             remember_max: MAX_LIFETIME,
+            allow_remember: true,
             key_prefix: "session:".to_owned(),
             limits: Limits {
                 max_value_size: 64 * 1024,
@@ -131,6 +142,7 @@ impl RedisSessionBuilder {
             bind_to_user_agent: false,
             bind_to_ip: None,
             on_binding_mismatch: None,
+            preset: None,
         }
     }
 
@@ -259,6 +271,110 @@ impl RedisSessionBuilder {
     /// (400 days); at least 1 second.
     pub fn remember_max(mut self, lifetime: Duration) -> Self {
         self.remember_max = lifetime;
+        self
+    }
+
+    /// Whether [`Session::remember`](crate::Session::remember) may make a session persistent.
+    /// Default: `true`. With `false` it does nothing, and cookies that carry a "remember
+    /// me" lifetime from before get the idle timeout and a browser-session cookie from their
+    /// next response on.
+    pub fn allow_remember_me(mut self, allow: bool) -> Self {
+        self.allow_remember = allow;
+        self
+    }
+
+    /// Starting point for local development: cookies without `Secure`, so that they work
+    /// over plain `http://localhost` in every browser; a long idle timeout (24 hours). All
+    /// else as by default (see the table on [`production`](Self::production)).
+    /// [`build`](Self::build) says so in a warning, on stderr and in the log: never ship it.
+    ///
+    /// A preset sets the values in the table and nothing else; call it first, and setters
+    /// after it override it.
+    pub fn development(mut self) -> Self {
+        self = self.production_values();
+        self.cookie.secure = false;
+        self.idle_timeout = Duration::from_secs(24 * 3600);
+        self.absolute_timeout = None;
+        self.touch_after = Duration::ZERO;
+        self.preset = Some(Preset::Development);
+        self
+    }
+
+    /// Starting point for a production deployment. A preset sets the values below and
+    /// nothing else (the cookie name, the key prefix, the limits and the store are left as
+    /// they are); call it first, and setters after it override it.
+    ///
+    /// | setting | [`development`](Self::development) | `production` | [`high_security`](Self::high_security) |
+    /// |---|---|---|---|
+    /// | [`cookie_secure`](Self::cookie_secure) | `false` | `true` | `true` |
+    /// | [`cookie_http_only`](Self::cookie_http_only) | `true` | `true` | `true` |
+    /// | [`cookie_same_site`](Self::cookie_same_site) | `Lax` | `Lax` | `Strict` |
+    /// | [`persistent_cookie`](Self::persistent_cookie) | `false` | `false` | `false` |
+    /// | [`idle_timeout`](Self::idle_timeout) | 24 h | 1 h | 15 min |
+    /// | [`absolute_timeout`](Self::absolute_timeout) | none | 7 days | 8 h |
+    /// | [`touch_after`](Self::touch_after) | 0 | 60 s | 0 |
+    /// | [`allow_remember_me`](Self::allow_remember_me) | `true` | `true` | `false` |
+    /// | [`remember_max`](Self::remember_max) | 30 days | 30 days | 30 days (unused) |
+    /// | [`encrypt_at_rest`](Self::encrypt_at_rest) | `false` | `false` | `true` |
+    /// | [`bind_to_user_agent`](Self::bind_to_user_agent) | `false` | `false` | `true` |
+    /// | [`on_store_error`](Self::on_store_error) | `FailClosed` | `FailClosed` | `FailClosed` |
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .production()
+    ///     .idle_timeout(Duration::from_secs(30 * 60)) // overrides the preset's 1 h
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn production(mut self) -> Self {
+        self = self.production_values();
+        self.preset = Some(Preset::Production);
+        self
+    }
+
+    /// Starting point for applications where a session is worth attacking (banking, admin
+    /// consoles, health data): short idle (15 min) and absolute (8 h) timeouts with exact
+    /// idle expiry, `SameSite=Strict`, every value sealed at rest, sessions bound to the
+    /// User-Agent, and no "remember me". Values: the table on
+    /// [`production`](Self::production). Add [`bind_to_ip`](Self::bind_to_ip) where clients
+    /// keep their address, and a `__Host-` cookie name.
+    ///
+    /// `SameSite=Strict` means that following a link to the site from elsewhere (an email,
+    /// another site) arrives without the session: the first page looks signed out until the
+    /// next navigation within the site.
+    pub fn high_security(mut self) -> Self {
+        self = self.production_values();
+        self.cookie.same_site = SameSite::Strict;
+        self.idle_timeout = Duration::from_secs(15 * 60);
+        self.absolute_timeout = Some(Duration::from_secs(8 * 3600));
+        self.touch_after = Duration::ZERO;
+        self.allow_remember = false;
+        self.encrypt_at_rest = true;
+        self.bind_to_user_agent = true;
+        self.preset = Some(Preset::HighSecurity);
+        self
+    }
+
+    /// The `production` column of the presets' table.
+    fn production_values(mut self) -> Self {
+        self.cookie.secure = true;
+        self.cookie.http_only = true;
+        self.cookie.same_site = SameSite::Lax;
+        self.persistent_cookie = false;
+        self.idle_timeout = Duration::from_secs(3600);
+        self.absolute_timeout = Some(Duration::from_secs(7 * 86_400));
+        self.touch_after = Duration::from_secs(60);
+        self.allow_remember = true;
+        self.remember_max = Duration::from_secs(30 * 86_400);
+        self.encrypt_at_rest = false;
+        self.bind_to_user_agent = false;
+        self.on_store_error = OnStoreError::FailClosed;
         self
     }
 
@@ -538,6 +654,13 @@ impl RedisSessionBuilder {
     /// out of range.
     pub fn build(self) -> Result<RedisSession, ConfigError> {
         self.check()?;
+        if self.preset == Some(Preset::Development) && !self.cookie.secure {
+            const WARNING: &str = "actix-redis-session: DEVELOPMENT preset: session cookies \
+                 are sent without Secure, over plain http, where anyone on the network can \
+                 read and replay them. Never use it in production.";
+            tracing::warn!("{WARNING}");
+            eprintln!("{WARNING}");
+        }
         let engine = match self.backend {
             Backend::Url(ref url) => Engine::Server(match self.transport {
                 Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
@@ -581,6 +704,7 @@ impl RedisSessionBuilder {
             touch_after: self.touch_after,
             absolute_timeout: self.absolute_timeout,
             remember_max: self.remember_max,
+            allow_remember: self.allow_remember,
             key_prefix: self.key_prefix,
             at_rest: AtRest::new(
                 &self.key,
@@ -823,5 +947,117 @@ impl RedisSession {
     /// ```
     pub fn builder_with(store: impl IntoStore, key: Key) -> RedisSessionBuilder {
         RedisSessionBuilder::with_store(store.into_store(), key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row of the table on [`RedisSessionBuilder::production`], column by column.
+    #[test]
+    fn presets_set_the_values_of_their_table() {
+        let builder = || RedisSession::builder_with_memory(MemoryStore::new(), Key::generate());
+        type Row = (
+            bool,
+            bool,
+            SameSite,
+            bool,
+            u64,
+            Option<u64>,
+            u64,
+            bool,
+            u64,
+            bool,
+            bool,
+            OnStoreError,
+        );
+        let row = |b: &RedisSessionBuilder| -> Row {
+            (
+                b.cookie.secure,
+                b.cookie.http_only,
+                b.cookie.same_site,
+                b.persistent_cookie,
+                b.idle_timeout.as_secs(),
+                b.absolute_timeout.map(|a| a.as_secs()),
+                b.touch_after.as_secs(),
+                b.allow_remember,
+                b.remember_max.as_secs(),
+                b.encrypt_at_rest,
+                b.bind_to_user_agent,
+                b.on_store_error,
+            )
+        };
+        let fail_closed = OnStoreError::FailClosed;
+        let month = 30 * 86_400;
+        let development = builder().development();
+        assert_eq!(
+            row(&development),
+            (
+                false,
+                true,
+                SameSite::Lax,
+                false,
+                86_400,
+                None,
+                0,
+                true,
+                month,
+                false,
+                false,
+                fail_closed
+            )
+        );
+        assert_eq!(development.preset, Some(Preset::Development));
+        assert_eq!(
+            row(&builder().production()),
+            (
+                true,
+                true,
+                SameSite::Lax,
+                false,
+                3600,
+                Some(7 * 86_400),
+                60,
+                true,
+                month,
+                false,
+                false,
+                fail_closed
+            )
+        );
+        assert_eq!(
+            row(&builder().high_security()),
+            (
+                true,
+                true,
+                SameSite::Strict,
+                false,
+                900,
+                Some(8 * 3600),
+                0,
+                false,
+                month,
+                true,
+                true,
+                fail_closed
+            )
+        );
+        // A preset over earlier settings resets what it sets, and leaves the rest.
+        let b = builder()
+            .cookie_name("app")
+            .encrypt_at_rest(true)
+            .cookie_same_site(SameSite::None)
+            .production();
+        assert_eq!((b.cookie.name.as_str(), b.encrypt_at_rest), ("app", false));
+        assert_eq!(b.cookie.same_site, SameSite::Lax);
+        // Every preset builds.
+        for b in [
+            builder().development(),
+            builder().production(),
+            builder().high_security(),
+        ] {
+            b.build().unwrap();
+        }
     }
 }

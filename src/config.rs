@@ -83,6 +83,9 @@ pub(crate) struct SessionConfig {
     pub(crate) absolute_timeout: Option<Duration>,
     /// The longest "remember me" lifetime, for new sessions and for cookies issued before.
     pub(crate) remember_max: Duration,
+    /// [`Session::remember`](crate::Session::remember) makes cookies persistent (`true`) or
+    /// does nothing.
+    pub(crate) allow_remember: bool,
     pub(crate) key_prefix: String,
     pub(crate) limits: Limits,
     /// How values are stored: sealed, compressed (server-side stores).

@@ -17,9 +17,13 @@ const BIND_INFO: &[u8] = b"actix-redis-session v1 client binding";
 
 /// The secret that signs session cookies.
 ///
-/// A `Key` holds a master secret of at least 32 bytes. Two independent 32-byte sub-keys are
-/// derived from it with HKDF-SHA256: one signs cookies (HMAC-SHA256), the other is reserved for
-/// encrypting values at rest. The master secret itself is never used directly.
+/// A `Key` holds a master secret of at least 32 bytes. Independent 32-byte sub-keys are
+/// derived from it with HKDF-SHA256, one per use: signing cookies (HMAC-SHA256), sealing
+/// values at rest ([`encrypt_at_rest`](crate::RedisSessionBuilder::encrypt_at_rest)),
+/// sealing whole sessions into cookies ([`CookieStore`](crate::store::CookieStore)) and
+/// keying the client binding digests
+/// ([`bind_to_user_agent`](crate::RedisSessionBuilder::bind_to_user_agent)). The master
+/// secret itself is never used directly.
 ///
 /// Older keys can be attached with [`Key::previous_keys`] so that a secret can be rotated
 /// without logging everyone out: cookies signed with an older key are still accepted and are
@@ -357,6 +361,12 @@ mod tests {
         assert_eq!(
             hex(key.current().seal()),
             "c8e569f09ee5a6ec1fff351560fb754a037bbc6b4d7156138543b32593864dac"
+        );
+        // HKDF-SHA256(salt = none, info = "actix-redis-session v1 client binding"), as
+        // Python's hmac module computes it.
+        assert_eq!(
+            hex(key.current().bind()),
+            "24fdba4c884232094eebf8b2c1eccc3ac301ebafe69ff2c3f5c858a1f6cbe6e3"
         );
     }
 

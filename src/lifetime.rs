@@ -17,8 +17,12 @@ pub(crate) fn requested(lifetime: Duration) -> Duration {
 /// A "remember me" lifetime from a cookie, cut to the policy's
 /// [`remember_max`](crate::RedisSessionBuilder::remember_max): a cookie issued before the
 /// policy was shortened gets no more than the policy allows now.
+/// None at all when [`allow_remember_me`](crate::RedisSessionBuilder::allow_remember_me) is
+/// off.
 pub(crate) fn remembered(config: &SessionConfig, lifetime: Option<Duration>) -> Option<Duration> {
-    lifetime.map(|r| r.min(config.remember_max))
+    lifetime
+        .filter(|_| config.allow_remember)
+        .map(|r| r.min(config.remember_max))
 }
 
 /// How long the session lives without a request: its "remember me" lifetime, or the idle

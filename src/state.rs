@@ -224,6 +224,10 @@ impl State {
         if self.status == SessionStatus::Degraded {
             return;
         }
+        if lifetime.is_some() && !self.config.allow_remember {
+            tracing::debug!("\"remember me\" is turned off (allow_remember_me); ignored");
+            return;
+        }
         let lifetime = lifetime.map(|l| l.min(self.config.remember_max));
         if self.remember != lifetime {
             self.remember = lifetime;
