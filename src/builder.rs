@@ -84,6 +84,7 @@ pub struct RedisSessionBuilder {
     redis_only: Option<&'static str>,
     lazy_load: bool,
     encrypt_at_rest: bool,
+    reject_plain_values: bool,
     compress_above: Option<usize>,
     bind_to_user_agent: bool,
     bind_to_ip: Option<ClientIp>,
@@ -138,6 +139,7 @@ impl RedisSessionBuilder {
             redis_only: None,
             lazy_load: true,
             encrypt_at_rest: false,
+            reject_plain_values: false,
             compress_above: None,
             bind_to_user_agent: false,
             bind_to_ip: None,
@@ -316,6 +318,7 @@ impl RedisSessionBuilder {
     /// | [`allow_remember_me`](Self::allow_remember_me) | `true` | `true` | `false` |
     /// | [`remember_max`](Self::remember_max) | 30 days | 30 days | 30 days (unused) |
     /// | [`encrypt_at_rest`](Self::encrypt_at_rest) | `false` | `false` | `true` |
+    /// | [`reject_plain_values`](Self::reject_plain_values) | `false` | `false` | `true` |
     /// | [`bind_to_user_agent`](Self::bind_to_user_agent) | `false` | `false` | `true` |
     /// | [`on_store_error`](Self::on_store_error) | `FailClosed` | `FailClosed` | `FailClosed` |
     ///
@@ -341,7 +344,10 @@ impl RedisSessionBuilder {
     /// Starting point for applications where a session is worth attacking (banking, admin
     /// consoles, health data): short idle (15 min) and absolute (8 h) timeouts with exact
     /// idle expiry, `SameSite=Strict`, every value sealed at rest, sessions bound to the
-    /// User-Agent, and no "remember me". Values: the table on
+    /// User-Agent, and no "remember me". Stored values that are not sealed are refused
+    /// ([`reject_plain_values`](Self::reject_plain_values)): an existing deployment moving
+    /// to this preset adds `.reject_plain_values(false)` until its sessions have migrated.
+    /// Values: the table on
     /// [`production`](Self::production). Add [`bind_to_ip`](Self::bind_to_ip) where clients
     /// keep their address, and a `__Host-` cookie name.
     ///
@@ -356,6 +362,7 @@ impl RedisSessionBuilder {
         self.touch_after = Duration::ZERO;
         self.allow_remember = false;
         self.encrypt_at_rest = true;
+        self.reject_plain_values = true;
         self.bind_to_user_agent = true;
         self.preset = Some(Preset::HighSecurity);
         self
@@ -373,6 +380,7 @@ impl RedisSessionBuilder {
         self.allow_remember = true;
         self.remember_max = Duration::from_secs(30 * 86_400);
         self.encrypt_at_rest = false;
+        self.reject_plain_values = false;
         self.bind_to_user_agent = false;
         self.on_store_error = OnStoreError::FailClosed;
         self
@@ -462,12 +470,31 @@ impl RedisSessionBuilder {
     /// written back plain. Values sealed under one of [`Key::previous_keys`] are read and
     /// sealed again under the current key on the request that loads them. A
     /// [`renew`](crate::Session::renew) seals every value again under the new record's key.
-    /// Cost: 29 bytes and one AES-GCM pass per value.
+    /// Cost: 29 bytes and one AES-GCM pass per value. `encrypt_at_rest(false)` also turns
+    /// [`reject_plain_values`](Self::reject_plain_values) off.
     ///
     /// The [cookie store](crate::store::CookieStore) seals the whole session anyway: there the
     /// setting changes nothing.
     pub fn encrypt_at_rest(mut self, encrypt: bool) -> Self {
         self.encrypt_at_rest = encrypt;
+        if !encrypt {
+            // Nothing is sealed any more: nothing to insist on.
+            self.reject_plain_values = false;
+        }
+        self
+    }
+
+    /// With [`encrypt_at_rest`](Self::encrypt_at_rest): refuse stored values that are not
+    /// sealed, instead of reading them and sealing them (the migration). Default: `false`.
+    ///
+    /// Sealing keeps a value secret and tied to its field and session, but while plain values
+    /// are still read, someone who can write to the store can plant a plain value (say
+    /// `d:role` = `"admin"`) and have it believed. Turn this on once every session has been
+    /// seen (or has expired) since encryption was turned on, or from the start in a new
+    /// deployment: an unsealed value is then dropped from the session, like a damaged one.
+    /// [`build`](Self::build) refuses it without `encrypt_at_rest(true)`.
+    pub fn reject_plain_values(mut self, reject: bool) -> Self {
+        self.reject_plain_values = reject;
         self
     }
 
@@ -711,7 +738,8 @@ impl RedisSessionBuilder {
                 self.encrypt_at_rest,
                 self.compress_above,
                 limits.max_value_size,
-            ),
+            )
+            .reject_plain(self.reject_plain_values),
             binding: Binding::new(
                 &self.key,
                 self.bind_to_user_agent,
@@ -810,6 +838,9 @@ impl RedisSessionBuilder {
                 "max_fields/max_value_size/max_session_size/max_key_len",
                 "must be above zero",
             );
+        }
+        if self.reject_plain_values && !self.encrypt_at_rest {
+            return invalid("reject_plain_values", "needs encrypt_at_rest(true)");
         }
         if let Some(Err(reason)) = self.bind_to_ip.as_ref().map(ClientIp::check) {
             return invalid("bind_to_ip", reason);
@@ -1043,6 +1074,11 @@ mod tests {
                 fail_closed
             )
         );
+        // The thirteenth row (tuples compare up to twelve).
+        let strict = |b: RedisSessionBuilder| b.reject_plain_values;
+        assert!(!strict(builder().development()));
+        assert!(!strict(builder().production()));
+        assert!(strict(builder().high_security()));
         // A preset over earlier settings resets what it sets, and leaves the rest.
         let b = builder()
             .cookie_name("app")

@@ -35,6 +35,8 @@ pub(crate) enum DecodeError {
     Sealed,
     #[error("invalid gzip payload")]
     Gzip(#[source] std::io::Error),
+    #[error("value not sealed, and only sealed values are accepted")]
+    NotSealed,
     #[error("compressed value expands beyond {limit} bytes")]
     TooLarge { limit: usize },
 }
@@ -126,6 +128,18 @@ mod tests {
         // Map keys JSON cannot hold.
         let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
         assert!(encode(&map).is_err());
+    }
+
+    #[test]
+    fn floats_read_back_exactly() {
+        // Found by the property tests: serde_json's default float parser read this back one
+        // ULP off (2.52718670111708e-191).
+        for f in [2.527_186_701_117_080_2e-191_f64, 0.1, 1e308, 5e-324, -0.0] {
+            assert_eq!(
+                decode::<f64>(&encode(&f).unwrap()).unwrap().to_bits(),
+                f.to_bits()
+            );
+        }
     }
 
     #[test]

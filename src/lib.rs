@@ -94,6 +94,9 @@ mod typed;
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
+#[cfg(test)]
+mod properties;
+
 /// The integration tests' redis-server harness, shared with unit tests that need Redis.
 #[cfg(test)]
 #[path = "../tests/common/redis_server.rs"]
@@ -117,6 +120,12 @@ pub use self::{
 
 /// Re-exported so that cookie options can be named without a direct dependency.
 pub use actix_web::cookie::SameSite;
+
+/// Entry points for the fuzz targets in `fuzz/`. Not part of the API: no semver promise, may
+/// change in any release.
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
 
 /// Internals exposed for the micro benchmarks in `bench/`. Not part of the API: no semver
 /// promise, may change in any release.

@@ -192,16 +192,12 @@ impl State {
         state
     }
 
-    /// Writes the fields `names` again at the end of the request, as they are (their stored
-    /// form is not what the configuration says now: see
-    /// [`encrypt_at_rest`](crate::RedisSessionBuilder::encrypt_at_rest)). Not a change the
-    /// handler sees in [`status`](State::status).
+    /// Writes the fields `names` again at the end of the request: as they are now if present
+    /// (their stored form is not what the configuration says: see
+    /// [`encrypt_at_rest`](crate::RedisSessionBuilder::encrypt_at_rest)), deleted if not
+    /// (they did not open). Not a change the handler sees in [`status`](State::status).
     pub(crate) fn rewrite(&mut self, names: Vec<String>) {
-        self.dirty.extend(
-            names
-                .into_iter()
-                .filter(|name| self.fields.contains_key(name)),
-        );
+        self.dirty.extend(names);
     }
 
     /// Binds the session to this request's client, whose `m:b` is `value`: a new record gets

@@ -526,3 +526,29 @@ async fn each_preset_sets_its_values_and_a_later_setter_wins() {
     let res = client.get("/remember/86400").await;
     assert!(res.set_cookie("sid").unwrap().max_age().is_some());
 }
+
+#[actix_web::test]
+async fn once_migrated_a_planted_plain_value_is_refused() {
+    let server = RedisServer::start();
+    let srv = serve(
+        redis(&server)
+            .encrypt_at_rest(true)
+            .reject_plain_values(true)
+            .build()
+            .unwrap(),
+    );
+    let mut client = Client::new(&srv);
+    client.get("/set/role/guest").await;
+    let record = server.keys()[0].clone();
+    // Someone with write access to Redis plants a value in the clear.
+    let _: () = server
+        .conn()
+        .hset(&record, "d:role", b"\x01\"admin\"".as_slice())
+        .unwrap();
+    let res = client.get("/get/role").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(RedisSession::builder(server.url(), key(1))
+        .reject_plain_values(true)
+        .build()
+        .is_err());
+}

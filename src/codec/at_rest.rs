@@ -39,6 +39,8 @@ pub(crate) struct AtRest {
     /// encryption is off, so that values sealed before it was turned off stay readable.
     ciphers: Vec<Aes256Gcm>,
     encrypt: bool,
+    /// With `encrypt`: a value that is not sealed is refused, not migrated.
+    reject_plain: bool,
     compress_above: Option<usize>,
     /// A compressed value may not expand beyond this (the encoded value's limit).
     max_value_size: usize,
@@ -76,9 +78,16 @@ impl AtRest {
                 .map(|keys| Aes256Gcm::new(keys.encrypt().into()))
                 .collect(),
             encrypt,
+            reject_plain: false,
             compress_above,
             max_value_size,
         }
+    }
+
+    /// Refuse values that are not sealed (with encryption on).
+    pub(crate) fn reject_plain(mut self, reject: bool) -> AtRest {
+        self.reject_plain = reject && self.encrypt;
+        self
     }
 
     /// Whether values are stored as they are encoded (the fast path: no copy).
@@ -151,6 +160,9 @@ impl AtRest {
         {
             return Err(DecodeError::UnknownFormat(header));
         }
+        if self.reject_plain && header & FLAG_ENCRYPTED == 0 {
+            return Err(DecodeError::NotSealed);
+        }
         if header == FORMAT_JSON {
             return Ok(if self.encrypt {
                 Opened::Migrate
@@ -206,19 +218,24 @@ impl AtRest {
         })
     }
 
-    /// Opens every value of a loaded record, in place. A value that does not open is left as
-    /// stored, for the state to drop as unreadable; the answer names the fields to write
-    /// again.
+    /// Opens every value of a loaded record, in place. A value that does not open is removed
+    /// from `fields`. The answer names the fields to write again: those stored otherwise than
+    /// the configuration says (written as they are now), and those removed (deleted).
     pub(crate) fn open_record(&self, key: &str, fields: &mut Fields) -> Vec<String> {
-        let mut migrate = Vec::new();
-        for (name, value) in fields.iter_mut() {
-            match self.open(key, name, value) {
-                Ok(Opened::Current) => {}
-                Ok(Opened::Migrate) => migrate.push(name.clone()),
-                Err(e) => tracing::warn!(field = %name, error = %e, "a stored value does not open"),
+        let mut rewrite = Vec::new();
+        fields.retain(|name, value| match self.open(key, name, value) {
+            Ok(Opened::Current) => true,
+            Ok(Opened::Migrate) => {
+                rewrite.push(name.clone());
+                true
             }
-        }
-        migrate
+            Err(e) => {
+                tracing::warn!(field = %name, error = %e, "dropping a stored value that does not open");
+                rewrite.push(name.clone());
+                false
+            }
+        });
+        rewrite
     }
 
     /// The stored forms of `fields` (encoded values) for the record `key`.
@@ -358,6 +375,32 @@ mod tests {
         let stranger = AtRest::new(&Key::from_bytes(&[3; 64]).unwrap(), true, None, 1024);
         let mut v = on.seal(KEY, "d:a", &plain);
         assert!(stranger.open(KEY, "d:a", &mut v).is_err());
+    }
+
+    #[test]
+    fn strict_mode_refuses_what_is_not_sealed() {
+        let strict = at_rest(true, Some(0)).reject_plain(true);
+        let plain = codec::encode(&"a".repeat(100)).unwrap();
+        let mut sealed = strict.seal(KEY, "d:a", &plain);
+        assert_eq!(
+            strict.open(KEY, "d:a", &mut sealed).unwrap(),
+            Opened::Current
+        );
+        for unsealed in [
+            plain.clone(),
+            at_rest(false, Some(0)).seal(KEY, "d:a", &plain),
+        ] {
+            let mut v = unsealed;
+            assert!(matches!(
+                strict.open(KEY, "d:a", &mut v),
+                Err(DecodeError::NotSealed)
+            ));
+        }
+        // Metadata is never sealed, so never refused.
+        let mut meta = b"1.0123456789abcdef".to_vec();
+        assert!(strict.open(KEY, "m:c", &mut meta).is_ok());
+        // Without encryption there is nothing to be strict about.
+        assert!(!at_rest(false, None).reject_plain(true).reject_plain);
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub(super) fn read_sealed(
 
 /// The values of the cookies called `name` in one Cookie header (`a=1; b=2`), surrounding
 /// whitespace and optional double quotes removed.
-fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+pub(crate) fn cookie_values<'a>(
+    header: &'a [u8],
+    name: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
     header.split(|&b| b == b';').filter_map(move |pair| {
         let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
         (key.trim_ascii() == name).then(|| {

@@ -19,6 +19,7 @@ use actix_web::{
     Error, HttpMessage,
 };
 
+pub(crate) use self::incoming::cookie_values;
 use self::{incoming::Incoming, server::Server};
 use crate::{
     binding::{self, Binding, BindingMismatch, Checked},

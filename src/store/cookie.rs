@@ -202,7 +202,7 @@ impl Sealer {
     }
 }
 
-fn parse(plain: &[u8]) -> Option<Opened> {
+pub(crate) fn parse(plain: &[u8]) -> Option<Opened> {
     let mut rest = plain;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (head, tail) = rest.split_at_checked(n)?;

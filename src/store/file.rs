@@ -472,7 +472,7 @@ fn decode_name(stem: &str) -> Option<String> {
 
 /// `MAGIC | ttl ms (u64) | fields (u32) | per field: name length (u32), name, value length
 /// (u32), value | the first 8 bytes of the SHA-256 of everything before`. Big-endian.
-fn encode(record: &Record, ttl: Duration) -> Vec<u8> {
+pub(crate) fn encode(record: &Record, ttl: Duration) -> Vec<u8> {
     let size: usize = record.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(MAGIC.len() + 12 + size + 8);
     out.extend_from_slice(MAGIC);
@@ -488,14 +488,21 @@ fn encode(record: &Record, ttl: Duration) -> Vec<u8> {
             out.extend_from_slice(part);
         }
     }
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum[..8]);
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum);
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<(Record, Duration)> {
+/// The checksum that ends a session file: the first 8 bytes of the SHA-256 of the rest.
+pub(crate) fn checksum(body: &[u8]) -> [u8; 8] {
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&Sha256::digest(body)[..8]);
+    sum
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Option<(Record, Duration)> {
     let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
-    if Sha256::digest(body)[..8] != *sum {
+    if checksum(body) != *sum {
         return None;
     }
     let mut rest = body.strip_prefix(MAGIC.as_slice())?;

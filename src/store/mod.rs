@@ -20,7 +20,7 @@
 pub(crate) mod batch;
 pub(crate) mod commands;
 pub(crate) mod cookie;
-mod file;
+pub(crate) mod file;
 pub(crate) mod memory;
 pub(crate) mod multiplexed;
 pub(crate) mod redis;
