@@ -20,6 +20,10 @@
 //!   accept Secure cookies from `http://localhost` and `http://127.0.0.1`, but not from other
 //!   plain-HTTP hosts such as a LAN IP; older curl never sends them over HTTP. Never in
 //!   production.
+//! - `PRESET=development|production|high_security`: start from one of the builder's presets
+//!   (the README's "Security" section has their table). `high_security` seals every value in
+//!   the store, binds the session to the browser's User-Agent (the same cookie from `curl`
+//!   gets a fresh session) and turns "remember me" off.
 //! - `RUST_LOG`: log filter, default `info`.
 
 use std::{env, io, time::Duration};
@@ -215,18 +219,34 @@ async fn main() -> io::Result<()> {
             }
         },
     };
-    let secure = env::var("COOKIE_SECURE").map_or(true, |v| v != "false");
-    if !secure {
-        println!("cookie: Secure flag off (COOKIE_SECURE=false); never do this in production");
-    }
-    let sessions = builder
-        .cookie_secure(secure)
+    let builder = match env::var("PRESET").as_deref() {
+        Ok("development") => builder.development(),
+        Ok("production") => builder.production(),
+        Ok("high_security") => {
+            // Sessions from before in the store stay readable: sealed on their next load.
+            builder.high_security().reject_plain_values(false)
+        }
+        Ok(other) => {
+            return Err(io::Error::other(format!(
+                "PRESET={other}: expected development, production or high_security"
+            )))
+        }
         // Requests that change nothing (the cart page, a failed login) write nothing to
         // Redis: the 1-hour idle timeout moves at most once a minute per session. (The
         // index does change something: its visit counter, a write per view.)
-        .touch_after(Duration::from_secs(60))
-        .build()
-        .map_err(io::Error::other)?;
+        Err(_) => builder.touch_after(Duration::from_secs(60)),
+    };
+    if let Ok(preset) = env::var("PRESET") {
+        println!("preset: {preset}");
+    }
+    let secure = env::var("COOKIE_SECURE").map_or(true, |v| v != "false");
+    let builder = if secure {
+        builder
+    } else {
+        println!("cookie: Secure flag off (COOKIE_SECURE=false); never do this in production");
+        builder.cookie_secure(false)
+    };
+    let sessions = builder.build().map_err(io::Error::other)?;
 
     println!("listening on http://{bind}");
     HttpServer::new(move || {

@@ -149,12 +149,12 @@ impl AtRest {
         name: &str,
         value: &mut Vec<u8>,
     ) -> Result<Opened, DecodeError> {
-        let Some(&header) = value.first() else {
-            return Err(DecodeError::Empty);
-        };
         if !record::is_data(name) {
             return Ok(Opened::Current);
         }
+        let Some(&header) = value.first() else {
+            return Err(DecodeError::Empty);
+        };
         if header & VERSION_MASK != FORMAT_JSON
             || header & !(VERSION_MASK | FLAG_COMPRESSED | FLAG_ENCRYPTED) != 0
         {
