@@ -31,6 +31,8 @@ pub(crate) enum DecodeError {
     UnsupportedFlags(u8),
     #[error("invalid JSON payload")]
     Json(#[source] serde_json::Error),
+    #[error("JSON payload is not UTF-8")]
+    NotUtf8,
     #[error("sealed value does not open (changed, moved, or sealed under an unknown key)")]
     Sealed,
     #[error("invalid gzip payload")]
@@ -83,8 +85,16 @@ pub(crate) fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> 
 }
 
 /// Checks that a stored value is readable without building it.
+///
+/// The payload must be UTF-8 as a whole: serde_json skips the bytes of strings it ignores
+/// without checking them, so a value with invalid UTF-8 inside a string would pass here and
+/// fail only when a handler reads it (found by the `stored_value` fuzz target).
 pub(crate) fn validate(raw: &[u8]) -> Result<(), DecodeError> {
-    decode::<IgnoredAny>(raw).map(|_| ())
+    let payload = payload(raw)?;
+    std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
+    serde_json::from_slice::<IgnoredAny>(payload)
+        .map(|_| ())
+        .map_err(DecodeError::Json)
 }
 
 #[cfg(test)]
@@ -158,5 +168,12 @@ mod tests {
             Err(DecodeError::Json(_))
         ));
         assert!(validate(b"\x01\xff\xfe").is_err());
+        // Invalid UTF-8 inside a string: serde_json skips it when ignoring the value, so
+        // validate checks the payload itself (found by fuzzing; it used to pass here and
+        // fail at `Session::get`).
+        let bad = b"\x01{\"\xdda\":[1,2.5,\"x\",null,true]}";
+        assert!(decode::<serde_json::Value>(bad).is_err());
+        assert!(matches!(validate(bad), Err(DecodeError::NotUtf8)));
+        assert!(validate(b"\x01\"\xdd\"").is_err());
     }
 }

@@ -138,6 +138,11 @@ pub mod __bench {
     /// What signs and verifies one middleware's cookies.
     pub struct Signer(cookie::Signer);
 
+    /// A fixed key, for benchmarks that need the same one twice.
+    pub fn signer_key() -> Key {
+        Key::from_bytes(&[7u8; 64]).expect("64 bytes")
+    }
+
     /// The signer of a middleware with `key` and the default cookie name.
     pub fn signer(key: &Key) -> Signer {
         Signer(cookie::Signer::new(key, crate::config::DEFAULT_COOKIE_NAME))
@@ -166,5 +171,31 @@ pub mod __bench {
     /// Checks a stored value the way a load does.
     pub fn validate(raw: &[u8]) -> bool {
         codec::validate(raw).is_ok()
+    }
+
+    /// How a middleware stores values: sealed (`encrypt_at_rest`) and/or compressed.
+    pub struct AtRest(codec::at_rest::AtRest);
+
+    /// The stored form of a middleware with `key`.
+    pub fn at_rest(key: &Key, encrypt: bool, compress_above: Option<usize>) -> AtRest {
+        AtRest(codec::at_rest::AtRest::new(
+            key,
+            encrypt,
+            compress_above,
+            1 << 20,
+        ))
+    }
+
+    /// The stored form of an encoded value (field `d:v` of one record).
+    pub fn seal(at_rest: &AtRest, encoded: &[u8]) -> Vec<u8> {
+        at_rest.0.seal("session:0123456789abcdef", "d:v", encoded)
+    }
+
+    /// The encoded value of a stored form, as a load opens it; `false` if it does not open.
+    pub fn open(at_rest: &AtRest, stored: &mut Vec<u8>) -> bool {
+        at_rest
+            .0
+            .open("session:0123456789abcdef", "d:v", stored)
+            .is_ok()
     }
 }

@@ -260,6 +260,10 @@ async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
         .hset(&redis_key, "d:future", b"\x07whatever".as_slice())
         .unwrap();
     let _: () = conn.hset(&redis_key, "d:empty", b"".as_slice()).unwrap();
+    // Well-formed JSON but for a string that is not UTF-8 (found by fuzzing).
+    let _: () = conn
+        .hset(&redis_key, "d:latin1", b"\x01[\"caf\xe9\"]".as_slice())
+        .unwrap();
     let _: () = conn
         .hset(&redis_key, "t:cart", b"\x01{\"items\":\"no\"}".as_slice())
         .unwrap();
@@ -271,7 +275,7 @@ async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
     assert_eq!(res.body, r#"{"keep":"yes"}"#);
     // A typed value that no longer fits its type starts from the default.
     assert_eq!(client.get("/cart").await.body, "[]");
-    for field in ["d:broken", "d:future", "d:empty"] {
+    for field in ["d:broken", "d:future", "d:empty", "d:latin1"] {
         let exists: bool = conn.hexists(&redis_key, field).unwrap();
         assert!(!exists, "{field} was deleted on the first load");
     }

@@ -103,6 +103,32 @@ fn codec(c: &mut Criterion) {
         b.iter(|| assert!(__bench::validate(black_box(&large_raw))))
     });
     group.finish();
+
+    // The stored forms (encrypt_at_rest, compress_above): what a save adds per value, and a
+    // load.
+    let key = __bench::signer_key();
+    let forms = [
+        ("sealed", __bench::at_rest(&key, true, None)),
+        ("gzip", __bench::at_rest(&key, false, Some(256))),
+        ("sealed-gzip", __bench::at_rest(&key, true, Some(256))),
+    ];
+    let mut group = c.benchmark_group("at_rest");
+    for (name, form) in &forms {
+        for (size, raw) in [("small", &small_raw), ("4k", &large_raw)] {
+            let stored = __bench::seal(form, raw);
+            group.bench_function(format!("seal/{name}/{size}"), |b| {
+                b.iter(|| __bench::seal(form, black_box(raw)))
+            });
+            group.bench_function(format!("open/{name}/{size}"), |b| {
+                b.iter_batched(
+                    || stored.clone(),
+                    |mut stored| assert!(__bench::open(form, &mut stored)),
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    group.finish();
 }
 
 async fn with_session(session: Session) -> actix_web::Result<String> {

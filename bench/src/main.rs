@@ -43,7 +43,8 @@ const USAGE: &str = "usage: actix-redis-session-bench [--seconds N] [--rounds N]
   --commands        print each run's Redis commands by name
 
 variants: plain actix-session-rw actix-session-ro-ttl actix-session-ro pool-rw pool-ro pool-new
-          memory-rw mux-rw mux-ro mux-ro-touch file-rw cookie-rw actix-session-page mux-page";
+          memory-rw mux-rw mux-ro mux-ro-touch file-rw cookie-rw actix-session-page mux-page
+          mux-rw-hardened";
 
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -13,7 +13,7 @@ use std::{
 
 use actix_redis_session::{
     store::{CookieStore, FileStore},
-    Key, RedisSession, Session, Transport,
+    ClientIp, Key, RedisSession, Session, Transport,
 };
 use actix_session::{
     config::{PersistentSession, TtlExtensionPolicy},
@@ -61,11 +61,14 @@ pub enum Variant {
     ActixPage,
     /// Ours, multiplexed transport, the same page views: the assets never load the session.
     MuxPage,
+    /// `mux-rw` with every value sealed at rest and the session bound to the User-Agent and
+    /// the client address: what the hardening costs.
+    MuxRwHardened,
 }
 
 impl Variant {
     /// Every variant, in the order they run within a round and appear in the report.
-    pub const ALL: [Variant; 15] = [
+    pub const ALL: [Variant; 16] = [
         Variant::Plain,
         Variant::ActixRw,
         Variant::ActixRoTtl,
@@ -81,6 +84,7 @@ impl Variant {
         Variant::CookieRw,
         Variant::ActixPage,
         Variant::MuxPage,
+        Variant::MuxRwHardened,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +104,7 @@ impl Variant {
             Variant::CookieRw => "cookie-rw",
             Variant::ActixPage => "actix-session-page",
             Variant::MuxPage => "mux-page",
+            Variant::MuxRwHardened => "mux-rw-hardened",
         }
     }
 
@@ -139,6 +144,7 @@ impl Variant {
                 | Variant::MuxRo
                 | Variant::MuxRoTouch
                 | Variant::MuxPage
+                | Variant::MuxRwHardened
         )
     }
 }
@@ -237,7 +243,8 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
             | Variant::MuxRoTouch
             | Variant::FileRw
             | Variant::CookieRw
-            | Variant::MuxPage => {
+            | Variant::MuxPage
+            | Variant::MuxRwHardened => {
                 // Lives as long as the server: the file store's directory.
                 let dir = tempfile::tempdir()?;
                 let sessions = match variant {
@@ -259,6 +266,13 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
                     Variant::MuxRoTouch => RedisSession::builder(&redis_url, Key::generate())
                         .transport(Transport::Multiplexed)
                         .touch_after(Duration::from_secs(60))
+                        .build()
+                        .map_err(io::Error::other)?,
+                    Variant::MuxRwHardened => RedisSession::builder(&redis_url, Key::generate())
+                        .transport(Transport::Multiplexed)
+                        .encrypt_at_rest(true)
+                        .bind_to_user_agent(true)
+                        .bind_to_ip(ClientIp::peer())
                         .build()
                         .map_err(io::Error::other)?,
                     _ => RedisSession::builder(&redis_url, Key::generate())
