@@ -11,7 +11,12 @@
 pub(crate) mod at_rest;
 mod finite;
 
-use serde::{de::DeserializeOwned, de::IgnoredAny, Serialize};
+use std::fmt;
+
+use serde::{
+    de::{DeserializeOwned, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
 
 const VERSION_MASK: u8 = 0x0f;
 const FORMAT_JSON: u8 = 0x01;
@@ -31,8 +36,6 @@ pub(crate) enum DecodeError {
     UnsupportedFlags(u8),
     #[error("invalid JSON payload")]
     Json(#[source] serde_json::Error),
-    #[error("JSON payload is not UTF-8")]
-    NotUtf8,
     #[error("sealed value does not open (changed, moved, or sealed under an unknown key)")]
     Sealed,
     #[error("invalid gzip payload")]
@@ -84,17 +87,68 @@ pub(crate) fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> 
     serde_json::from_slice(payload(raw)?).map_err(DecodeError::Json)
 }
 
-/// Checks that a stored value is readable without building it.
+/// Checks that a stored value is readable without building it: any value that passes can
+/// be read as a `serde_json::Value`.
 ///
-/// The payload must be UTF-8 as a whole: serde_json skips the bytes of strings it ignores
-/// without checking them, so a value with invalid UTF-8 inside a string would pass here and
-/// fail only when a handler reads it (found by the `stored_value` fuzz target).
+/// serde's `IgnoredAny` is not enough: serde_json skips what it ignores without checking
+/// that strings are UTF-8 or that numbers fit an `f64`, so such a value would pass and fail
+/// only when a handler reads it (both found by the `stored_value` fuzz target).
 pub(crate) fn validate(raw: &[u8]) -> Result<(), DecodeError> {
-    let payload = payload(raw)?;
-    std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
-    serde_json::from_slice::<IgnoredAny>(payload)
+    serde_json::from_slice::<WellFormed>(payload(raw)?)
         .map(|_| ())
         .map_err(DecodeError::Json)
+}
+
+/// Any JSON value whose strings and numbers serde_json can hand to a type, building
+/// nothing.
+struct WellFormed;
+
+impl<'de> Deserialize<'de> for WellFormed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WellFormed)
+    }
+}
+
+impl<'de> Visitor<'de> for WellFormed {
+    type Value = WellFormed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_unit<E>(self) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WellFormed, A::Error> {
+        while seq.next_element::<WellFormed>()?.is_some() {}
+        Ok(WellFormed)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WellFormed, A::Error> {
+        while map.next_entry::<WellFormed, WellFormed>()?.is_some() {}
+        Ok(WellFormed)
+    }
 }
 
 #[cfg(test)]
@@ -173,7 +227,18 @@ mod tests {
         // fail at `Session::get`).
         let bad = b"\x01{\"\xdda\":[1,2.5,\"x\",null,true]}";
         assert!(decode::<serde_json::Value>(bad).is_err());
-        assert!(matches!(validate(bad), Err(DecodeError::NotUtf8)));
+        assert!(matches!(validate(bad), Err(DecodeError::Json(_))));
         assert!(validate(b"\x01\"\xdd\"").is_err());
+        // A number no f64 holds (also found by fuzzing), alone and nested.
+        for big in [&b"\x01\n1.11119e3111"[..], b"\x01{\"a\":[-1e400]}"] {
+            assert!(decode::<serde_json::Value>(big).is_err());
+            assert!(validate(big).is_err(), "{big:?}");
+        }
+        // What it accepts, every JSON shape.
+        validate(br#"{"a":[1,-2,3.5e10,"\u00e9\n",true,false,null,{}],"b":{"c":[]}}"#.as_slice())
+            .unwrap_err(); // no header byte
+        validate(b"\x01{\"a\":[1,-2,3.5e10,\"\\u00e9\\n\",true,false,null,{}],\"b\":{\"c\":[]}}")
+            .unwrap();
+        validate(b"\x01 18446744073709551615 ").unwrap();
     }
 }

@@ -264,6 +264,10 @@ async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
     let _: () = conn
         .hset(&redis_key, "d:latin1", b"\x01[\"caf\xe9\"]".as_slice())
         .unwrap();
+    // A number no f64 holds (found by fuzzing too).
+    let _: () = conn
+        .hset(&redis_key, "d:huge", b"\x01[1e3111]".as_slice())
+        .unwrap();
     let _: () = conn
         .hset(&redis_key, "t:cart", b"\x01{\"items\":\"no\"}".as_slice())
         .unwrap();
@@ -275,7 +279,7 @@ async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
     assert_eq!(res.body, r#"{"keep":"yes"}"#);
     // A typed value that no longer fits its type starts from the default.
     assert_eq!(client.get("/cart").await.body, "[]");
-    for field in ["d:broken", "d:future", "d:empty", "d:latin1"] {
+    for field in ["d:broken", "d:future", "d:empty", "d:latin1", "d:huge"] {
         let exists: bool = conn.hexists(&redis_key, field).unwrap();
         assert!(!exists, "{field} was deleted on the first load");
     }
