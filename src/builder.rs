@@ -21,7 +21,7 @@ use crate::{
         commands::RedisOptions,
         cookie::{plaintext_budget, Sealer},
         memory::MemoryStore,
-        Choice, IntoStore, MultiplexedStore, RedisStore, Store, StoreChoice,
+        Choice, IntoStore, MultiplexedStore, RedisStore, RedisTls, Store, StoreChoice,
     },
 };
 
@@ -82,6 +82,8 @@ pub struct RedisSessionBuilder {
     transport: Transport,
     /// The first Redis-only setter called, which a store of another kind refuses.
     redis_only: Option<&'static str>,
+    /// A production preset refuses `#insecure` (no TLS verification) in the URL.
+    refuse_insecure_tls: bool,
     lazy_load: bool,
     encrypt_at_rest: bool,
     reject_plain_values: bool,
@@ -137,6 +139,7 @@ impl RedisSessionBuilder {
             redis: RedisOptions::default(),
             transport: Transport::Pool,
             redis_only: None,
+            refuse_insecure_tls: false,
             lazy_load: true,
             encrypt_at_rest: false,
             reject_plain_values: false,
@@ -294,6 +297,7 @@ impl RedisSessionBuilder {
     /// after it override it.
     pub fn development(mut self) -> Self {
         self = self.production_values();
+        self.refuse_insecure_tls = false;
         self.cookie.secure = false;
         self.idle_timeout = Duration::from_secs(24 * 3600);
         self.absolute_timeout = None;
@@ -321,6 +325,7 @@ impl RedisSessionBuilder {
     /// | [`reject_plain_values`](Self::reject_plain_values) | `false` | `false` | `true` |
     /// | [`bind_to_user_agent`](Self::bind_to_user_agent) | `false` | `false` | `true` |
     /// | [`on_store_error`](Self::on_store_error) | `FailClosed` | `FailClosed` | `FailClosed` |
+    /// | a `rediss://…#insecure` URL (no certificate check) | warns | refused | refused |
     ///
     /// # Examples
     ///
@@ -370,6 +375,7 @@ impl RedisSessionBuilder {
 
     /// The `production` column of the presets' table.
     fn production_values(mut self) -> Self {
+        self.refuse_insecure_tls = true;
         self.cookie.secure = true;
         self.cookie.http_only = true;
         self.cookie.same_site = SameSite::Lax;
@@ -654,6 +660,16 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Certificates for `rediss://` of your own: a private CA, a client certificate for
+    /// mutual TLS ([`RedisTls`]). Default: none, the public roots. Needs the `tls` feature
+    /// and a `rediss://` URL. Redis by URL only: with another store, or the application's
+    /// own pool (which connects with its own client), `build` fails.
+    pub fn redis_tls(mut self, tls: RedisTls) -> Self {
+        self.redis_only.get_or_insert("redis_tls");
+        self.redis.tls = Some(tls);
+        self
+    }
+
     /// Longest wait for Redis to accept a batch of commands or to answer it (concurrent
     /// requests share batches; a stalled Redis fails a batch after one timeout, not one per
     /// command). Default: 2 seconds. Above zero, at most [`MAX_TIMEOUT`] (1 hour). Applies to
@@ -681,6 +697,14 @@ impl RedisSessionBuilder {
     /// out of range.
     pub fn build(self) -> Result<RedisSession, ConfigError> {
         self.check()?;
+        if let Backend::Url(url) = &self.backend {
+            if insecure_tls(url) {
+                tracing::warn!(
+                    "the Redis URL ends in #insecure: TLS certificates are not verified, so \
+                     anyone on the path to Redis can read and change every session"
+                );
+            }
+        }
         if self.preset == Some(Preset::Development) && !self.cookie.secure {
             const WARNING: &str = "actix-redis-session: DEVELOPMENT preset: session cookies \
                  are sent without Secure, over plain http, where anyone on the network can \
@@ -852,6 +876,19 @@ impl RedisSessionBuilder {
             );
         }
         match &self.backend {
+            Backend::Pool(_) if self.redis.tls.is_some() => {
+                return invalid(
+                    "redis_tls",
+                    "a shared r2d2 pool connects with its own client: give it the certificates",
+                );
+            }
+            Backend::Url(url) if self.refuse_insecure_tls && insecure_tls(url) => {
+                return invalid(
+                    "url",
+                    "#insecure turns off TLS certificate verification, which the production \
+                     presets refuse: trust the server's CA with redis_tls instead",
+                );
+            }
             Backend::Pool(_) if self.transport == Transport::Multiplexed => {
                 return invalid(
                     "transport",
@@ -894,6 +931,12 @@ impl RedisSessionBuilder {
         }
         Ok(())
     }
+}
+
+/// Whether a Redis URL turns off TLS certificate verification (`rediss://host/#insecure`).
+fn insecure_tls(url: &str) -> bool {
+    url.split_once('#')
+        .is_some_and(|(_, fragment)| fragment == "insecure")
 }
 
 /// The constructors: Redis by URL or by the application's pool, any other store.

@@ -6,13 +6,12 @@ mod common;
 
 use std::{
     net::{SocketAddr, TcpStream},
-    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use actix_redis_session::{OnStoreError, RedisSession, RedisSessionBuilder, Transport};
 use actix_web::{web, App, HttpResponse};
-use common::{key, proxy::Proxy, serve, Client, RedisServer};
+use common::{key, logs::capture_logs, proxy::Proxy, serve, Client, RedisServer};
 
 const TRANSPORTS: [Transport; 2] = [Transport::Pool, Transport::Multiplexed];
 
@@ -327,39 +326,6 @@ async fn the_connect_timeout_bounds_a_connect_to_a_redis_that_never_answers() {
         logged.contains("session save failed") && logged.contains("Error(Some("),
         "the checkout failed with the connect error: {logged}"
     );
-}
-
-/// Captures this test binary's log output (every thread) from now on.
-fn capture_logs() -> Arc<Mutex<String>> {
-    static LOGS: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
-    let logs = LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&logs);
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .init();
-        logs
-    });
-    logs.lock().unwrap().clear();
-    Arc::clone(logs)
-}
-
-struct LogWriter(Arc<Mutex<String>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap()
-            .push_str(&String::from_utf8_lossy(buf));
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Round trips to Redis while `client` gets `path`.

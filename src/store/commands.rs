@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
-use super::{Fields, Outcome, Write};
+use super::{Fields, Outcome, RedisTls, Write};
 use crate::{error::StoreError, record::CREATED};
 
 /// Creates the record only if the key is free: `1` when created, `0` when taken. A key
@@ -52,6 +52,8 @@ pub(crate) struct RedisOptions {
     pub(crate) checkout_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    /// Certificates of its own for `rediss://`.
+    pub(crate) tls: Option<RedisTls>,
 }
 
 impl Default for RedisOptions {
@@ -61,6 +63,7 @@ impl Default for RedisOptions {
             checkout_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }

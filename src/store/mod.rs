@@ -24,11 +24,12 @@ pub(crate) mod file;
 pub(crate) mod memory;
 pub(crate) mod multiplexed;
 pub(crate) mod redis;
+mod tls;
 
 use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use self::batch::Sender as _;
-pub use self::{cookie::CookieStore, file::FileStore, memory::MemoryStore};
+pub use self::{cookie::CookieStore, file::FileStore, memory::MemoryStore, tls::RedisTls};
 pub(crate) use self::{multiplexed::MultiplexedStore, redis::RedisStore};
 pub use crate::error::{StoreError, StoreErrorKind};
 

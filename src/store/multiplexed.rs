@@ -72,7 +72,7 @@ impl Drop for Worker {
 
 impl MultiplexedStore {
     pub(crate) fn open(url: &str, options: &RedisOptions) -> Result<MultiplexedStore, ConfigError> {
-        let client = super::redis::client(url)?;
+        let client = super::redis::client(url, options.tls.as_ref())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout))

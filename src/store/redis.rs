@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use super::{
     batch::{Batch, Replies, Sender},
     commands::{self, Commands, RedisOptions},
+    RedisTls,
 };
 use crate::error::{ConfigError, StoreError, StoreErrorKind};
 
@@ -110,16 +111,47 @@ impl r2d2::ManageConnection for Manager {
 }
 
 /// A client for `url`, refusing TLS URLs when TLS support is not compiled in.
-pub(crate) fn client(url: &str) -> Result<redis::Client, ConfigError> {
-    if !cfg!(feature = "tls") && (url.starts_with("rediss:") || url.starts_with("valkeys:")) {
+pub(crate) fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, ConfigError> {
+    let is_tls = url.starts_with("rediss:") || url.starts_with("valkeys:");
+    if !cfg!(feature = "tls") && (is_tls || tls.is_some()) {
         return Err(ConfigError::TlsNotEnabled);
     }
-    redis::Client::open(url).map_err(ConfigError::InvalidUrl)
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(ConfigError::InvalidUrl)?;
+    let Some(tls) = tls else {
+        return redis::Client::open(info).map_err(ConfigError::InvalidUrl);
+    };
+    if !is_tls {
+        return Err(ConfigError::InvalidOption {
+            option: "redis_tls",
+            reason: "certificates need a rediss:// URL",
+        });
+    }
+    if !tls.is_pem() {
+        return Err(ConfigError::InvalidOption {
+            option: "redis_tls",
+            reason: "the certificates or the key are not valid PEM",
+        });
+    }
+    #[cfg(feature = "tls")]
+    {
+        redis::Client::build_with_tls(info, tls.certificates()).map_err(|_| {
+            ConfigError::InvalidOption {
+                option: "redis_tls",
+                reason: "the certificates or the key are not valid PEM",
+            }
+        })
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (info, tls);
+        Err(ConfigError::TlsNotEnabled)
+    }
 }
 
 impl RedisStore {
     pub(crate) fn open(url: &str, options: &RedisOptions) -> Result<RedisStore, ConfigError> {
-        let client = client(url)?;
+        let client = client(url, options.tls.as_ref())?;
         let manager = Manager {
             client,
             connect_timeout: options.connect_timeout,

@@ -2,8 +2,10 @@
 //! real HTTP, and a client with a cookie jar.
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod logs;
 pub mod proxy;
 pub mod redis_server;
+pub mod tls;
 pub mod user_store;
 
 use std::{collections::BTreeMap, time::Duration};

@@ -26,22 +26,47 @@ pub struct RedisServer {
     child: Option<Child>,
     listen: Listen,
     dir: tempfile::TempDir,
+    /// More redis-server arguments (TLS ports, an ACL file).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// A server on a unix socket in a fresh temporary directory.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// A server on a unix socket (where [`RedisServer::conn`] connects, as the default user)
+    /// with more arguments, e.g. a TLS port or an ACL file.
+    pub fn start_with(extra: Vec<String>) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("redis.sock");
         let mut server = RedisServer {
             child: None,
             listen: Listen::Unix(socket),
             dir,
+            extra,
         };
         server
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server did not start: {e}"));
         server
+    }
+
+    /// A server on a unix socket (for [`RedisServer::conn`]) that also listens on a free
+    /// loopback port as `args(port)` says (`--tls-port <port>`, `--port <port>`); returns the
+    /// port too.
+    pub fn start_on_port_with(args: impl Fn(u16) -> Vec<String>) -> (RedisServer, u16) {
+        on_free_port("redis-server", |port| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut server = RedisServer {
+                child: None,
+                listen: Listen::Unix(dir.path().join("redis.sock")),
+                dir,
+                extra: args(port),
+            };
+            server.spawn().map(|()| (server, port))
+        })
     }
 
     /// A server on a free loopback TCP port.
@@ -51,6 +76,7 @@ impl RedisServer {
                 child: None,
                 listen: Listen::Tcp(port),
                 dir: tempfile::tempdir().expect("temp dir"),
+                extra: Vec::new(),
             };
             server.spawn().map(|()| server)
         })
@@ -70,6 +96,7 @@ impl RedisServer {
                 cmd.args(["--port", &port.to_string()]);
             }
         }
+        cmd.args(&self.extra);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
