@@ -41,6 +41,7 @@ async fn lifecycle(sessions: RedisSession) {
 
 #[actix_web::test]
 async fn tls_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
+    let logs = capture_logs();
     let certs = tls::make();
     let (_server, port) = RedisServer::start_on_port_with(|port| certs.server_args(port, "no"));
     let ca = certs.read("ca.crt");
@@ -71,6 +72,12 @@ async fn tls_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
         // lets it through.
         let insecure = format!("{url}/#insecure");
         lifecycle(builder(&insecure, transport).build().unwrap()).await;
+        assert!(
+            logs.lock()
+                .unwrap()
+                .contains("TLS certificates are not verified"),
+            "build() warns about #insecure"
+        );
         for preset in [
             RedisSessionBuilder::production,
             RedisSessionBuilder::high_security,

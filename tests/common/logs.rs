@@ -2,8 +2,9 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Captures this test binary's log output (every thread, debug level and above) from now
-/// on; the buffer is cleared first (tests that run at the same time share it).
+/// Captures this test binary's log output (every thread, debug level and above) from the
+/// first call on. Tests that run at the same time share the buffer, which is never cleared:
+/// assert what must (or must not) appear, not what comes last.
 pub fn capture_logs() -> Arc<Mutex<String>> {
     static LOGS: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
     let logs = LOGS.get_or_init(|| {
@@ -16,7 +17,6 @@ pub fn capture_logs() -> Arc<Mutex<String>> {
             .init();
         logs
     });
-    logs.lock().unwrap().clear();
     Arc::clone(logs)
 }
 
