@@ -2,6 +2,7 @@
 //! IP address (or network), and a request whose digest differs does not get it.
 
 use std::{
+    cell::OnceCell,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     panic::{catch_unwind, AssertUnwindSafe},
     sync::Arc,
@@ -275,8 +276,9 @@ pub(crate) type MismatchCallback = Arc<dyn Fn(&HttpRequest, &BindingMismatch) + 
 /// One middleware's binding policy.
 #[derive(Clone)]
 pub(crate) struct Binding {
-    /// The current key's digest key first, then the previous keys'.
-    keys: Vec<[u8; 32]>,
+    /// An HMAC state keyed with each key's binding sub-key, the current key first, prepared
+    /// once so that a digest costs a clone and the data's blocks.
+    keys: Vec<Hmac<Sha256>>,
     user_agent: bool,
     ip: Option<ClientIp>,
     on_mismatch: Option<MismatchCallback>,
@@ -291,11 +293,23 @@ impl std::fmt::Debug for Binding {
     }
 }
 
-/// What a request's client is, as the binding sees it.
-#[derive(Clone, Debug, Default)]
+/// The digests of one client under one key: what `m:b` holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Parts {
+    ua: Option<[u8; 16]>,
+    ip: Option<[u8; 16]>,
+}
+
+/// What a request's client is, as the binding sees it. Its digests are computed when a
+/// session is loaded or created, not for requests that never touch the session.
+#[derive(Debug, Default)]
 pub(crate) struct Client {
     user_agent: Vec<u8>,
     ip: Option<IpAddr>,
+    /// Under the current key.
+    current: OnceCell<Parts>,
+    /// `m:b` under the current key.
+    value: OnceCell<Vec<u8>>,
 }
 
 /// What the binding check made of a stored session.
@@ -318,7 +332,13 @@ impl Binding {
         on_mismatch: Option<MismatchCallback>,
     ) -> Option<Binding> {
         (user_agent || ip.is_some()).then(|| Binding {
-            keys: key.all().map(|keys| *keys.bind()).collect(),
+            keys: key
+                .all()
+                .map(|keys| {
+                    <Hmac<Sha256> as Mac>::new_from_slice(keys.bind())
+                        .expect("HMAC takes keys of any length")
+                })
+                .collect(),
             user_agent,
             ip,
             on_mismatch,
@@ -337,45 +357,53 @@ impl Binding {
                 Vec::new()
             },
             ip: self.ip.as_ref().and_then(|policy| policy.resolve(req)),
+            ..Client::default()
         }
     }
 
     /// The `m:b` value for `client` under the current key: `ua=<hex>;ip=<hex>`, each part
     /// present when bound.
-    pub(crate) fn value(&self, client: &Client) -> Vec<u8> {
-        let mut out = String::new();
-        for (label, digest) in self.parts(&self.keys[0], client) {
-            if !out.is_empty() {
-                out.push(';');
+    pub(crate) fn value<'c>(&self, client: &'c Client) -> &'c [u8] {
+        client.value.get_or_init(|| {
+            let parts = self.current(client);
+            let mut out = Vec::with_capacity(72);
+            for (label, digest) in [(UA, parts.ua), (IP, parts.ip)] {
+                let Some(digest) = digest else { continue };
+                if !out.is_empty() {
+                    out.push(b';');
+                }
+                out.extend_from_slice(label);
+                out.push(b'=');
+                for b in digest {
+                    out.push(HEX[usize::from(b >> 4)]);
+                    out.push(HEX[usize::from(b & 0xf)]);
+                }
             }
-            out.push_str(std::str::from_utf8(label).unwrap_or_default());
-            out.push('=');
-            for b in digest {
-                out.push_str(&format!("{b:02x}"));
-            }
-        }
-        out.into_bytes()
+            out
+        })
     }
 
-    fn parts(&self, key: &[u8; 32], client: &Client) -> Vec<(&'static [u8], [u8; 16])> {
-        let mut parts = Vec::with_capacity(2);
-        if self.user_agent {
-            parts.push((UA, digest(key, UA, &client.user_agent)));
+    fn current<'c>(&self, client: &'c Client) -> &'c Parts {
+        client
+            .current
+            .get_or_init(|| self.parts(&self.keys[0], client))
+    }
+
+    fn parts(&self, key: &Hmac<Sha256>, client: &Client) -> Parts {
+        Parts {
+            ua: self.user_agent.then(|| digest(key, UA, &client.user_agent)),
+            ip: self.ip.as_ref().map(|_| match client.ip {
+                Some(IpAddr::V4(v4)) => digest(key, IP, &v4.octets()),
+                Some(IpAddr::V6(v6)) => digest(key, IP, &v6.octets()),
+                None => digest(key, IP, b"none"),
+            }),
         }
-        if self.ip.is_some() {
-            let ip = match client.ip {
-                Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
-                Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
-                None => b"none".to_vec(),
-            };
-            parts.push((IP, digest(key, IP, &ip)));
-        }
-        parts
     }
 
     /// Checks a stored session's `m:b` against this request's client. A part the session
     /// lacks (bound before that part was configured, or never bound) is adopted; a part that
-    /// differs under every key is a mismatch.
+    /// differs under the current key is compared under the previous ones; one that differs
+    /// under every key is a mismatch.
     pub(crate) fn check(
         &self,
         client: &Client,
@@ -385,34 +413,59 @@ impl Binding {
             return Ok(Checked::Rebind);
         };
         let stored = parse_stored(stored);
+        let current = *self.current(client);
         let mut mismatch = BindingMismatch {
             user_agent: false,
             ip: false,
         };
-        let mut current = true;
-        let expected: Vec<_> = self.keys.iter().map(|k| self.parts(k, client)).collect();
-        for (i, (label, _)) in expected[0].iter().enumerate() {
-            let Some(seen) = stored.iter().find(|(l, _)| l == label).map(|(_, d)| d) else {
-                current = false;
-                continue;
-            };
-            let by_key = expected
-                .iter()
-                .position(|parts| bool::from(parts[i].1.ct_eq(seen)));
-            match by_key {
-                Some(0) => {}
-                Some(_) => current = false,
-                None if *label == UA => mismatch.user_agent = true,
-                None => mismatch.ip = true,
+        let mut rebind = false;
+        let mut previous: Option<Vec<Parts>> = None;
+        let mut previous = || -> Vec<Parts> {
+            previous
+                .get_or_insert_with(|| {
+                    self.keys[1..]
+                        .iter()
+                        .map(|key| self.parts(key, client))
+                        .collect()
+                })
+                .clone()
+        };
+        let pick_ua = |p: &Parts| p.ua;
+        let pick_ip = |p: &Parts| p.ip;
+        for (pick, differs) in [
+            (
+                &pick_ua as &dyn Fn(&Parts) -> Option<[u8; 16]>,
+                &mut mismatch.user_agent,
+            ),
+            (&pick_ip, &mut mismatch.ip),
+        ] {
+            match (pick(&current), pick(&stored)) {
+                (None, None) => {}
+                // Bound to a part this configuration does not bind: written without it.
+                (None, Some(_)) => rebind = true,
+                // Not bound to it yet: adopted.
+                (Some(_), None) => rebind = true,
+                (Some(expected), Some(seen)) => {
+                    if !bool::from(expected.ct_eq(&seen)) {
+                        let old = previous()
+                            .iter()
+                            .any(|p| pick(p).is_some_and(|d| bool::from(d.ct_eq(&seen))));
+                        if old {
+                            rebind = true;
+                        } else {
+                            *differs = true;
+                        }
+                    }
+                }
             }
         }
         if mismatch.user_agent || mismatch.ip {
             return Err(mismatch);
         }
-        Ok(if current && stored.len() == expected[0].len() {
-            Checked::Bound
-        } else {
+        Ok(if rebind {
             Checked::Rebind
+        } else {
+            Checked::Bound
         })
     }
 
@@ -433,8 +486,10 @@ impl Binding {
     }
 }
 
-fn digest(key: &[u8; 32], label: &[u8], data: &[u8]) -> [u8; 16] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn digest(key: &Hmac<Sha256>, label: &[u8], data: &[u8]) -> [u8; 16] {
+    let mut mac = key.clone();
     mac.update(label);
     mac.update(&[0]);
     mac.update(data);
@@ -445,28 +500,37 @@ fn digest(key: &[u8; 32], label: &[u8], data: &[u8]) -> [u8; 16] {
 }
 
 /// The parts of a stored `m:b`; unreadable parts are left out (and so adopted anew).
-fn parse_stored(raw: &[u8]) -> Vec<(&'static [u8], [u8; 16])> {
-    let Ok(text) = std::str::from_utf8(raw) else {
-        return Vec::new();
-    };
-    text.split(';')
-        .filter_map(|part| {
-            let (label, hex) = part.split_once('=')?;
-            let label: &'static [u8] = match label {
-                "ua" => UA,
-                "ip" => IP,
-                _ => return None,
-            };
-            let mut digest = [0u8; 16];
-            if hex.len() != 32 {
-                return None;
+fn parse_stored(raw: &[u8]) -> Parts {
+    let mut parts = Parts::default();
+    for part in raw.split(|&b| b == b';') {
+        let Some(eq) = part.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (label, hex) = (&part[..eq], &part[eq + 1..]);
+        if hex.len() != 32 {
+            continue;
+        }
+        let mut digest = [0u8; 16];
+        let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let ok = digest.iter_mut().enumerate().all(|(i, out)| {
+            match (nibble(hex[2 * i]), nibble(hex[2 * i + 1])) {
+                (Some(hi), Some(lo)) => {
+                    *out = hi << 4 | lo;
+                    true
+                }
+                _ => false,
             }
-            for (i, out) in digest.iter_mut().enumerate() {
-                *out = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
-            Some((label, digest))
-        })
-        .collect()
+        });
+        if !ok {
+            continue;
+        }
+        match label {
+            b"ua" => parts.ua = Some(digest),
+            b"ip" => parts.ip = Some(digest),
+            _ => {}
+        }
+    }
+    parts
 }
 
 #[cfg(test)]
@@ -588,7 +652,7 @@ mod tests {
     }
 
     fn fields(binding: &Binding, client: &Client) -> Fields {
-        [(BOUND.to_owned(), binding.value(client))]
+        [(BOUND.to_owned(), binding.value(client).to_vec())]
             .into_iter()
             .collect()
     }
@@ -623,7 +687,9 @@ mod tests {
         // Never bound, or bound to the User-Agent only before IP binding was turned on.
         assert_eq!(both.check(&home, &Fields::new()), Ok(Checked::Rebind));
         let ua_only = Binding::new(&key, true, None, None).unwrap();
-        let older = fields(&ua_only, &home);
+        // (A client's digests are its binding's: cached for the request.)
+        let home_then = ua_only.client(&request("192.0.2.1:5", &[("user-agent", "Firefox")]));
+        let older = fields(&ua_only, &home_then);
         assert_eq!(both.check(&home, &older), Ok(Checked::Rebind));
         assert!(both.check(&client("curl", "192.0.2.1:5"), &older).is_err());
         // Garbage is no binding: adopted (the record itself is sealed or signed elsewhere).
@@ -636,7 +702,11 @@ mod tests {
             .unwrap()
             .previous_keys([key.clone()]);
         let rotated = Binding::new(&rotated, true, Some(ClientIp::peer()), None).unwrap();
-        assert_eq!(rotated.check(&home, &stored), Ok(Checked::Rebind));
+        let home_of = |b: &Binding| b.client(&request("192.0.2.1:5", &[("user-agent", "Firefox")]));
+        assert_eq!(
+            rotated.check(&home_of(&rotated), &stored),
+            Ok(Checked::Rebind)
+        );
         // Another key altogether: another digest.
         let other = Binding::new(
             &Key::from_bytes(&[8; 64]).unwrap(),
@@ -645,7 +715,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(other.check(&home, &stored).is_err());
+        assert!(other.check(&home_of(&other), &stored).is_err());
         assert!(Binding::new(&key, false, None, None).is_none());
     }
 }

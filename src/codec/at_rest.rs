@@ -21,7 +21,7 @@
 use std::io::{Read as _, Write as _};
 
 use aes_gcm::{
-    aead::{Aead, KeyInit, Payload},
+    aead::{AeadInPlace, KeyInit},
     Aes256Gcm, Nonce,
 };
 use flate2::{read::GzDecoder, write::GzEncoder, Compression};
@@ -119,19 +119,19 @@ impl AtRest {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
         let aad = associated_data(header, key, name);
-        let sealed = self.ciphers[0]
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: body,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM seals any message shorter than 64 GiB");
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        // Sealed where it lies: one buffer, no copy of the ciphertext.
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + body.len() + TAG_LEN);
         out.push(header);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(body);
+        let tag = self.ciphers[0]
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                &aad,
+                &mut out[1 + NONCE_LEN..],
+            )
+            .expect("AES-GCM seals any message shorter than 64 GiB");
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -142,7 +142,8 @@ impl AtRest {
     ///
     /// A sealed value that does not open under any key (changed, moved from another field or
     /// record, sealed by another key), a compressed one that is corrupt or expands beyond
-    /// `max_value_size`, a header this release does not know. `value` is left as it was.
+    /// `max_value_size`, a header this release does not know. `value` is left as it was,
+    /// but for a sealed value that opened and then did not inflate: emptied.
     pub(crate) fn open(
         &self,
         key: &str,
@@ -171,46 +172,54 @@ impl AtRest {
             });
         }
         let mut migrate = false;
-        let opened;
-        let body: &[u8] = if header & FLAG_ENCRYPTED != 0 {
+        // `value[start..end]` holds the payload once opened.
+        let (start, end) = if header & FLAG_ENCRYPTED != 0 {
             migrate = !self.encrypt;
-            let sealed = &value[1..];
-            if sealed.len() < NONCE_LEN + TAG_LEN {
+            if value.len() < 1 + NONCE_LEN + TAG_LEN {
                 return Err(DecodeError::Sealed);
             }
-            let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+            let end = value.len() - TAG_LEN;
+            let (head, rest) = value.split_at_mut(1 + NONCE_LEN);
+            let nonce = *Nonce::from_slice(&head[1..]);
+            let (ciphertext, tag) = rest.split_at_mut(end - 1 - NONCE_LEN);
+            let tag = aes_gcm::Tag::clone_from_slice(tag);
             let aad = associated_data(header, key, name);
-            let (position, plain) = self
+            // Opened where it lies: the tag is checked before anything is decrypted, so a
+            // key that does not fit leaves the bytes as they were for the next one.
+            let position = self
                 .ciphers
                 .iter()
-                .enumerate()
-                .find_map(|(i, cipher)| {
+                .position(|cipher| {
                     cipher
-                        .decrypt(
-                            Nonce::from_slice(nonce),
-                            Payload {
-                                msg: ciphertext,
-                                aad: &aad,
-                            },
-                        )
-                        .ok()
-                        .map(|plain| (i, plain))
+                        .decrypt_in_place_detached(&nonce, &aad, ciphertext, &tag)
+                        .is_ok()
                 })
                 .ok_or(DecodeError::Sealed)?;
             migrate |= position > 0;
-            opened = plain;
-            &opened
+            (1 + NONCE_LEN, end)
         } else {
-            &value[1..]
+            (1, value.len())
         };
-        let mut out = Vec::new();
-        out.push(FORMAT_JSON);
         if header & FLAG_COMPRESSED != 0 {
-            gunzip(body, self.max_value_size.saturating_sub(1), &mut out)?;
+            let mut out = vec![FORMAT_JSON];
+            let inflated = gunzip(
+                &value[start..end],
+                self.max_value_size.saturating_sub(1),
+                &mut out,
+            );
+            if let Err(e) = inflated {
+                if header & FLAG_ENCRYPTED != 0 {
+                    // Decrypted in place: the caller is told the value is left as stored.
+                    *value = Vec::new();
+                }
+                return Err(e);
+            }
+            *value = out;
         } else {
-            out.extend_from_slice(body);
+            value.truncate(end);
+            value.drain(..start - 1);
+            value[0] = FORMAT_JSON;
         }
-        *value = out;
         Ok(if migrate {
             Opened::Migrate
         } else {

@@ -168,8 +168,8 @@ struct Pending {
     /// with an old key, or the load error (which later extractions get too, without a
     /// second round trip).
     loaded: tokio::sync::OnceCell<Result<(Session, bool), StoreError>>,
-    /// With client binding: this request's client and its `m:b`.
-    client: Option<(binding::Client, Vec<u8>)>,
+    /// With client binding: this request's client.
+    client: Option<binding::Client>,
     /// The cookie named a session bound to another client: reported after the handler.
     mismatch: Cell<Option<BindingMismatch>>,
 }
@@ -178,12 +178,15 @@ struct Pending {
 pub(super) struct ThisClient<'a> {
     binding: &'a Binding,
     client: &'a binding::Client,
-    /// Its `m:b`.
-    pub(super) bound: &'a [u8],
     pub(super) mismatch: &'a Cell<Option<BindingMismatch>>,
 }
 
 impl ThisClient<'_> {
+    /// Its `m:b`.
+    pub(super) fn bound(&self) -> &[u8] {
+        self.binding.value(self.client)
+    }
+
     /// Whether a stored session is this client's: `Ok(true)` if its binding must be written.
     pub(super) fn check(&self, fields: &crate::store::Fields) -> Result<bool, BindingMismatch> {
         self.binding
@@ -227,11 +230,10 @@ fn shared(loaded: &Result<(Session, bool), StoreError>) -> Result<Session, Store
 impl Pending {
     fn this_client(&self) -> Option<ThisClient<'_>> {
         let binding = self.inner.config.binding.as_ref()?;
-        let (client, bound) = self.client.as_ref()?;
+        let client = self.client.as_ref()?;
         Some(ThisClient {
             binding,
             client,
-            bound,
             mismatch: &self.mismatch,
         })
     }
@@ -239,8 +241,8 @@ impl Pending {
     /// A new session, bound to this client if binding is on.
     fn fresh(&self) -> Session {
         let session = Session::fresh(Arc::clone(&self.inner.config));
-        if let Some((_, bound)) = &self.client {
-            session.lock().bind(bound, false);
+        if let Some(client) = self.this_client() {
+            session.lock().bind(client.bound(), false);
         }
         session
     }
@@ -262,10 +264,10 @@ impl Pending {
             Incoming::Valid { first, rest } => {
                 match inner.server().load(first, rest, client.as_ref()).await {
                     Ok((session, stale_key)) => {
-                        if let Some((_, bound)) = &self.client {
+                        if let Some(client) = &client {
                             let mut state = session.lock();
                             if !state.is_bound() {
-                                state.bind(bound, false);
+                                state.bind(client.bound(), false);
                             }
                         }
                         Ok((session, stale_key))
@@ -300,11 +302,10 @@ impl Inner {
             Engine::Server(_) => incoming::read_signed(config, &req),
             Engine::Cookie(sealer) => incoming::read_sealed(config, sealer, &req),
         };
-        let client = config.binding.as_ref().map(|binding| {
-            let client = binding.client(req.request());
-            let bound = binding.value(&client);
-            (client, bound)
-        });
+        let client = config
+            .binding
+            .as_ref()
+            .map(|binding| binding.client(req.request()));
         let pending = Rc::new(Pending {
             inner: Arc::clone(self),
             incoming,

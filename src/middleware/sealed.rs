@@ -49,7 +49,7 @@ pub(super) fn open(
         session.lock().remember_changed = true;
     }
     if let Some(client) = client {
-        session.lock().bind(client.bound, rebind);
+        session.lock().bind(client.bound(), rebind);
     }
     Some((session, opened.stale_key))
 }

@@ -138,7 +138,7 @@ impl Server<'_> {
             let mut state = session.lock();
             state.rewrite(migrate);
             if let Some(client) = client {
-                state.bind(client.bound, rebind);
+                state.bind(client.bound(), rebind);
             }
         }
         let touch = session.lock().due_touch();
