@@ -125,11 +125,7 @@ impl AtRest {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(body);
         let tag = self.ciphers[0]
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &aad,
-                &mut out[1 + NONCE_LEN..],
-            )
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[1 + NONCE_LEN..])
             .expect("AES-GCM seals any message shorter than 64 GiB");
         out.extend_from_slice(&tag);
         out
