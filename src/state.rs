@@ -122,6 +122,25 @@ pub(crate) enum Plan {
     Delete { key: String },
 }
 
+impl Plan {
+    /// What the save does, for its span: `skip`, `keep`, `update`, `empty`, `create`,
+    /// `renew` or `delete`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Plan::Skip => "skip",
+            Plan::Keep { .. } => "keep",
+            Plan::Update { .. } => "update",
+            Plan::Empty { .. } => "empty",
+            Plan::Create {
+                replaces: Some((_, Retired::Renewed)),
+                ..
+            } => "renew",
+            Plan::Create { .. } => "create",
+            Plan::Delete { .. } => "delete",
+        }
+    }
+}
+
 /// A stored session that goes on after this request.
 pub(crate) struct Live {
     pub(crate) id: SessionId,

@@ -11,6 +11,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     sync::Arc,
+    time::Instant,
 };
 
 use actix_web::{
@@ -18,6 +19,7 @@ use actix_web::{
     dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform},
     Error, HttpMessage,
 };
+use tracing::Instrument as _;
 
 pub(crate) use self::incoming::cookie_values;
 use self::{incoming::Incoming, server::Server};
@@ -219,6 +221,11 @@ impl Loader for Pending {
     }
 }
 
+/// Microseconds since `started`, for the latency of a span.
+fn micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A handle to the loaded session (or the load's error) for one more extraction.
 fn shared(loaded: &Result<(Session, bool), StoreError>) -> Result<Session, StoreError> {
     loaded
@@ -262,7 +269,26 @@ impl Pending {
                 None => Ok((self.fresh(), false)),
             },
             Incoming::Valid { first, rest } => {
-                match inner.server().load(first, rest, client.as_ref()).await {
+                let span = tracing::debug_span!(
+                    "session_load",
+                    outcome = tracing::field::Empty,
+                    latency_us = tracing::field::Empty
+                );
+                let started = Instant::now();
+                let loaded = inner
+                    .server()
+                    .load(first, rest, client.as_ref())
+                    .instrument(span.clone())
+                    .await;
+                let outcome = match &loaded {
+                    Ok((session, _)) if session.lock().key.is_some() => "hit",
+                    Ok(_) if self.mismatch.get().is_some() => "bound_elsewhere",
+                    Ok(_) => "miss",
+                    Err(_) => "error",
+                };
+                span.record("outcome", outcome);
+                span.record("latency_us", micros(started));
+                match loaded {
                     Ok((session, stale_key)) => {
                         if let Some(client) = &client {
                             let mut state = session.lock();
@@ -342,7 +368,21 @@ impl Inner {
         let saved = match &self.engine {
             Engine::Server(store) => {
                 let server = Server { config, store };
-                server.save(plan, remove_dead, *stale_key).await
+                let kind = plan.kind();
+                let span = tracing::debug_span!(
+                    "session_save",
+                    kind,
+                    outcome = tracing::field::Empty,
+                    latency_us = tracing::field::Empty
+                );
+                let started = Instant::now();
+                let saved = server
+                    .save(plan, remove_dead, *stale_key)
+                    .instrument(span.clone())
+                    .await;
+                span.record("outcome", if saved.is_ok() { "ok" } else { "error" });
+                span.record("latency_us", micros(started));
+                saved
             }
             Engine::Cookie(sealer) => {
                 sealed::save(config, sealer, session, plan, remove_dead, *stale_key)
