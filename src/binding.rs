@@ -4,7 +4,6 @@
 use std::{
     cell::OnceCell,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    panic::{catch_unwind, AssertUnwindSafe},
     sync::Arc,
 };
 
@@ -13,7 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{key::Key, record::BOUND, store::Fields};
+use crate::{config::run_callback, key::Key, record::BOUND, store::Fields};
 
 /// Which client IP address a session is bound to
 /// ([`bind_to_ip`](crate::RedisSessionBuilder::bind_to_ip)), and where it is read from.
@@ -479,9 +478,7 @@ impl Binding {
              starting a fresh session"
         );
         if let Some(callback) = &self.on_mismatch {
-            if catch_unwind(AssertUnwindSafe(|| callback(req, mismatch))).is_err() {
-                tracing::error!("the on_binding_mismatch callback panicked");
-            }
+            run_callback("on_binding_mismatch", || callback(req, mismatch));
         }
     }
 }

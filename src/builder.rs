@@ -9,8 +9,8 @@ use crate::{
     binding::{Binding, BindingMismatch, ClientIp, MismatchCallback},
     codec::at_rest::AtRest,
     config::{
-        FlashConfig, Limits, OnStoreError, SessionConfig, Transport, DEFAULT_COOKIE_NAME,
-        MAX_LIFETIME, MAX_TIMEOUT,
+        FlashConfig, Limits, OnStoreError, SessionConfig, StoreFailureCallback, Transport,
+        DEFAULT_COOKIE_NAME, MAX_LIFETIME, MAX_TIMEOUT,
     },
     cookie::{CookieConfig, Signer},
     error::ConfigError,
@@ -91,6 +91,7 @@ pub struct RedisSessionBuilder {
     bind_to_user_agent: bool,
     bind_to_ip: Option<ClientIp>,
     on_binding_mismatch: Option<MismatchCallback>,
+    on_store_failure: Option<StoreFailureCallback>,
     /// The preset applied last, for the warning at start-up.
     preset: Option<Preset>,
 }
@@ -147,6 +148,7 @@ impl RedisSessionBuilder {
             bind_to_user_agent: false,
             bind_to_ip: None,
             on_binding_mismatch: None,
+            on_store_failure: None,
             preset: None,
         }
     }
@@ -591,6 +593,42 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Called for every request whose session could not be loaded or saved because the
+    /// store failed (Redis down, a timeout, a refused command), under either
+    /// [`OnStoreError`] policy, after the handler (or instead of it, when the load before
+    /// routing failed: [`lazy_load(false)`](Self::lazy_load)). Default: none (the error is
+    /// logged in any case). The `on_redis_down` of Rails' redis-session-store.
+    ///
+    /// Given the request and the error, whose [`kind`](crate::StoreError::kind) says what
+    /// failed; neither holds a session id or value. It must not block (count, alert, flip a
+    /// health flag). A panic in it is caught and logged, and the response goes out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use actix_redis_session::{Key, RedisSession, StoreErrorKind};
+    ///
+    /// static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .on_store_failure(|req, error| {
+    ///         if error.kind() == StoreErrorKind::Timeout {
+    ///             TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///         eprintln!("session store failed on {}: {error}", req.path());
+    ///     })
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn on_store_failure<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&actix_web::HttpRequest, &crate::StoreError) + Send + Sync + 'static,
+    {
+        self.on_store_failure = Some(StoreFailureCallback(Arc::new(callback)));
+        self
+    }
+
     /// What to do when the store fails. Default: [`OnStoreError::FailClosed`].
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
@@ -773,6 +811,7 @@ impl RedisSessionBuilder {
             limits,
             flash: self.flash,
             on_store_error: self.on_store_error,
+            on_store_failure: self.on_store_failure,
             lazy_load: self.lazy_load,
         }
     }

@@ -49,6 +49,27 @@ pub enum Transport {
     Multiplexed,
 }
 
+/// The callback of [`on_store_failure`](crate::RedisSessionBuilder::on_store_failure).
+#[derive(Clone)]
+pub(crate) struct StoreFailureCallback(pub(crate) std::sync::Arc<StoreFailureFn>);
+
+/// What [`StoreFailureCallback`] calls.
+pub(crate) type StoreFailureFn = dyn Fn(&actix_web::HttpRequest, &crate::StoreError) + Send + Sync;
+
+impl std::fmt::Debug for StoreFailureCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreFailureCallback")
+    }
+}
+
+/// Runs an application's callback; a panic in it is caught and logged, so that it cannot
+/// take the request (or the worker) down.
+pub(crate) fn run_callback(name: &'static str, callback: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).is_err() {
+        tracing::error!(callback = name, "a session callback panicked");
+    }
+}
+
 /// Limits on what one session may hold.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -94,6 +115,8 @@ pub(crate) struct SessionConfig {
     pub(crate) binding: Option<Binding>,
     pub(crate) flash: FlashConfig,
     pub(crate) on_store_error: OnStoreError,
+    /// Told of every failed load or save, after the handler.
+    pub(crate) on_store_failure: Option<StoreFailureCallback>,
     /// Load on the first extraction (`true`) or before routing.
     pub(crate) lazy_load: bool,
 }

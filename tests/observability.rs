@@ -108,3 +108,97 @@ async fn each_load_and_save_is_a_span_with_its_outcome_and_latency() {
     assert!(closes("session_load", "outcome=\"hit\"") >= 4);
     assert!(closes("session_load", "latency_us=") >= 4);
 }
+
+#[actix_web::test]
+async fn the_store_failure_callback_hears_of_every_failed_load_and_save() {
+    use std::sync::{Arc, Mutex};
+
+    use actix_redis_session::{OnStoreError, StoreErrorKind};
+
+    let heard: Arc<Mutex<Vec<(String, StoreErrorKind)>>> = Arc::default();
+    let record = {
+        let heard = Arc::clone(&heard);
+        move |req: &actix_web::HttpRequest, e: &actix_redis_session::StoreError| {
+            heard
+                .lock()
+                .unwrap()
+                .push((req.path().to_owned(), e.kind()));
+        }
+    };
+    let mut backend = Backend::redis();
+    let builder = |policy, lazy| {
+        backend
+            .builder(key(1))
+            .on_store_error(policy)
+            .lazy_load(lazy)
+            .on_store_failure(record.clone())
+            .build()
+            .unwrap()
+    };
+    let (closed, open, eager) = (
+        serve(builder(OnStoreError::FailClosed, true)),
+        serve(builder(OnStoreError::FailOpen, true)),
+        serve(builder(OnStoreError::FailClosed, false)),
+    );
+    let mut client = Client::new(&closed);
+    client.get("/set/a/1").await;
+    assert!(heard.lock().unwrap().is_empty(), "nothing failed yet");
+
+    // A save that fails: loaded, then Redis goes away while the handler runs.
+    let slow = client.get("/slow-renew/400");
+    let stop = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Backend::Redis(server, _) = &mut backend {
+            server.stop();
+        }
+    };
+    let (res, ()) = tokio::join!(slow, stop);
+    assert_eq!(res.status, 503);
+    // Failed loads under each policy, and before routing.
+    let jar = client.jar.clone();
+    assert_eq!(client.get("/get/a").await.status, 503);
+    let mut other = Client::with_jar(&open, jar.clone());
+    assert_eq!(
+        other.get("/get/a").await.status,
+        200,
+        "fail-open serves a degraded session"
+    );
+    let mut before = Client::with_jar(&eager, jar);
+    assert_eq!(before.get("/get/a").await.status, 503);
+    let heard = heard.lock().unwrap().clone();
+    let paths: Vec<&str> = heard.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/slow-renew/400", "/get/a", "/get/a", "/get/a"],
+        "{heard:?}"
+    );
+    assert!(heard.iter().all(|(_, kind)| matches!(
+        kind,
+        StoreErrorKind::Unavailable | StoreErrorKind::Timeout | StoreErrorKind::Backend
+    )));
+}
+
+#[actix_web::test]
+async fn a_panicking_failure_callback_does_not_take_the_request_down() {
+    let mut backend = Backend::redis();
+    let srv = serve(
+        backend
+            .builder(key(1))
+            .on_store_failure(|_, _| panic!("callback bug"))
+            .build()
+            .unwrap(),
+    );
+    let mut client = Client::new(&srv);
+    client.get("/set/a/1").await;
+    if let Backend::Redis(server, _) = &mut backend {
+        server.stop();
+    }
+    for _ in 0..3 {
+        assert_eq!(client.get("/get/a").await.status, 503);
+    }
+    assert_eq!(
+        client.get("/plain").await.status,
+        200,
+        "the worker lives on"
+    );
+}

@@ -6,7 +6,7 @@ mod sealed;
 mod server;
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     future::{ready, Future, Ready},
     pin::Pin,
     rc::Rc,
@@ -25,7 +25,7 @@ pub(crate) use self::incoming::cookie_values;
 use self::{incoming::Incoming, server::Server};
 use crate::{
     binding::{self, Binding, BindingMismatch, Checked},
-    config::{OnStoreError, SessionConfig},
+    config::{run_callback, OnStoreError, SessionConfig},
     error::{unavailable, SessionError, StoreError},
     session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Store},
@@ -174,6 +174,8 @@ struct Pending {
     client: Option<binding::Client>,
     /// The cookie named a session bound to another client: reported after the handler.
     mismatch: Cell<Option<BindingMismatch>>,
+    /// The load failed: reported after the handler.
+    failure: RefCell<Option<StoreError>>,
 }
 
 /// This request's client, for the binding check of a loaded session.
@@ -300,6 +302,7 @@ impl Pending {
                     }
                     Err((e, key)) => {
                         tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
+                        *self.failure.borrow_mut() = Some(e.clone());
                         match config.on_store_error {
                             OnStoreError::FailOpen => {
                                 Ok((Session::degraded(Arc::clone(config), key), false))
@@ -339,9 +342,13 @@ impl Inner {
             loaded: tokio::sync::OnceCell::new(),
             client,
             mismatch: Cell::new(None),
+            failure: RefCell::new(None),
         });
         if !config.lazy_load && pending.session().await.is_err() {
             // Loaded before routing, as guards need; fail-closed: nothing else to do.
+            if let Some(e) = pending.failure.take() {
+                self.store_failed(req.request(), &e);
+            }
             return Ok(req.into_response(unavailable()).map_into_right_body());
         }
         let loader: Rc<dyn Loader> = Rc::clone(&pending) as Rc<dyn Loader>;
@@ -350,6 +357,9 @@ impl Inner {
         let mut res = service.call(req).await?;
         if let (Some(mismatch), Some(binding)) = (pending.mismatch.take(), &config.binding) {
             binding.report(res.request(), &mismatch);
+        }
+        if let Some(e) = pending.failure.take() {
+            self.store_failed(res.request(), &e);
         }
 
         // Never loaded (or its load failed, which the extractor answered): nothing to save,
@@ -392,6 +402,7 @@ impl Inner {
             Ok(cookie) => cookie,
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
+                self.store_failed(res.request(), &e);
                 if logout {
                     // A logout that could not be carried out must not look like one that
                     // was, whatever the policy: 503, and the browser drops the cookie anyway.
@@ -415,6 +426,14 @@ impl Inner {
             }
         }
         Ok(res.map_into_left_body())
+    }
+
+    /// Tells the application's [`on_store_failure`](crate::RedisSessionBuilder::on_store_failure)
+    /// callback, if any.
+    fn store_failed(&self, req: &actix_web::HttpRequest, error: &StoreError) {
+        if let Some(callback) = &self.config.on_store_failure {
+            run_callback("on_store_failure", || (callback.0)(req, error));
+        }
     }
 
     /// The server-side half, for a middleware with a server-side store.
