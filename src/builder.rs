@@ -9,8 +9,8 @@ use crate::{
     binding::{Binding, BindingMismatch, ClientIp, MismatchCallback},
     codec::at_rest::AtRest,
     config::{
-        FlashConfig, Limits, OnStoreError, SessionConfig, StoreFailureCallback, Transport,
-        DEFAULT_COOKIE_NAME, MAX_LIFETIME, MAX_TIMEOUT,
+        FlashConfig, Limits, LoadErrorCallback, OnStoreError, SessionConfig, StoreFailureCallback,
+        Transport, DEFAULT_COOKIE_NAME, MAX_LIFETIME, MAX_TIMEOUT,
     },
     cookie::{CookieConfig, Signer},
     error::ConfigError,
@@ -92,6 +92,7 @@ pub struct RedisSessionBuilder {
     bind_to_ip: Option<ClientIp>,
     on_binding_mismatch: Option<MismatchCallback>,
     on_store_failure: Option<StoreFailureCallback>,
+    on_session_load_error: Option<LoadErrorCallback>,
     /// The preset applied last, for the warning at start-up.
     preset: Option<Preset>,
 }
@@ -149,6 +150,7 @@ impl RedisSessionBuilder {
             bind_to_ip: None,
             on_binding_mismatch: None,
             on_store_failure: None,
+            on_session_load_error: None,
             preset: None,
         }
     }
@@ -629,6 +631,35 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Called, after the handler, for each piece of stored data a load could not read: a
+    /// corrupt or unreadable value (dropped, the rest of the session kept), a stored session
+    /// over [`max_session_size`](Self::max_session_size) or a record that is no session
+    /// (discarded: a fresh session). The `on_session_load_error` of Rails'
+    /// redis-session-store. Default: none (each is logged as a warning).
+    ///
+    /// Given the request and a [`SessionLoadError`](crate::SessionLoadError) (its
+    /// [`kind`](crate::SessionLoadError::kind) and, for a value, the field's name; never
+    /// the id or a value). A panic in it is caught and logged.
+    ///
+    /// ```
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .on_session_load_error(|req, error| {
+    ///         eprintln!("{} on {}: {error}", req.method(), req.path());
+    ///     })
+    ///     .build()?;
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn on_session_load_error<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&actix_web::HttpRequest, &crate::SessionLoadError) + Send + Sync + 'static,
+    {
+        self.on_session_load_error = Some(LoadErrorCallback(Arc::new(callback)));
+        self
+    }
+
     /// What to do when the store fails. Default: [`OnStoreError::FailClosed`].
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
@@ -812,6 +843,7 @@ impl RedisSessionBuilder {
             flash: self.flash,
             on_store_error: self.on_store_error,
             on_store_failure: self.on_store_failure,
+            on_session_load_error: self.on_session_load_error,
             lazy_load: self.lazy_load,
         }
     }

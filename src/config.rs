@@ -62,6 +62,21 @@ impl std::fmt::Debug for StoreFailureCallback {
     }
 }
 
+/// The callback of
+/// [`on_session_load_error`](crate::RedisSessionBuilder::on_session_load_error).
+#[derive(Clone)]
+pub(crate) struct LoadErrorCallback(pub(crate) std::sync::Arc<LoadErrorFn>);
+
+/// What [`LoadErrorCallback`] calls.
+pub(crate) type LoadErrorFn =
+    dyn Fn(&actix_web::HttpRequest, &crate::SessionLoadError) + Send + Sync;
+
+impl std::fmt::Debug for LoadErrorCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadErrorCallback")
+    }
+}
+
 /// Runs an application's callback; a panic in it is caught and logged, so that it cannot
 /// take the request (or the worker) down.
 pub(crate) fn run_callback(name: &'static str, callback: impl FnOnce()) {
@@ -117,6 +132,8 @@ pub(crate) struct SessionConfig {
     pub(crate) on_store_error: OnStoreError,
     /// Told of every failed load or save, after the handler.
     pub(crate) on_store_failure: Option<StoreFailureCallback>,
+    /// Told of stored data a load could not read, after the handler.
+    pub(crate) on_session_load_error: Option<LoadErrorCallback>,
     /// Load on the first extraction (`true`) or before routing.
     pub(crate) lazy_load: bool,
 }

@@ -1,7 +1,7 @@
 //! Public error types and their mapping to HTTP responses.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 /// A [`Key`](crate::Key) could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -314,3 +314,68 @@ pub(crate) fn unavailable() -> HttpResponse {
         .content_type("text/plain; charset=utf-8")
         .body("Service Unavailable")
 }
+
+/// Stored data that could not be read when a session was loaded
+/// ([`on_session_load_error`](crate::RedisSessionBuilder::on_session_load_error)). The
+/// request goes on: an unreadable field is dropped (and deleted), an unusable record gives a
+/// fresh session. Holds no session id and no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionLoadError {
+    kind: SessionLoadErrorKind,
+    field: Option<String>,
+}
+
+/// What was wrong with stored session data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionLoadErrorKind {
+    /// A stored value could not be read (corrupt JSON, an unknown format, a sealed value
+    /// that does not open, a compressed one that does not inflate within
+    /// [`max_value_size`](crate::RedisSessionBuilder::max_value_size), a plain one refused
+    /// by [`reject_plain_values`](crate::RedisSessionBuilder::reject_plain_values)): the
+    /// field was dropped, the rest of the session kept.
+    UnreadableValue,
+    /// The stored session is larger than
+    /// [`max_session_size`](crate::RedisSessionBuilder::max_session_size): discarded.
+    TooLarge,
+    /// The record is not a session (no creation marker, or a corrupt one): discarded.
+    NotASession,
+}
+
+impl SessionLoadError {
+    pub(crate) fn new(kind: SessionLoadErrorKind, field: Option<String>) -> SessionLoadError {
+        SessionLoadError { kind, field }
+    }
+
+    /// What was wrong.
+    pub fn kind(&self) -> SessionLoadErrorKind {
+        self.kind
+    }
+
+    /// The stored field's name (`d:<key>` for a plain value, `t:<KEY>` for a typed one,
+    /// `f:…` for a flash message), for [`SessionLoadErrorKind::UnreadableValue`].
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+}
+
+impl fmt::Display for SessionLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.kind, &self.field) {
+            (SessionLoadErrorKind::UnreadableValue, Some(field)) => {
+                write!(f, "stored value {field} is unreadable; dropped")
+            }
+            (SessionLoadErrorKind::UnreadableValue, None) => {
+                f.write_str("a stored value is unreadable; dropped")
+            }
+            (SessionLoadErrorKind::TooLarge, _) => {
+                f.write_str("stored session over max_session_size; discarded")
+            }
+            (SessionLoadErrorKind::NotASession, _) => {
+                f.write_str("stored record is not a session; discarded")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SessionLoadError {}

@@ -109,7 +109,10 @@ pub use self::{
     config::{OnStoreError, Transport},
     cookie::Handle,
     csrf::{Csrf, CsrfError, CsrfForm},
-    error::{ConfigError, KeyError, SessionError, StoreError, StoreErrorKind},
+    error::{
+        ConfigError, KeyError, SessionError, SessionLoadError, SessionLoadErrorKind, StoreError,
+        StoreErrorKind,
+    },
     flash::{Flash, FlashMessage, IncomingFlashMessages, Level},
     key::Key,
     middleware::RedisSession,

@@ -67,6 +67,9 @@ pub(crate) struct State {
     generation: u64,
     /// The client binding of this request's client (`m:b`), which a new record gets.
     bound: Option<Vec<u8>>,
+    /// Fields the load dropped as unreadable, for
+    /// [`on_session_load_error`](crate::RedisSessionBuilder::on_session_load_error).
+    dropped: Vec<String>,
 }
 
 /// Why a stored record is being replaced.
@@ -165,6 +168,7 @@ impl State {
             flash: FlashState::default(),
             generation: 0,
             bound: None,
+            dropped: Vec::new(),
         }
     }
 
@@ -200,6 +204,7 @@ impl State {
             if !readable {
                 tracing::warn!(field = %name, "dropping an unreadable session field");
                 state.dirty.insert(name.clone());
+                state.dropped.push(name.clone());
             }
             readable
         });
@@ -228,6 +233,11 @@ impl State {
             self.dirty.insert(BOUND.to_owned());
         }
         self.bound = Some(value.to_vec());
+    }
+
+    /// The fields the load dropped as unreadable (each told once).
+    pub(crate) fn take_dropped(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dropped)
     }
 
     pub(crate) fn is_bound(&self) -> bool {

@@ -202,3 +202,72 @@ async fn a_panicking_failure_callback_does_not_take_the_request_down() {
         "the worker lives on"
     );
 }
+
+#[actix_web::test]
+async fn the_load_error_callback_hears_of_unreadable_values_and_unusable_records() {
+    use std::sync::{Arc, Mutex};
+
+    use actix_redis_session::SessionLoadErrorKind;
+    use redis::Commands as _;
+
+    type Heard = Vec<(String, SessionLoadErrorKind, Option<String>)>;
+    let heard: Arc<Mutex<Heard>> = Arc::default();
+    let record = {
+        let heard = Arc::clone(&heard);
+        move |req: &actix_web::HttpRequest, e: &actix_redis_session::SessionLoadError| {
+            let field = e.field().map(str::to_owned);
+            heard
+                .lock()
+                .unwrap()
+                .push((req.path().to_owned(), e.kind(), field));
+        }
+    };
+    let backend = Backend::redis();
+    let server = backend.redis_server().unwrap();
+    let srv = serve(
+        backend
+            .builder(key(1))
+            .max_session_size(4096)
+            .on_session_load_error(record)
+            .build()
+            .unwrap(),
+    );
+    let mut client = Client::new(&srv);
+    client.get("/set/keep/1").await;
+    let redis_key = server.keys()[0].clone();
+    let mut conn = server.conn();
+    let _: () = conn
+        .hset(&redis_key, "d:bad", b"\x01{{{".as_slice())
+        .unwrap();
+    assert_eq!(client.get("/get/keep").await.body, "\"1\"");
+    assert_eq!(
+        client.get("/get/keep").await.body,
+        "\"1\"",
+        "told once: the field is gone"
+    );
+    // Too large, then not a session at all.
+    let huge = format!("\x01\"{}\"", "x".repeat(5000));
+    let _: () = conn.hset(&redis_key, "d:huge", huge).unwrap();
+    assert_eq!(client.get("/get/keep").await.body, "none");
+    client.get("/set/keep/2").await;
+    let redis_key = server.keys()[0].clone();
+    let _: () = conn.hdel(&redis_key, "m:c").unwrap();
+    assert_eq!(client.get("/get/keep").await.body, "none");
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(
+        heard,
+        [
+            (
+                "/get/keep".to_owned(),
+                SessionLoadErrorKind::UnreadableValue,
+                Some("d:bad".to_owned())
+            ),
+            ("/get/keep".to_owned(), SessionLoadErrorKind::TooLarge, None),
+            (
+                "/get/keep".to_owned(),
+                SessionLoadErrorKind::NotASession,
+                None
+            ),
+        ]
+    );
+}

@@ -224,9 +224,15 @@ impl AtRest {
     }
 
     /// Opens every value of a loaded record, in place. A value that does not open is removed
-    /// from `fields`. The answer names the fields to write again: those stored otherwise than
-    /// the configuration says (written as they are now), and those removed (deleted).
-    pub(crate) fn open_record(&self, key: &str, fields: &mut Fields) -> Vec<String> {
+    /// from `fields` and named in `failed`. The answer names the fields to write again: those
+    /// stored otherwise than the configuration says (written as they are now), and those
+    /// removed (deleted).
+    pub(crate) fn open_record(
+        &self,
+        key: &str,
+        fields: &mut Fields,
+        failed: &mut Vec<String>,
+    ) -> Vec<String> {
         let mut rewrite = Vec::new();
         fields.retain(|name, value| match self.open(key, name, value) {
             Ok(Opened::Current) => true,
@@ -237,6 +243,7 @@ impl AtRest {
             Err(e) => {
                 tracing::warn!(field = %name, error = %e, "dropping a stored value that does not open");
                 rewrite.push(name.clone());
+                failed.push(name.clone());
                 false
             }
         });

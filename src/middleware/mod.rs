@@ -26,7 +26,7 @@ use self::{incoming::Incoming, server::Server};
 use crate::{
     binding::{self, Binding, BindingMismatch, Checked},
     config::{run_callback, OnStoreError, SessionConfig},
-    error::{unavailable, SessionError, StoreError},
+    error::{unavailable, SessionError, SessionLoadError, SessionLoadErrorKind, StoreError},
     session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Store},
 };
@@ -176,6 +176,8 @@ struct Pending {
     mismatch: Cell<Option<BindingMismatch>>,
     /// The load failed: reported after the handler.
     failure: RefCell<Option<StoreError>>,
+    /// Stored data the load could not read: reported after the handler.
+    problems: RefCell<Vec<SessionLoadError>>,
 }
 
 /// This request's client, for the binding check of a loaded session.
@@ -267,7 +269,15 @@ impl Pending {
         let client = self.this_client();
         match &self.incoming {
             Incoming::Sealed(opened) => match sealed::open(config, opened, client.as_ref()) {
-                Some(opened) => Ok(opened),
+                Some(opened) => {
+                    let dropped = opened.0.lock().take_dropped();
+                    self.problems
+                        .borrow_mut()
+                        .extend(dropped.into_iter().map(|name| {
+                            SessionLoadError::new(SessionLoadErrorKind::UnreadableValue, Some(name))
+                        }));
+                    Ok(opened)
+                }
                 None => Ok((self.fresh(), false)),
             },
             Incoming::Valid { first, rest } => {
@@ -279,7 +289,7 @@ impl Pending {
                 let started = Instant::now();
                 let loaded = inner
                     .server()
-                    .load(first, rest, client.as_ref())
+                    .load(first, rest, client.as_ref(), &self.problems)
                     .instrument(span.clone())
                     .await;
                 let outcome = match &loaded {
@@ -343,6 +353,7 @@ impl Inner {
             client,
             mismatch: Cell::new(None),
             failure: RefCell::new(None),
+            problems: RefCell::new(Vec::new()),
         });
         if !config.lazy_load && pending.session().await.is_err() {
             // Loaded before routing, as guards need; fail-closed: nothing else to do.
@@ -360,6 +371,13 @@ impl Inner {
         }
         if let Some(e) = pending.failure.take() {
             self.store_failed(res.request(), &e);
+        }
+        if let Some(callback) = &config.on_session_load_error {
+            for problem in pending.problems.take() {
+                run_callback("on_session_load_error", || {
+                    (callback.0)(res.request(), &problem)
+                });
+            }
         }
 
         // Never loaded (or its load failed, which the extractor answered): nothing to save,

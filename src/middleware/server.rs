@@ -1,7 +1,7 @@
 //! The server-side half of the lifecycle: loading a stored session by its signed id, and
 //! carrying out the save plan against the store.
 
-use std::{sync::Arc, time::Duration};
+use std::{cell::RefCell, sync::Arc, time::Duration};
 
 use actix_web::cookie::Cookie;
 
@@ -10,7 +10,7 @@ use crate::{
     binding::BindingMismatch,
     config::SessionConfig,
     cookie::{SessionId, Verified},
-    error::{StoreError, StoreErrorKind},
+    error::{SessionLoadError, SessionLoadErrorKind, StoreError, StoreErrorKind},
     lifetime,
     record::now_ms,
     session::Session,
@@ -46,6 +46,7 @@ impl Server<'_> {
         first: &Verified,
         rest: &[Verified],
         client: Option<&ThisClient<'_>>,
+        problems: &RefCell<Vec<SessionLoadError>>,
     ) -> Result<(Session, bool), (StoreError, String)> {
         let config = self.config;
         // A record that exists but is no session any more (too large, no creation marker,
@@ -59,7 +60,7 @@ impl Server<'_> {
             // (State::due_touch).
             let ttl = lifetime::on_load(config, remember);
             let key = verified.id.storage_key(&config.key_prefix);
-            let mut fields = match self.store.load(&key, ttl).await {
+            let fields = match self.store.load(&key, ttl).await {
                 Ok(Some(fields)) => fields,
                 Ok(None) => {
                     tracing::debug!("session not found");
@@ -68,10 +69,7 @@ impl Server<'_> {
                 // The key that failed: a degraded session's purge must delete that one.
                 Err(e) => return Err((e, key)),
             };
-            // Sealed and compressed values back to their encoded form; those stored
-            // otherwise than the configuration says now are written again.
-            let migrate = config.at_rest.open_record(&key, &mut fields);
-            match self.adopt(verified, remember, key, fields, migrate, client) {
+            match self.adopt(verified, remember, key, fields, client, problems) {
                 Ok(session) => return Ok((session, verified.stale_key)),
                 Err(NotAdopted::Discard(key)) => {
                     discarded.get_or_insert(key);
@@ -97,11 +95,20 @@ impl Server<'_> {
         verified: &Verified,
         remember: Option<Duration>,
         key: String,
-        fields: Fields,
-        migrate: Vec<String>,
+        mut fields: Fields,
         client: Option<&ThisClient<'_>>,
+        problems: &RefCell<Vec<SessionLoadError>>,
     ) -> Result<Session, NotAdopted> {
         let config = self.config;
+        // Sealed and compressed values back to their encoded form; those stored
+        // otherwise than the configuration says now are written again.
+        let mut failed = Vec::new();
+        let migrate = config.at_rest.open_record(&key, &mut fields, &mut failed);
+        let unreadable =
+            |name| SessionLoadError::new(SessionLoadErrorKind::UnreadableValue, Some(name));
+        problems
+            .borrow_mut()
+            .extend(failed.into_iter().map(unreadable));
         let size = record_size(&fields);
         if size > config.limits.max_session_size {
             tracing::warn!(
@@ -109,10 +116,14 @@ impl Server<'_> {
                 limit = config.limits.max_session_size,
                 "stored session over the size limit; discarding it"
             );
+            let problem = SessionLoadError::new(SessionLoadErrorKind::TooLarge, None);
+            problems.borrow_mut().push(problem);
             return Err(NotAdopted::Discard(key));
         }
         let Some(created) = created_ms(&fields) else {
             tracing::debug!("record without a creation marker; discarding it");
+            let problem = SessionLoadError::new(SessionLoadErrorKind::NotASession, None);
+            problems.borrow_mut().push(problem);
             return Err(NotAdopted::Discard(key));
         };
         if lifetime::past_absolute(config, created, now_ms()) {
@@ -137,6 +148,9 @@ impl Server<'_> {
         {
             let mut state = session.lock();
             state.rewrite(migrate);
+            problems
+                .borrow_mut()
+                .extend(state.take_dropped().into_iter().map(unreadable));
             if let Some(client) = client {
                 state.bind(client.bound(), rebind);
             }
