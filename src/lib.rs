@@ -87,6 +87,7 @@ mod record;
 mod session;
 mod state;
 pub mod store;
+mod telemetry;
 mod typed;
 
 /// The README's examples, compiled (and run where they need no server) as doc tests.

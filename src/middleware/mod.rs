@@ -29,6 +29,7 @@ use crate::{
     error::{unavailable, SessionError, SessionLoadError, SessionLoadErrorKind, StoreError},
     session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Store},
+    telemetry,
 };
 
 /// The session middleware: `App::new().wrap(RedisSession::new(url, key)?)`.
@@ -216,6 +217,9 @@ impl Loader for Pending {
         match self.incoming {
             Incoming::Valid { .. } | Incoming::Sealed(_) => None,
             Incoming::Absent | Incoming::Rejected => {
+                if matches!(self.incoming, Incoming::Rejected) {
+                    telemetry::load("invalid", None);
+                }
                 let fresh = self.fresh();
                 // Nothing to load, so no load can have raced in first.
                 let _ = self.loaded.set(Ok((fresh.clone(), false)));
@@ -271,6 +275,7 @@ impl Pending {
             Incoming::Sealed(opened) => match sealed::open(config, opened, client.as_ref()) {
                 Some(opened) => {
                     let dropped = opened.0.lock().take_dropped();
+                    telemetry::load(if dropped.is_empty() { "hit" } else { "corrupt" }, None);
                     self.problems
                         .borrow_mut()
                         .extend(dropped.into_iter().map(|name| {
@@ -278,7 +283,10 @@ impl Pending {
                         }));
                     Ok(opened)
                 }
-                None => Ok((self.fresh(), false)),
+                None => {
+                    telemetry::load("bound_elsewhere", None);
+                    Ok((self.fresh(), false))
+                }
             },
             Incoming::Valid { first, rest } => {
                 let span = tracing::debug_span!(
@@ -293,6 +301,7 @@ impl Pending {
                     .instrument(span.clone())
                     .await;
                 let outcome = match &loaded {
+                    Ok(_) if !self.problems.borrow().is_empty() => "corrupt",
                     Ok((session, _)) if session.lock().key.is_some() => "hit",
                     Ok(_) if self.mismatch.get().is_some() => "bound_elsewhere",
                     Ok(_) => "miss",
@@ -300,6 +309,10 @@ impl Pending {
                 };
                 span.record("outcome", outcome);
                 span.record("latency_us", micros(started));
+                telemetry::load(outcome, Some(started.elapsed()));
+                if let Err((e, _)) = &loaded {
+                    telemetry::store_error(e.kind());
+                }
                 match loaded {
                     Ok((session, stale_key)) => {
                         if let Some(client) = &client {
@@ -322,7 +335,11 @@ impl Pending {
                     }
                 }
             }
-            Incoming::Absent | Incoming::Rejected => Ok((self.fresh(), false)),
+            Incoming::Absent => Ok((self.fresh(), false)),
+            Incoming::Rejected => {
+                telemetry::load("invalid", None);
+                Ok((self.fresh(), false))
+            }
         }
     }
 }
@@ -410,6 +427,10 @@ impl Inner {
                     .await;
                 span.record("outcome", if saved.is_ok() { "ok" } else { "error" });
                 span.record("latency_us", micros(started));
+                telemetry::save(kind, saved.is_ok(), started.elapsed());
+                if let Err(e) = &saved {
+                    telemetry::store_error(e.kind());
+                }
                 saved
             }
             Engine::Cookie(sealer) => {

@@ -16,6 +16,7 @@ use crate::{
     session::Session,
     state::{created_ms, record_size, Live, Plan, Retired},
     store::{Fields, Outcome, Store, Write},
+    telemetry,
 };
 
 /// Attempts to find a free id for a new session. A collision of 256-bit random ids does not
@@ -159,6 +160,7 @@ impl Server<'_> {
         if let Some(touch) = touch {
             // Sent while the handler runs; a touch that fails is due again next time.
             self.store.write_detached(&touch);
+            telemetry::touch();
         }
         Ok(session)
     }

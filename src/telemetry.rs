@@ -1,0 +1,62 @@
+//! Metrics through the `metrics` facade (feature `metrics`): what the README's "Metrics"
+//! table lists. Without the feature every function here is empty and compiles away.
+
+use std::time::Duration;
+
+use crate::error::StoreErrorKind;
+
+/// A load (the first extraction of a request with a session cookie), by outcome: `hit`,
+/// `miss`, `invalid` (a cookie that did not verify), `corrupt` (stored data dropped or
+/// discarded), `bound_elsewhere`, `error`; with the store's latency when it was asked.
+pub(crate) fn load(outcome: &'static str, latency: Option<Duration>) {
+    #[cfg(feature = "metrics")]
+    {
+        ::metrics::counter!("session_loads_total", "outcome" => outcome).increment(1);
+        if let Some(latency) = latency {
+            ::metrics::histogram!("session_store_latency_seconds", "op" => "load")
+                .record(latency.as_secs_f64());
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (outcome, latency);
+}
+
+/// A save to a server-side store, by kind (`create`, `update`, `renew`, `empty`, `delete`,
+/// `keep`) and outcome (`ok`, `error`), with its latency.
+pub(crate) fn save(kind: &'static str, ok: bool, latency: Duration) {
+    #[cfg(feature = "metrics")]
+    {
+        let outcome = if ok { "ok" } else { "error" };
+        ::metrics::counter!("session_saves_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        ::metrics::histogram!("session_store_latency_seconds", "op" => "save")
+            .record(latency.as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, ok, latency);
+}
+
+/// A touch sent while the handler runs (`touch_after`), whose answer nobody waits for.
+pub(crate) fn touch() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("session_saves_total", "kind" => "touch", "outcome" => "sent").increment(1);
+}
+
+/// A store error, by kind.
+pub(crate) fn store_error(kind: StoreErrorKind) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("session_store_errors_total", "kind" => kind_label(kind)).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = kind;
+}
+
+#[cfg(feature = "metrics")]
+fn kind_label(kind: StoreErrorKind) -> &'static str {
+    match kind {
+        StoreErrorKind::Unavailable => "unavailable",
+        StoreErrorKind::Timeout => "timeout",
+        StoreErrorKind::Backend => "backend",
+        StoreErrorKind::IdCollision => "id_collision",
+        _ => "other",
+    }
+}

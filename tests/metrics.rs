@@ -1,0 +1,112 @@
+//! The `metrics` feature: every counter and histogram of the README's table is emitted with
+//! the right labels and values, seen through metrics-util's debugging recorder.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{key, serve, Backend, Client};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+/// Counters by `name{label=value,...}`, and how many values each histogram holds.
+fn read(snapshotter: &Snapshotter) -> (BTreeMap<String, u64>, BTreeMap<String, usize>) {
+    let (mut counters, mut histograms) = (BTreeMap::new(), BTreeMap::new());
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        match value {
+            DebugValue::Counter(n) => {
+                counters.insert(name, n);
+            }
+            DebugValue::Histogram(values) => {
+                histograms.insert(name, values.len());
+            }
+            DebugValue::Gauge(_) => {}
+        }
+    }
+    (counters, histograms)
+}
+
+#[actix_web::test]
+async fn loads_saves_errors_and_latencies_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("the only recorder of this binary");
+
+    let mut backend = Backend::redis();
+    let srv = serve(backend.sessions(key(1)));
+    let mut client = Client::new(&srv);
+    client.get("/set/a/1").await; // no cookie: a create, no load
+    client.get("/set/a/2").await; // hit, update
+    client.get("/get/a").await; // hit, keep
+    client.get("/renew").await; // hit, renew
+    client.get("/purge").await; // hit, delete
+    client.send("/get/a", Some("sid=AAAA.BBBB")).await; // invalid
+    client.get("/set/a/3").await; // create again
+    let cookie = client.cookie_header();
+    if let Backend::Redis(server, _) = &mut backend {
+        server.stop();
+    }
+    assert_eq!(client.send("/get/a", cookie.as_deref()).await.status, 503); // error
+
+    let (counters, histograms) = read(&snapshotter);
+    let count = |name: &str| counters.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        count("session_loads_total{outcome=hit}"),
+        4,
+        "{counters:#?}"
+    );
+    assert_eq!(count("session_loads_total{outcome=invalid}"), 1);
+    assert_eq!(count("session_loads_total{outcome=error}"), 1);
+    assert_eq!(count("session_saves_total{kind=create,outcome=ok}"), 2);
+    assert_eq!(
+        count("session_saves_total{kind=update,outcome=ok}"),
+        1,
+        "{counters:#?}"
+    );
+    // The read, and the invalid cookie's fresh session (nothing to store).
+    assert_eq!(count("session_saves_total{kind=keep,outcome=ok}"), 2);
+    assert_eq!(count("session_saves_total{kind=renew,outcome=ok}"), 1);
+    assert_eq!(count("session_saves_total{kind=delete,outcome=ok}"), 1);
+    let errors: u64 = counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("session_store_errors_total"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(errors, 1, "{counters:#?}");
+    assert_eq!(
+        histograms.get("session_store_latency_seconds{op=load}"),
+        Some(&5)
+    );
+    assert_eq!(
+        histograms.get("session_store_latency_seconds{op=save}"),
+        Some(&7)
+    );
+
+    // With touch_after, a load that moves the idle timeout sends a touch.
+    let backend = Backend::redis();
+    let sessions = backend
+        .builder(key(1))
+        .touch_after(std::time::Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let srv = serve(sessions);
+    let mut client = Client::new(&srv);
+    client.get("/set/a/1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    client.get("/get/a").await;
+    let (counters, _) = read(&snapshotter);
+    assert_eq!(
+        counters.get("session_saves_total{kind=touch,outcome=sent}"),
+        Some(&1),
+        "{counters:#?}"
+    );
+}
