@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{config::run_callback, key::Key, record::BOUND, store::Fields};
+use crate::{callback::run_callback, key::Key, record::BOUND, store::Fields};
 
 /// Which client IP address a session is bound to
 /// ([`bind_to_ip`](crate::RedisSessionBuilder::bind_to_ip)), and where it is read from.

@@ -74,6 +74,7 @@
 
 mod binding;
 mod builder;
+mod callback;
 mod codec;
 pub mod config;
 mod cookie;

@@ -25,7 +25,8 @@ pub(crate) use self::incoming::cookie_values;
 use self::{incoming::Incoming, server::Server};
 use crate::{
     binding::{self, Binding, BindingMismatch, Checked},
-    config::{run_callback, OnStoreError, SessionConfig},
+    callback::run_callback,
+    config::{OnStoreError, SessionConfig},
     error::{unavailable, SessionError, SessionLoadError, SessionLoadErrorKind, StoreError},
     session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Store},
