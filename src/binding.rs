@@ -412,60 +412,44 @@ impl Binding {
             return Ok(Checked::Rebind);
         };
         let stored = parse_stored(stored);
-        let current = *self.current(client);
-        let mut mismatch = BindingMismatch {
-            user_agent: false,
-            ip: false,
-        };
-        let mut rebind = false;
-        let mut previous: Option<Vec<Parts>> = None;
-        let mut previous = || -> Vec<Parts> {
-            previous
-                .get_or_insert_with(|| {
-                    self.keys[1..]
-                        .iter()
-                        .map(|key| self.parts(key, client))
-                        .collect()
+        let ua = self.judge(client, &stored, |p| p.ua);
+        let ip = self.judge(client, &stored, |p| p.ip);
+        match (ua, ip) {
+            (Some(ua), Some(ip)) => Ok(if ua || ip {
+                Checked::Rebind
+            } else {
+                Checked::Bound
+            }),
+            _ => Err(BindingMismatch {
+                user_agent: ua.is_none(),
+                ip: ip.is_none(),
+            }),
+        }
+    }
+
+    /// How one part (`pick`) of a stored binding compares with this client's: `Some(true)`
+    /// if it must be written again (absent on one side, or under a previous key), `None` if
+    /// it differs under every key.
+    fn judge(
+        &self,
+        client: &Client,
+        stored: &Parts,
+        pick: fn(&Parts) -> Option<[u8; 16]>,
+    ) -> Option<bool> {
+        match (pick(self.current(client)), pick(stored)) {
+            (None, None) => Some(false),
+            // Bound to a part this configuration does not bind (written without it), or not
+            // bound to it yet (adopted).
+            (None, Some(_)) | (Some(_), None) => Some(true),
+            (Some(expected), Some(seen)) if bool::from(expected.ct_eq(&seen)) => Some(false),
+            // Rare: only a mismatch under the current key costs the previous keys' digests.
+            (Some(_), Some(seen)) => self.keys[1..]
+                .iter()
+                .any(|key| {
+                    pick(&self.parts(key, client)).is_some_and(|d| bool::from(d.ct_eq(&seen)))
                 })
-                .clone()
-        };
-        let pick_ua = |p: &Parts| p.ua;
-        let pick_ip = |p: &Parts| p.ip;
-        for (pick, differs) in [
-            (
-                &pick_ua as &dyn Fn(&Parts) -> Option<[u8; 16]>,
-                &mut mismatch.user_agent,
-            ),
-            (&pick_ip, &mut mismatch.ip),
-        ] {
-            match (pick(&current), pick(&stored)) {
-                (None, None) => {}
-                // Bound to a part this configuration does not bind: written without it.
-                (None, Some(_)) => rebind = true,
-                // Not bound to it yet: adopted.
-                (Some(_), None) => rebind = true,
-                (Some(expected), Some(seen)) => {
-                    if !bool::from(expected.ct_eq(&seen)) {
-                        let old = previous()
-                            .iter()
-                            .any(|p| pick(p).is_some_and(|d| bool::from(d.ct_eq(&seen))));
-                        if old {
-                            rebind = true;
-                        } else {
-                            *differs = true;
-                        }
-                    }
-                }
-            }
+                .then_some(true),
         }
-        if mismatch.user_agent || mismatch.ip {
-            return Err(mismatch);
-        }
-        Ok(if rebind {
-            Checked::Rebind
-        } else {
-            Checked::Bound
-        })
     }
 
     /// Tells of a mismatch: a warning (no id, no address, no User-Agent) and the

@@ -347,6 +347,11 @@ impl SessionLoadError {
         SessionLoadError { kind, field }
     }
 
+    /// The stored field `field` could not be read, and was dropped.
+    pub(crate) fn unreadable(field: String) -> SessionLoadError {
+        SessionLoadError::new(SessionLoadErrorKind::UnreadableValue, Some(field))
+    }
+
     /// What was wrong.
     pub fn kind(&self) -> SessionLoadErrorKind {
         self.kind

@@ -27,7 +27,7 @@ use crate::{
     binding::{self, Binding, BindingMismatch, Checked},
     callback::run_callback,
     config::{OnStoreError, SessionConfig},
-    error::{unavailable, SessionError, SessionLoadError, SessionLoadErrorKind, StoreError},
+    error::{unavailable, SessionError, SessionLoadError, StoreError},
     session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Store},
     telemetry,
@@ -279,9 +279,7 @@ impl Pending {
                     telemetry::load(if dropped.is_empty() { "hit" } else { "corrupt" }, None);
                     self.problems
                         .borrow_mut()
-                        .extend(dropped.into_iter().map(|name| {
-                            SessionLoadError::new(SessionLoadErrorKind::UnreadableValue, Some(name))
-                        }));
+                        .extend(dropped.into_iter().map(SessionLoadError::unreadable));
                     Ok(opened)
                 }
                 None => {

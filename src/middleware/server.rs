@@ -105,11 +105,9 @@ impl Server<'_> {
         // otherwise than the configuration says now are written again.
         let mut failed = Vec::new();
         let migrate = config.at_rest.open_record(&key, &mut fields, &mut failed);
-        let unreadable =
-            |name| SessionLoadError::new(SessionLoadErrorKind::UnreadableValue, Some(name));
         problems
             .borrow_mut()
-            .extend(failed.into_iter().map(unreadable));
+            .extend(failed.into_iter().map(SessionLoadError::unreadable));
         let size = record_size(&fields);
         if size > config.limits.max_session_size {
             tracing::warn!(
@@ -149,9 +147,12 @@ impl Server<'_> {
         {
             let mut state = session.lock();
             state.rewrite(migrate);
-            problems
-                .borrow_mut()
-                .extend(state.take_dropped().into_iter().map(unreadable));
+            problems.borrow_mut().extend(
+                state
+                    .take_dropped()
+                    .into_iter()
+                    .map(SessionLoadError::unreadable),
+            );
             if let Some(client) = client {
                 state.bind(client.bound(), rebind);
             }
