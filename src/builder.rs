@@ -21,9 +21,13 @@ use crate::{
         commands::RedisOptions,
         cookie::{plaintext_budget, Sealer},
         memory::MemoryStore,
-        Choice, IntoStore, MultiplexedStore, RedisStore, RedisTls, Store, StoreChoice,
+        Choice, CircuitBreaker, Guarded, IntoStore, MultiplexedStore, RedisStore, RedisTls, Retry,
+        Store, StoreChoice,
     },
 };
+
+/// The default [`RedisSessionBuilder::store_budget`].
+const DEFAULT_STORE_BUDGET: Duration = Duration::from_secs(3);
 
 enum Backend {
     Url(String),
@@ -78,6 +82,9 @@ pub struct RedisSessionBuilder {
     limits: Limits,
     flash: FlashConfig,
     on_store_error: OnStoreError,
+    retry: Retry,
+    circuit_breaker: CircuitBreaker,
+    store_budget: Duration,
     redis: RedisOptions,
     transport: Transport,
     /// The first Redis-only setter called, which a store of another kind refuses.
@@ -138,6 +145,9 @@ impl RedisSessionBuilder {
                 max_messages: 16,
             },
             on_store_error: OnStoreError::FailClosed,
+            retry: Retry::new(),
+            circuit_breaker: CircuitBreaker::new(),
+            store_budget: DEFAULT_STORE_BUDGET,
             redis: RedisOptions::default(),
             transport: Transport::Pool,
             redis_only: None,
@@ -666,6 +676,40 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// How store operations that failed because the store was unavailable or slow are
+    /// tried again: exponential delays with full jitter, within the
+    /// [store budget](Self::store_budget). Default: [`Retry::new`] (3 attempts, delays
+    /// from 10 ms up to 250 ms); [`Retry::disabled`] for one attempt. Every transport and
+    /// every server-side store gets the same policy (the memory store cannot fail).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// When to stop asking a failing store for a while: see [`CircuitBreaker`]. Default:
+    /// [`CircuitBreaker::new`] (open after 5 operations in a row failed, 1 second of
+    /// cool-down, then one probe); [`CircuitBreaker::disabled`] never opens. Its state:
+    /// [`RedisSession::store_health`].
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = breaker;
+        self
+    }
+
+    /// The longest a request waits for the session store in all: its load, its save (and
+    /// a renewal's delete), retries and their delays included; the time its handler takes
+    /// does not count. An operation still waiting when it is spent fails with
+    /// [`StoreErrorKind::Timeout`](crate::StoreErrorKind::Timeout), answered by the
+    /// [`OnStoreError`] policy. Default: 3 seconds; above zero, at most [`MAX_TIMEOUT`]
+    /// (1 hour).
+    ///
+    /// The [`command_timeout`](Self::command_timeout) bounds one attempt; the budget bounds
+    /// the request. With the defaults (2 s and 3 s) a stalled Redis costs a request 3 seconds
+    /// at most, a Redis restart a few retries of some milliseconds each.
+    pub fn store_budget(mut self, budget: Duration) -> Self {
+        self.store_budget = budget;
+        self
+    }
+
     /// When to load the session. Default: `true`, on the first extraction of [`Session`],
     /// [`TypedSession`], [`Flash`] or [`IncomingFlashMessages`] (or
     /// [`SessionExt::load_session`]): a request whose handler never asks (assets, health
@@ -744,9 +788,9 @@ impl RedisSessionBuilder {
     /// command). Default: 2 seconds. Above zero, at most [`MAX_TIMEOUT`] (1 hour). Applies to
     /// shared pools too (set on every checkout).
     ///
-    /// The pool transport tries a batch up to 3 times when its connection turns out to be
-    /// dropped (after a Redis restart every idle connection is); the multiplexed transport
-    /// tries twice, reconnecting in between. Redis only: with another store `build` fails.
+    /// A batch that failed (a timeout, a dropped connection) is retried by the
+    /// [`retry`](Self::retry) policy, within the [`store_budget`](Self::store_budget). Redis
+    /// only: with another store `build` fails.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.redis_only.get_or_insert("command_timeout");
         self.redis.command_timeout = timeout;
@@ -782,16 +826,19 @@ impl RedisSessionBuilder {
             eprintln!("{WARNING}");
         }
         let engine = match self.backend {
-            Backend::Url(ref url) => Engine::Server(match self.transport {
+            Backend::Url(ref url) => Engine::Server(self.guarded(match self.transport {
                 Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
                 Transport::Multiplexed => {
                     Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
                 }
-            }),
+            })),
             Backend::Pool(ref pool) => {
-                Engine::Server(Store::Redis(RedisStore::shared(pool.clone(), &self.redis)))
+                let store = Store::Redis(RedisStore::shared(pool.clone(), &self.redis));
+                Engine::Server(self.guarded(store))
             }
-            Backend::Given(Choice::Server(ref store)) => Engine::Server(store.clone()),
+            Backend::Given(Choice::Server(ref store)) => {
+                Engine::Server(self.guarded(store.clone()))
+            }
             Backend::Given(Choice::Cookie(_)) => {
                 Engine::Cookie(Arc::new(Sealer::new(&self.key, &self.cookie.name)))
             }
@@ -806,6 +853,11 @@ impl RedisSessionBuilder {
             Arc::new(self.into_config()),
             engine,
         ))
+    }
+
+    /// A server-side store behind this configuration's retry and breaker layer.
+    fn guarded(&self, store: Store) -> Guarded {
+        Guarded::new(store, self.retry, self.circuit_breaker)
     }
 
     fn into_config(self) -> SessionConfig {
@@ -842,6 +894,7 @@ impl RedisSessionBuilder {
             limits,
             flash: self.flash,
             on_store_error: self.on_store_error,
+            store_budget: self.store_budget,
             on_store_failure: self.on_store_failure,
             on_session_load_error: self.on_session_load_error,
             lazy_load: self.lazy_load,
@@ -999,6 +1052,15 @@ impl RedisSessionBuilder {
         ];
         if timeouts.iter().any(|t| t.is_zero() || *t > MAX_TIMEOUT) {
             return invalid("timeouts", "must be above zero and at most 1 hour");
+        }
+        if self.store_budget.is_zero() || self.store_budget > MAX_TIMEOUT {
+            return invalid("store_budget", "must be above zero and at most 1 hour");
+        }
+        if let Err(reason) = self.retry.check() {
+            return invalid("retry", reason);
+        }
+        if let Err(reason) = self.circuit_breaker.check() {
+            return invalid("circuit_breaker", reason);
         }
         Ok(())
     }

@@ -122,6 +122,8 @@ pub(crate) struct SessionConfig {
     pub(crate) binding: Option<Binding>,
     pub(crate) flash: FlashConfig,
     pub(crate) on_store_error: OnStoreError,
+    /// The longest a request waits for the store in all.
+    pub(crate) store_budget: Duration,
     /// Told of every failed load or save, after the handler.
     pub(crate) on_store_failure: Option<StoreFailureCallback>,
     /// Told of stored data a load could not read, after the handler.

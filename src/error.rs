@@ -222,6 +222,12 @@ pub enum StoreErrorKind {
     IdCollision,
     /// Anything else.
     Other,
+    /// The store is out of room for writes: Redis at `maxmemory` with the `noeviction`
+    /// policy (reads go on), a full disk. Not retried.
+    Full,
+    /// The [circuit breaker](crate::CircuitBreaker) is open after failures in a row: the
+    /// store was not asked. Not retried; the breaker probes again after its cool-down.
+    CircuitOpen,
 }
 
 impl StoreError {
@@ -251,14 +257,23 @@ impl StoreError {
         self.source.as_deref()?.downcast_ref::<T>()
     }
 
-    /// A Redis error, classified.
+    /// A Redis error, classified. Replies that mean "not now" (loading the data set after
+    /// a restart, busy with a script, a replica or a master without its replicas, a cluster
+    /// that is down or moving a slot) are `Unavailable`, hence retried; `OOM` is `Full`.
     pub(crate) fn redis(e: redis::RedisError) -> StoreError {
         let kind = if e.is_timeout() {
             StoreErrorKind::Timeout
         } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
             StoreErrorKind::Unavailable
         } else {
-            StoreErrorKind::Backend
+            match e.code() {
+                Some("OOM") => StoreErrorKind::Full,
+                Some(
+                    "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY"
+                    | "NOREPLICAS",
+                ) => StoreErrorKind::Unavailable,
+                _ => StoreErrorKind::Backend,
+            }
         };
         StoreError::new(kind, e)
     }
@@ -290,6 +305,10 @@ impl std::fmt::Display for StoreError {
             StoreErrorKind::Backend => "the session store answered with an error",
             StoreErrorKind::IdCollision => "could not find a free session id",
             StoreErrorKind::Other => "the session store failed",
+            StoreErrorKind::Full => "the session store is full",
+            StoreErrorKind::CircuitOpen => {
+                "the session store is failing; the circuit breaker is open"
+            }
         })
     }
 }

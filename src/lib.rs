@@ -120,6 +120,7 @@ pub use self::{
     middleware::RedisSession,
     session::{Session, SessionExt},
     state::SessionStatus,
+    store::{BreakerState, CircuitBreaker, Retry, StoreHealth},
     typed::{SessionData, TypedSession},
 };
 

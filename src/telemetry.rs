@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::StoreErrorKind;
+use crate::{error::StoreErrorKind, store::BreakerState};
 
 /// A load (the first extraction of a request with a session cookie), by outcome: `hit`,
 /// `miss`, `invalid` (a cookie that did not verify), `corrupt` (stored data dropped or
@@ -57,6 +57,32 @@ fn kind_label(kind: StoreErrorKind) -> &'static str {
         StoreErrorKind::Timeout => "timeout",
         StoreErrorKind::Backend => "backend",
         StoreErrorKind::IdCollision => "id_collision",
+        StoreErrorKind::Full => "full",
+        StoreErrorKind::CircuitOpen => "circuit_open",
         _ => "other",
     }
+}
+
+/// A store operation tried again (`op`: `load`, `update`, `create`, `empty`, `delete`).
+pub(crate) fn retry(op: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("session_store_retries_total", "op" => op).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = op;
+}
+
+/// The circuit breaker changed state.
+pub(crate) fn breaker(state: BreakerState) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!("session_store_breaker_state").set(state.gauge());
+    #[cfg(not(feature = "metrics"))]
+    let _ = state;
+}
+
+/// A batch of requests' commands sent to Redis in one write (`requests`: how many).
+pub(crate) fn batch(requests: usize) {
+    #[cfg(feature = "metrics")]
+    ::metrics::histogram!("session_store_batch_size").record(requests as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = requests;
 }

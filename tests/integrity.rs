@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::{
-    net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use actix_redis_session::{OnStoreError, RedisSession, RedisSessionBuilder, Transport};
+use actix_redis_session::{OnStoreError, RedisSession, RedisSessionBuilder, Retry, Transport};
 use actix_web::{web, App, HttpResponse};
-use common::{key, logs::capture_logs, proxy::Proxy, serve, Client, RedisServer};
+use common::{
+    blackhole::Blackhole, key, logs::capture_logs, proxy::Proxy, serve, Client, RedisServer,
+};
 
 const TRANSPORTS: [Transport; 2] = [Transport::Pool, Transport::Multiplexed];
 
@@ -30,7 +29,7 @@ async fn sleep_ms(ms: u64) {
 }
 
 /// One request whose batch times out: Redis paused for 600 ms, a 200 ms command timeout,
-/// a 503; then the pause ends and its late replies arrive.
+/// no retry, a 503; then the pause ends and its late replies arrive.
 async fn time_out_one_batch(server: &RedisServer, client: &mut Client) {
     pause(server, 600);
     assert_eq!(client.get("/get/user").await.status, 503);
@@ -65,6 +64,7 @@ async fn a_timed_out_batch_never_hands_its_late_replies_to_the_next_user_of_the_
         .unwrap();
     let sessions = RedisSession::builder_from_pool(pool.clone(), key(1))
         .command_timeout(Duration::from_millis(200))
+        .retry(Retry::disabled())
         .build()
         .unwrap();
     let srv = serve(sessions);
@@ -96,6 +96,7 @@ async fn a_timed_out_batch_never_hands_its_late_replies_to_a_later_request_on_ou
     let sessions = RedisSession::builder(server.url(), key(1))
         .capacity(1)
         .command_timeout(Duration::from_millis(200))
+        .retry(Retry::disabled())
         .build()
         .unwrap();
     let srv = serve(sessions);
@@ -136,7 +137,9 @@ async fn a_create_whose_reply_was_lost_is_recognised_by_its_retry() {
 #[actix_web::test]
 async fn a_renew_survives_lost_scripts_and_a_renew_that_fails_keeps_the_old_session() {
     for transport in TRANSPORTS {
-        let (server, proxy, srv) = through_proxy(transport, |b| b);
+        // No retry: a retry would find the scripts loaded by the try whose reply was lost,
+        // and the renew would succeed.
+        let (server, proxy, srv) = through_proxy(transport, |b| b.retry(Retry::disabled()));
         let mut client = Client::new(&srv);
         client.get("/set/user/alice").await;
         let flush = || {
@@ -157,9 +160,9 @@ async fn a_renew_survives_lost_scripts_and_a_renew_that_fails_keeps_the_old_sess
             "{transport:?}: the old record is gone"
         );
 
-        // Lost scripts again, and every try to load them loses its reply: the renew fails.
+        // Lost scripts again, and loading them loses its reply: the renew fails.
         flush();
-        proxy.cut_replies(3, |reply| reply.starts_with(b"$40\r\n"));
+        proxy.cut_replies(1, |reply| reply.starts_with(b"$40\r\n"));
         let before = client.jar["sid"].clone();
         let res = client.get("/renew").await;
         assert_eq!(res.status, 503, "{transport:?}");
@@ -201,6 +204,9 @@ async fn a_logout_that_could_not_be_carried_out_answers_503_and_removes_the_cook
                 .transport(transport)
                 .on_store_error(policy)
                 .command_timeout(Duration::from_millis(200))
+                // One timed-out attempt is the failure under test (retries would outlast
+                // the pause).
+                .retry(Retry::disabled())
                 .build()
                 .unwrap();
             let url = server.url();
@@ -254,45 +260,12 @@ async fn a_logout_that_could_not_be_carried_out_answers_503_and_removes_the_cook
     }
 }
 
-/// A loopback listener that never accepts, its queue full: a connect to it hangs.
-struct Blackhole {
-    addr: SocketAddr,
-    _listener: socket2::Socket,
-    _queued: Vec<TcpStream>,
-}
-
-impl Blackhole {
-    fn new() -> Blackhole {
-        use socket2::{Domain, Socket, Type};
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        listener
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        listener.listen(0).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
-        let mut queued = Vec::new();
-        // Fill the accept queue until a connect no longer completes.
-        while let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            queued.push(stream);
-            assert!(queued.len() < 64, "the listener's queue never filled");
-        }
-        Blackhole {
-            addr,
-            _listener: listener,
-            _queued: queued,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-}
-
 #[actix_web::test]
 async fn the_connect_timeout_bounds_a_connect_to_a_redis_that_never_answers() {
     let hole = Blackhole::new();
-    // Multiplexed: the request waits for the connect attempts (3, with a short backoff)
-    // and no longer; with the default 2 s timeout it would wait over 6 s.
+    // Multiplexed: the request waits for its connect attempts (3, the retry policy's, with
+    // short delays) and no longer; with the default 2 s connect timeout it would wait out
+    // the whole 3 s store budget.
     let sessions = RedisSession::builder(hole.url(), key(1))
         .transport(Transport::Multiplexed)
         .connect_timeout(Duration::from_millis(150))
@@ -314,6 +287,8 @@ async fn the_connect_timeout_bounds_a_connect_to_a_redis_that_never_answers() {
     let sessions = RedisSession::builder(hole.url(), key(1))
         .connect_timeout(Duration::from_millis(150))
         .checkout_timeout(Duration::from_millis(1000))
+        // One checkout's error is what this is about; retries would wait for more of them.
+        .retry(Retry::disabled())
         .build()
         .unwrap();
     let srv = serve(sessions);

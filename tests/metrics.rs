@@ -9,9 +9,19 @@ use std::collections::BTreeMap;
 use common::{key, serve, Backend, Client};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
-/// Counters by `name{label=value,...}`, and how many values each histogram holds.
-fn read(snapshotter: &Snapshotter) -> (BTreeMap<String, u64>, BTreeMap<String, usize>) {
-    let (mut counters, mut histograms) = (BTreeMap::new(), BTreeMap::new());
+/// What was emitted, by `name{label=value,...}`.
+#[derive(Default)]
+struct Seen {
+    counters: BTreeMap<String, u64>,
+    /// How many values each histogram holds.
+    histograms: BTreeMap<String, usize>,
+    /// The values of `session_store_batch_size`.
+    batch_sizes: Vec<f64>,
+    gauges: BTreeMap<String, f64>,
+}
+
+fn read(snapshotter: &Snapshotter) -> Seen {
+    let mut seen = Seen::default();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         let key = key.key();
         let mut labels: Vec<String> = key
@@ -22,15 +32,20 @@ fn read(snapshotter: &Snapshotter) -> (BTreeMap<String, u64>, BTreeMap<String, u
         let name = format!("{}{{{}}}", key.name(), labels.join(","));
         match value {
             DebugValue::Counter(n) => {
-                counters.insert(name, n);
+                seen.counters.insert(name, n);
             }
             DebugValue::Histogram(values) => {
-                histograms.insert(name, values.len());
+                if name == "session_store_batch_size{}" {
+                    seen.batch_sizes = values.iter().map(|v| v.into_inner()).collect();
+                }
+                seen.histograms.insert(name, values.len());
             }
-            DebugValue::Gauge(_) => {}
+            DebugValue::Gauge(value) => {
+                seen.gauges.insert(name, value.into_inner());
+            }
         }
     }
-    (counters, histograms)
+    seen
 }
 
 #[actix_web::test]
@@ -57,7 +72,12 @@ async fn loads_saves_errors_and_latencies_are_counted() {
     }
     assert_eq!(client.send("/get/a", cookie.as_deref()).await.status, 503); // error
 
-    let (counters, histograms) = read(&snapshotter);
+    let Seen {
+        counters,
+        histograms,
+        batch_sizes,
+        gauges,
+    } = read(&snapshotter);
     let count = |name: &str| counters.get(name).copied().unwrap_or(0);
     assert_eq!(
         count("session_loads_total{outcome=hit}"),
@@ -90,6 +110,45 @@ async fn loads_saves_errors_and_latencies_are_counted() {
         histograms.get("session_store_latency_seconds{op=save}"),
         Some(&7)
     );
+    // The failed load was tried three times (the default retry policy).
+    assert_eq!(count("session_store_retries_total{op=load}"), 2);
+    // One request at a time: every batch held one request's commands. One batch per store
+    // operation: 10 before the outage, 3 tries of the failed load.
+    assert!(batch_sizes.iter().all(|n| *n == 1.0), "{batch_sizes:?}");
+    assert_eq!(batch_sizes.len(), 13, "{batch_sizes:?}");
+    assert_eq!(
+        gauges.get("session_store_breaker_state{}"),
+        None,
+        "never moved"
+    );
+
+    // Four more failed loads make five in a row: the breaker opens (gauge 2), and the
+    // next request fails at once.
+    for _ in 0..4 {
+        assert_eq!(client.send("/get/a", cookie.as_deref()).await.status, 503);
+    }
+    // (Each snapshot holds what was emitted since the one before.)
+    let seen = read(&snapshotter);
+    assert_eq!(seen.gauges.get("session_store_breaker_state{}"), Some(&2.0));
+    assert_eq!(
+        seen.counters.get("session_loads_total{outcome=error}"),
+        Some(&4)
+    );
+    assert_eq!(client.send("/get/a", cookie.as_deref()).await.status, 503);
+    let seen = read(&snapshotter);
+    assert_eq!(
+        seen.counters
+            .get("session_store_errors_total{kind=circuit_open}"),
+        Some(&1),
+        "{:#?}",
+        seen.counters
+    );
+    assert_eq!(
+        seen.counters.get("session_loads_total{outcome=error}"),
+        Some(&1)
+    );
+    let retries = seen.counters.get("session_store_retries_total{op=load}");
+    assert_eq!(retries.copied().unwrap_or(0), 0, "failed at once: no retry");
 
     // With touch_after, a load that moves the idle timeout sends a touch.
     let backend = Backend::redis();
@@ -103,7 +162,7 @@ async fn loads_saves_errors_and_latencies_are_counted() {
     client.get("/set/a/1").await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     client.get("/get/a").await;
-    let (counters, _) = read(&snapshotter);
+    let counters = read(&snapshotter).counters;
     assert_eq!(
         counters.get("session_saves_total{kind=touch,outcome=sent}"),
         Some(&1),

@@ -29,7 +29,7 @@ use crate::{
     config::{OnStoreError, SessionConfig},
     error::{unavailable, SessionError, SessionLoadError, StoreError},
     session::{LoadSession, Loader, Session},
-    store::{cookie::Sealer, Store},
+    store::{cookie::Sealer, Budget, Guarded, StoreHealth},
     telemetry,
 };
 
@@ -75,8 +75,8 @@ struct Inner {
 /// Where the sessions of a middleware live.
 #[derive(Clone)]
 pub(crate) enum Engine {
-    /// A server-side store: the cookie holds a signed id.
-    Server(Store),
+    /// A server-side store behind the retry and breaker layer: the cookie holds a signed id.
+    Server(Guarded),
     /// The cookie holds the whole session, sealed ([`CookieStore`](crate::store::CookieStore)).
     Cookie(Arc<Sealer>),
 }
@@ -105,6 +105,43 @@ impl RedisSession {
     pub(crate) fn from_parts(config: Arc<SessionConfig>, engine: Engine) -> RedisSession {
         RedisSession {
             inner: Arc::new(Inner { config, engine }),
+        }
+    }
+
+    /// How the session store is doing: the [circuit breaker](crate::CircuitBreaker)'s
+    /// state and the store operations that failed in a row. Shared by every worker (and
+    /// every clone) of this middleware. The memory and cookie stores, which cannot fail,
+    /// are always healthy.
+    ///
+    /// # Examples
+    ///
+    /// A readiness probe that reports an open breaker:
+    ///
+    /// ```
+    /// use actix_redis_session::{Key, RedisSession};
+    /// use actix_web::{web, App, HttpResponse};
+    ///
+    /// let sessions = RedisSession::memory(Key::generate());
+    /// let probe = sessions.clone();
+    /// let app = App::new().wrap(sessions).route(
+    ///     "/ready",
+    ///     web::get().to(move || {
+    ///         let health = probe.store_health();
+    ///         async move {
+    ///             if health.is_available() {
+    ///                 HttpResponse::Ok().finish()
+    ///             } else {
+    ///                 HttpResponse::ServiceUnavailable().finish()
+    ///             }
+    ///         }
+    ///     }),
+    /// );
+    /// # drop(app);
+    /// ```
+    pub fn store_health(&self) -> StoreHealth {
+        match &self.inner.engine {
+            Engine::Server(store) => store.health(),
+            Engine::Cookie(_) => Guarded::healthy(),
         }
     }
 }
@@ -180,6 +217,8 @@ struct Pending {
     failure: RefCell<Option<StoreError>>,
     /// Stored data the load could not read: reported after the handler.
     problems: RefCell<Vec<SessionLoadError>>,
+    /// The store time this request has left.
+    budget: Budget,
 }
 
 /// This request's client, for the binding check of a loaded session.
@@ -227,6 +266,17 @@ impl Loader for Pending {
                 Some(Ok(fresh))
             }
         }
+    }
+}
+
+/// Logs a failed load or save: an error, except while the circuit breaker is open (its
+/// opening was logged once; a line per request would flood the log).
+fn log_failure(what: &'static str, e: &StoreError) {
+    let source = std::error::Error::source(e);
+    if e.kind() == crate::StoreErrorKind::CircuitOpen {
+        tracing::debug!(error = %e, "{what}");
+    } else {
+        tracing::error!(error = %e, source = ?source, "{what}");
     }
 }
 
@@ -295,7 +345,7 @@ impl Pending {
                 );
                 let started = Instant::now();
                 let loaded = inner
-                    .server()
+                    .server(&self.budget)
                     .load(first, rest, client.as_ref(), &self.problems)
                     .instrument(span.clone())
                     .await;
@@ -323,7 +373,7 @@ impl Pending {
                         Ok((session, stale_key))
                     }
                     Err((e, key)) => {
-                        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session load failed");
+                        log_failure("session load failed", &e);
                         *self.failure.borrow_mut() = Some(e.clone());
                         match config.on_store_error {
                             OnStoreError::FailOpen => {
@@ -370,6 +420,7 @@ impl Inner {
             mismatch: Cell::new(None),
             failure: RefCell::new(None),
             problems: RefCell::new(Vec::new()),
+            budget: Budget::new(config.store_budget),
         });
         if !config.lazy_load && pending.session().await.is_err() {
             // Loaded before routing, as guards need; fail-closed: nothing else to do.
@@ -411,7 +462,11 @@ impl Inner {
         };
         let saved = match &self.engine {
             Engine::Server(store) => {
-                let server = Server { config, store };
+                let server = Server {
+                    config,
+                    store,
+                    budget: &pending.budget,
+                };
                 let kind = plan.kind();
                 let span = tracing::debug_span!(
                     "session_save",
@@ -439,7 +494,7 @@ impl Inner {
         let cookie = match saved {
             Ok(cookie) => cookie,
             Err(e) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "session save failed");
+                log_failure("session save failed", &e);
                 self.store_failed(res.request(), &e);
                 if logout {
                     // A logout that could not be carried out must not look like one that
@@ -475,11 +530,12 @@ impl Inner {
     }
 
     /// The server-side half, for a middleware with a server-side store.
-    fn server(&self) -> Server<'_> {
+    fn server<'a>(&'a self, budget: &'a Budget) -> Server<'a> {
         match &self.engine {
             Engine::Server(store) => Server {
                 config: &self.config,
                 store,
+                budget,
             },
             Engine::Cookie(_) => unreachable!("a signed id comes only with a server-side store"),
         }

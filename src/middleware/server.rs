@@ -15,7 +15,7 @@ use crate::{
     record::now_ms,
     session::Session,
     state::{created_ms, record_size, Live, Plan, Retired},
-    store::{Fields, Outcome, Store, Write},
+    store::{Budget, Fields, Guarded, Outcome, Write},
     telemetry,
 };
 
@@ -35,7 +35,9 @@ enum NotAdopted {
 /// A middleware's server-side store, with its configuration.
 pub(super) struct Server<'a> {
     pub(super) config: &'a Arc<SessionConfig>,
-    pub(super) store: &'a Store,
+    pub(super) store: &'a Guarded,
+    /// The store time the request has left.
+    pub(super) budget: &'a Budget,
 }
 
 impl Server<'_> {
@@ -61,7 +63,7 @@ impl Server<'_> {
             // (State::due_touch).
             let ttl = lifetime::on_load(config, remember);
             let key = verified.id.storage_key(&config.key_prefix);
-            let fields = match self.store.load(&key, ttl).await {
+            let fields = match self.store.load(&key, ttl, self.budget).await {
                 Ok(Some(fields)) => fields,
                 Ok(None) => {
                     tracing::debug!("session not found");
@@ -182,7 +184,11 @@ impl Server<'_> {
             }
             Plan::Keep { live: Some(live) } => self.refreshed_cookie(&live, stale_key),
             Plan::Update { mut write, live } => {
-                match self.store.write(self.sealed(&mut write)).await? {
+                match self
+                    .store
+                    .write(self.sealed(&mut write), self.budget)
+                    .await?
+                {
                     // Ended while this request ran (a logout in another tab, a renew, the
                     // expiry): what the write left is removed. No cookie either: a removal could
                     // clobber the cookie a concurrent renew just set; a stale cookie is removed on
@@ -191,7 +197,9 @@ impl Server<'_> {
                         if let Write::Update { key, .. } = write {
                             // Housekeeping (the remnant is never adopted and has a TTL): a
                             // failure here does not fail the response.
-                            if let Err(e) = self.store.write(&Write::Delete { key }).await {
+                            if let Err(e) =
+                                self.store.write(&Write::Delete { key }, self.budget).await
+                            {
                                 tracing::warn!(error = %e, "could not delete a session remnant");
                             }
                         }
@@ -200,13 +208,15 @@ impl Server<'_> {
                     _ => self.refreshed_cookie(&live, stale_key),
                 }
             }
-            Plan::Empty { write, live } => match self.store.write(&write).await? {
+            Plan::Empty { write, live } => match self.store.write(&write, self.budget).await? {
                 Outcome::Applied => Some(config.cookie.removal_cookie()),
                 Outcome::Refused => self.refreshed_cookie(&live, stale_key),
                 Outcome::Gone => None,
             },
             Plan::Delete { key } => {
-                self.store.write(&Write::Delete { key }).await?;
+                self.store
+                    .write(&Write::Delete { key }, self.budget)
+                    .await?;
                 Some(config.cookie.removal_cookie())
             }
             Plan::Create {
@@ -221,13 +231,19 @@ impl Server<'_> {
                 let renewed = match replaces {
                     Some((old, Retired::Renewed)) => Some(old),
                     Some((old, Retired::Purged)) => {
-                        self.store.write(&Write::Delete { key: old }).await?;
+                        self.store
+                            .write(&Write::Delete { key: old }, self.budget)
+                            .await?;
                         None
                     }
                     Some((old, Retired::Discarded)) => {
                         // Not a session any more: deleting it is housekeeping, which a later
                         // load repeats if this one fails.
-                        if let Err(e) = self.store.write(&Write::Delete { key: old }).await {
+                        if let Err(e) = self
+                            .store
+                            .write(&Write::Delete { key: old }, self.budget)
+                            .await
+                        {
                             tracing::warn!(error = %e, "could not delete a discarded session record");
                         }
                         None
@@ -241,10 +257,17 @@ impl Server<'_> {
                     // another tab, an administrator, another renew): the renewed copy must
                     // not outlive it, and no cookie is sent (the browser keeps what the
                     // request that ended it sent).
-                    if self.store.write(&Write::Delete { key: old }).await? == Outcome::Gone {
+                    if self
+                        .store
+                        .write(&Write::Delete { key: old }, self.budget)
+                        .await?
+                        == Outcome::Gone
+                    {
                         tracing::debug!("session ended during its renewal; discarding the copy");
                         let key = id.storage_key(&config.key_prefix);
-                        self.store.write(&Write::Delete { key }).await?;
+                        self.store
+                            .write(&Write::Delete { key }, self.budget)
+                            .await?;
                         return Ok(None);
                     }
                 }
@@ -279,7 +302,7 @@ impl Server<'_> {
                 fields: stored,
                 ttl,
             };
-            if self.store.write(&write).await? == Outcome::Applied {
+            if self.store.write(&write, self.budget).await? == Outcome::Applied {
                 return Ok(id);
             }
             if attempt == CREATE_ATTEMPTS {

@@ -95,6 +95,11 @@ impl Batch {
         self.requests.is_empty()
     }
 
+    /// Requests in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.requests.len()
+    }
+
     /// The batch's commands, to send in one write.
     pub(crate) fn pipe(&self) -> &Pipeline {
         &self.pipe

@@ -244,11 +244,6 @@ fn has_server_code(e: &RedisError, code: &str) -> bool {
             .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
 }
 
-/// Whether another attempt on a fresh connection may succeed.
-pub(crate) fn worth_retrying(e: &RedisError) -> bool {
-    e.is_connection_dropped() && !e.is_connection_refusal()
-}
-
 /// A command sized for its arguments up front: building it costs one allocation for the
 /// data and one for the argument list, not one per growth step.
 fn command(name: &str, args: usize, data: usize) -> Cmd {

@@ -530,6 +530,7 @@ fn io_error(e: io::Error) -> StoreError {
     let kind = match e.kind() {
         io::ErrorKind::TimedOut => StoreErrorKind::Timeout,
         io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound => StoreErrorKind::Unavailable,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreErrorKind::Full,
         _ => StoreErrorKind::Backend,
     };
     StoreError::new(kind, e)

@@ -24,13 +24,24 @@ pub(crate) mod file;
 pub(crate) mod memory;
 pub(crate) mod multiplexed;
 pub(crate) mod redis;
+mod resilience;
 mod tls;
 
 use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use self::batch::Sender as _;
-pub use self::{cookie::CookieStore, file::FileStore, memory::MemoryStore, tls::RedisTls};
-pub(crate) use self::{multiplexed::MultiplexedStore, redis::RedisStore};
+pub use self::{
+    cookie::CookieStore,
+    file::FileStore,
+    memory::MemoryStore,
+    resilience::{BreakerState, CircuitBreaker, Retry, StoreHealth},
+    tls::RedisTls,
+};
+pub(crate) use self::{
+    multiplexed::MultiplexedStore,
+    redis::RedisStore,
+    resilience::{Budget, Guarded},
+};
 pub use crate::error::{StoreError, StoreErrorKind};
 
 /// A session record as stored: field name to value bytes.

@@ -11,7 +11,6 @@
 use std::{
     pin::pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
-    time::Duration,
 };
 
 use redis::{
@@ -22,9 +21,12 @@ use tokio::sync::{oneshot, Notify};
 
 use super::{
     batch::{Batch, Replies, Sender},
-    commands::{self, Commands, RedisOptions},
+    commands::{Commands, RedisOptions},
 };
-use crate::error::{ConfigError, StoreError};
+use crate::{
+    error::{ConfigError, StoreError},
+    telemetry,
+};
 
 /// Sender tasks per worker, hence batches in flight on its connection. With one, a
 /// read-write request waits for two whole batch cycles (load, then save) behind the batch
@@ -76,10 +78,11 @@ impl MultiplexedStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout))
-            // Reconnection runs in the background with backoff; requests meanwhile fail
-            // fast by the OnStoreError policy instead of waiting for it.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
+            // One connect per try: retrying (with its delays, within the request's budget)
+            // is the resilience layer's job, as on the pool transport; redis-rs's own
+            // retries would multiply it. A request that meets a dropped connection fails,
+            // and the manager reconnects for the next one.
+            .set_number_of_retries(0);
         Ok(MultiplexedStore {
             shared: Arc::new(Shared {
                 client,
@@ -212,14 +215,10 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
         let mut connection = this.connection.clone();
         drop(this);
         let pipe = batch.pipe();
-        let replies = match connection.req_packed_commands(pipe, 0, pipe.len()).await {
-            // The manager reconnects after a dropped connection: one more try.
-            Err(e) if commands::worth_retrying(&e) => {
-                tracing::debug!(error = %e, "redis connection dropped; retrying");
-                connection.req_packed_commands(pipe, 0, pipe.len()).await
-            }
-            other => other,
-        };
+        telemetry::batch(batch.len());
+        // The manager reconnects by itself after a dropped connection; retrying the failed
+        // operations is the resilience layer's job.
+        let replies = connection.req_packed_commands(pipe, 0, pipe.len()).await;
         for retry in batch.answer(replies.map_err(StoreError::redis)) {
             let replies = shared
                 .commands

@@ -10,12 +10,18 @@
 //! lone request costs one hop and one round trip.
 //!
 //! The pool does not PING connections on checkout (that costs two extra round trips per
-//! request); a connection that failed is marked broken and replaced, and a batch that met a
-//! dropped connection is retried on a fresh one a bounded number of times.
+//! request); a connection that failed is marked broken and replaced. A connection that
+//! turns out to be dropped (Redis restarted, or a proxy closed it) also retires every idle
+//! connection opened before it, unused: they are most likely dead the same way, and each
+//! would otherwise fail one more batch. Retrying the failed operations is the resilience
+//! layer's job ([`super::resilience`]), the same for every transport.
 
 use std::{
     mem,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::Duration,
 };
 
@@ -25,14 +31,13 @@ use tokio::sync::oneshot;
 
 use super::{
     batch::{Batch, Replies, Sender},
-    commands::{self, Commands, RedisOptions},
+    commands::{Commands, RedisOptions},
     RedisTls,
 };
-use crate::error::{ConfigError, StoreError, StoreErrorKind};
-
-/// Attempts per batch when a pooled connection turns out to be dead (e.g. after a Redis
-/// restart every idle connection is).
-const MAX_ATTEMPTS: usize = 3;
+use crate::{
+    error::{ConfigError, StoreError, StoreErrorKind},
+    telemetry,
+};
 
 /// Runners at once on an application's pool, which its other work needs too. Two (one batch
 /// in flight while the next fills) is also our own pool's default size.
@@ -64,7 +69,11 @@ struct Queue {
 
 enum Pool {
     /// Our own pool: connect timeout, command timeouts and broken-connection tracking.
-    Own(r2d2::Pool<Manager>),
+    Own {
+        pool: r2d2::Pool<Manager>,
+        /// The manager's [`Manager::generation`].
+        generation: Arc<AtomicU64>,
+    },
     /// The application's pool, shared with its other Redis work.
     Shared {
         pool: r2d2::Pool<redis::Client>,
@@ -72,16 +81,21 @@ enum Pool {
     },
 }
 
-/// A pooled connection that remembers whether it failed.
+/// A pooled connection that remembers whether it failed, and when it was opened.
 pub(crate) struct TrackedConnection {
     conn: Connection,
     broken: bool,
+    /// [`Manager::generation`] when it was opened.
+    generation: u64,
 }
 
 struct Manager {
     client: redis::Client,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// Moved on when a connection turns out to be dropped: connections of an older
+    /// generation are not used again.
+    generation: Arc<AtomicU64>,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -97,6 +111,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(TrackedConnection {
             conn,
             broken: false,
+            generation: self.generation.load(Ordering::Acquire),
         })
     }
 
@@ -106,7 +121,9 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut TrackedConnection) -> bool {
-        conn.broken || !conn.conn.is_open()
+        conn.broken
+            || !conn.conn.is_open()
+            || conn.generation < self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -156,14 +173,16 @@ impl RedisStore {
             client,
             connect_timeout: options.connect_timeout,
             command_timeout: options.command_timeout,
+            generation: Arc::new(AtomicU64::new(0)),
         };
+        let generation = Arc::clone(&manager.generation);
         let pool = r2d2::Pool::builder()
             .max_size(options.capacity)
             .min_idle(Some(0))
             .connection_timeout(options.checkout_timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(RedisStore::with_pool(Pool::Own(pool)))
+        Ok(RedisStore::with_pool(Pool::Own { pool, generation }))
     }
 
     pub(crate) fn shared(pool: r2d2::Pool<redis::Client>, options: &RedisOptions) -> RedisStore {
@@ -175,7 +194,7 @@ impl RedisStore {
 
     fn with_pool(pool: Pool) -> RedisStore {
         let size = match &pool {
-            Pool::Own(pool) => pool.max_size(),
+            Pool::Own { pool, .. } => pool.max_size(),
             Pool::Shared { pool, .. } => pool.max_size().min(MAX_SHARED_RUNNERS as u32),
         };
         RedisStore {
@@ -275,6 +294,7 @@ impl Inner {
     /// Sends `batch` in one write on one connection and hands out the replies; returns the
     /// emptied batch.
     fn send(&self, mut batch: Batch) -> Batch {
+        telemetry::batch(batch.len());
         let packed = batch.pipe().get_packed_pipeline();
         let replies = self.exchange(&packed, batch.pipe().len());
         for retry in batch.answer(replies) {
@@ -293,59 +313,75 @@ impl Inner {
         batch
     }
 
-    /// Writes `packed` (`count` commands) on a pooled connection and reads the replies,
-    /// on a fresh connection again (a bounded number of times) if the connection turns out to
-    /// be dropped.
+    /// Writes `packed` (`count` commands) on a pooled connection and reads the replies.
     ///
     /// A connection whose exchange failed half-way never goes back to anyone as it is: late
     /// replies left on it would answer the next user's commands (another request's session,
     /// or the application's own `GET`). Ours are replaced; the application's are drained on
     /// a thread of their own first ([`drain`]).
     fn exchange(&self, packed: &[u8], count: usize) -> Result<Vec<Value>, StoreError> {
-        let mut attempt = 1;
-        loop {
-            let result = match &self.pool {
-                Pool::Own(pool) => {
-                    let mut pooled = pool
-                        .get()
-                        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
-                    let result = exchange(&mut pooled.conn, packed, count);
-                    pooled.broken |= result.is_err();
-                    result.map_err(|failed| failed.error)
+        let result = match &self.pool {
+            Pool::Own { pool, generation } => {
+                let mut pooled = checkout(pool, generation)?;
+                let result = exchange(&mut pooled.conn, packed, count);
+                if let Err(failed) = &result {
+                    pooled.broken = true;
+                    if failed.left == Left::Dead {
+                        // Its idle siblings from before are most likely dead too.
+                        let _ = generation.compare_exchange(
+                            pooled.generation,
+                            pooled.generation + 1,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                    }
                 }
-                Pool::Shared {
-                    pool,
-                    command_timeout,
-                } => {
-                    let mut conn = pool
-                        .get()
-                        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
-                    conn.set_read_timeout(Some(*command_timeout))
-                        .map_err(StoreError::redis)?;
-                    conn.set_write_timeout(Some(*command_timeout))
-                        .map_err(StoreError::redis)?;
-                    let result = exchange(&mut conn, packed, count);
-                    // The application's own commands on this connection (say a BLPOP) must
-                    // not inherit our timeout: back to redis-rs's default, none.
-                    let _ = conn.set_read_timeout(None);
-                    let _ = conn.set_write_timeout(None);
-                    result.map_err(|failed| {
-                        if conn.is_open() {
-                            // Not closed, so r2d2 would hand it out again as it is.
-                            quarantine(conn, failed.left);
-                        }
-                        failed.error
-                    })
-                }
-            };
-            match result {
-                Err(e) if attempt < MAX_ATTEMPTS && commands::worth_retrying(&e) => {
-                    tracing::debug!(attempt, error = %e, "redis connection dropped; retrying");
-                    attempt += 1;
-                }
-                other => return other.map_err(StoreError::redis),
+                result.map_err(|failed| failed.error)
             }
+            Pool::Shared {
+                pool,
+                command_timeout,
+            } => {
+                let mut conn = pool
+                    .get()
+                    .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
+                conn.set_read_timeout(Some(*command_timeout))
+                    .map_err(StoreError::redis)?;
+                conn.set_write_timeout(Some(*command_timeout))
+                    .map_err(StoreError::redis)?;
+                let result = exchange(&mut conn, packed, count);
+                // The application's own commands on this connection (say a BLPOP) must
+                // not inherit our timeout: back to redis-rs's default, none.
+                let _ = conn.set_read_timeout(None);
+                let _ = conn.set_write_timeout(None);
+                result.map_err(|failed| {
+                    if conn.is_open() {
+                        // Not closed, so r2d2 would hand it out again as it is.
+                        quarantine(conn, failed.left);
+                    }
+                    failed.error
+                })
+            }
+        };
+        result.map_err(StoreError::redis)
+    }
+}
+
+/// A connection of our own pool that is not known to be dead: one of an older generation
+/// than the last dropped connection is closed unused, and the next taken.
+fn checkout(
+    pool: &r2d2::Pool<Manager>,
+    generation: &AtomicU64,
+) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+    loop {
+        let mut pooled = pool
+            .get()
+            .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
+        if pooled.generation >= generation.load(Ordering::Acquire) {
+            return Ok(pooled);
         }
+        // Replaced by r2d2 when it goes back; the pool is bounded, so this ends.
+        pooled.broken = true;
     }
 }
 

@@ -2,6 +2,7 @@
 //! real HTTP, and a client with a cookie jar.
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod blackhole;
 pub mod logs;
 pub mod proxy;
 pub mod redis_server;

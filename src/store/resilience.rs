@@ -1,0 +1,805 @@
+//! Retry and circuit breaker: the layer between the middleware and any server-side store
+//! that can fail (Redis, files, a store of your own; not the memory store, which cannot).
+//!
+//! Every store operation of a request runs through [`Guarded`]:
+//!
+//! - **Budget.** A request waits for its store operations (load, save, a renewal's delete)
+//!   for at most [`store_budget`](crate::RedisSessionBuilder::store_budget) in all, retries
+//!   and their delays included. An attempt still running when the budget is spent is given
+//!   up ([`StoreErrorKind::Timeout`]); handler time does not count.
+//! - **Retry** ([`Retry`]): an operation that failed with [`StoreErrorKind::Unavailable`] or
+//!   [`StoreErrorKind::Timeout`] is tried again after an exponential delay with full jitter,
+//!   while attempts are left and the delay fits in what is left of the budget. Every
+//!   operation is safe to repeat: loads and field-level updates are idempotent, a create
+//!   recognises its own record (the creation marker), and a delete or an emptying that finds
+//!   nothing on a second attempt counts as done (the first most likely did it).
+//! - **Circuit breaker** ([`CircuitBreaker`]): after that many operations in a row failed
+//!   (after their retries) with `Unavailable` or `Timeout`, the store is not asked at all
+//!   for a cool-down: operations fail at once with [`StoreErrorKind::CircuitOpen`], which the
+//!   [`OnStoreError`](crate::OnStoreError) policy answers like any store error. Then one
+//!   operation goes through as a probe: success closes the breaker, failure opens it for
+//!   another cool-down. An error that Redis *answered* (`WRONGTYPE`, out of memory) shows
+//!   the store is up: it does not count.
+//!
+//! The breaker is shared by all workers of one middleware; its state is
+//! [`RedisSession::store_health`](crate::RedisSession::store_health) and the
+//! `session_store_breaker_state` gauge.
+
+use std::{
+    cell::Cell,
+    future::Future,
+    sync::{
+        atomic::{AtomicU32, AtomicU8, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use backon::BackoffBuilder as _;
+
+use super::{Fields, Outcome, Store, Write};
+use crate::{
+    error::{StoreError, StoreErrorKind},
+    telemetry,
+};
+
+/// How failed store operations are retried
+/// ([`RedisSessionBuilder::retry`](crate::RedisSessionBuilder::retry)): up to `attempts`
+/// tries in all, the n-th retry after a delay drawn uniformly from zero to
+/// `min(max_delay, min_delay × 2ⁿ⁻¹)` ("full jitter", so that clients that failed together
+/// do not retry together), and never past the request's
+/// [store budget](crate::RedisSessionBuilder::store_budget).
+///
+/// Retried: [`StoreErrorKind::Unavailable`] (connection refused, reset or dropped; Redis
+/// loading its data after a restart, busy with a script, a demoted master) and
+/// [`StoreErrorKind::Timeout`]. Not retried: errors Redis answered, a full store, an open
+/// circuit breaker.
+///
+/// Defaults: 3 attempts, delays from 10 ms up to 250 ms.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix_redis_session::{Key, RedisSession, Retry};
+///
+/// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+///     .retry(Retry::new().attempts(4).min_delay(Duration::from_millis(20)))
+///     .store_budget(Duration::from_secs(2))
+///     .build()?;
+/// # drop(sessions);
+/// # Ok::<(), actix_redis_session::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    attempts: u32,
+    min_delay: Duration,
+    max_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry::new()
+    }
+}
+
+impl Retry {
+    /// The most attempts an operation may get, first one included.
+    pub const MAX_ATTEMPTS: u32 = 10;
+
+    /// The default policy: 3 attempts, delays from 10 ms up to 250 ms.
+    pub const fn new() -> Retry {
+        Retry {
+            attempts: 3,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(250),
+        }
+    }
+
+    /// No retries: one attempt per operation.
+    pub const fn disabled() -> Retry {
+        Retry::new().attempts(1)
+    }
+
+    /// Tries per operation, the first one included: from 1 (no retry) to
+    /// [`MAX_ATTEMPTS`](Self::MAX_ATTEMPTS). Default: 3.
+    pub const fn attempts(mut self, attempts: u32) -> Retry {
+        self.attempts = attempts;
+        self
+    }
+
+    /// The cap of the first retry's delay, doubled for each retry after it. Default: 10 ms.
+    pub const fn min_delay(mut self, delay: Duration) -> Retry {
+        self.min_delay = delay;
+        self
+    }
+
+    /// The largest cap of a delay. Default: 250 ms. At least `min_delay`, at most
+    /// [`MAX_TIMEOUT`](crate::config::MAX_TIMEOUT).
+    pub const fn max_delay(mut self, delay: Duration) -> Retry {
+        self.max_delay = delay;
+        self
+    }
+
+    /// Why this policy is out of range, if it is.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if !(1..=Retry::MAX_ATTEMPTS).contains(&self.attempts) {
+            return Err("attempts must be from 1 to 10");
+        }
+        if self.min_delay.is_zero() || self.min_delay > self.max_delay {
+            return Err("min_delay must be above zero and at most max_delay");
+        }
+        if self.max_delay > crate::config::MAX_TIMEOUT {
+            return Err("max_delay must be at most 1 hour");
+        }
+        Ok(())
+    }
+
+    /// The caps of the delays before each retry, in order (backon's exponential schedule:
+    /// doubling from `min_delay`, capped at `max_delay`, one per retry).
+    fn caps(&self) -> backon::ExponentialBackoff {
+        backon::ExponentialBuilder::new()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            .build()
+    }
+}
+
+/// When the store is given a rest
+/// ([`RedisSessionBuilder::circuit_breaker`](crate::RedisSessionBuilder::circuit_breaker)):
+/// after `failures` operations in a row failed (each after its retries) because the store
+/// was unavailable or did not answer in time, operations fail at once, without asking the
+/// store, for `cool_down`; then one goes through as a probe, and its success closes the
+/// breaker again.
+///
+/// While it is open every request that needs the store gets the
+/// [`OnStoreError`](crate::OnStoreError) answer (`503` with `Retry-After: 1`, or a degraded
+/// session) at once, instead of each waiting out its own timeouts: a Redis outage costs
+/// the application neither threads nor time, and a Redis coming back is not met by every
+/// request at once.
+///
+/// Defaults: 5 failures, 1 second of cool-down.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix_redis_session::{CircuitBreaker, Key, RedisSession};
+///
+/// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+///     .circuit_breaker(CircuitBreaker::new().failures(10).cool_down(Duration::from_secs(2)))
+///     .build()?;
+/// # drop(sessions);
+/// # Ok::<(), actix_redis_session::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// `None`: never opens.
+    failures: Option<u32>,
+    cool_down: Duration,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker::new()
+    }
+}
+
+impl CircuitBreaker {
+    /// The default breaker: opens after 5 failures in a row, for 1 second.
+    pub const fn new() -> CircuitBreaker {
+        CircuitBreaker {
+            failures: Some(5),
+            cool_down: Duration::from_secs(1),
+        }
+    }
+
+    /// A breaker that never opens: every request asks the store (and waits out its
+    /// timeouts) however long it has been failing. Failures are still counted in
+    /// [`StoreHealth`].
+    pub const fn disabled() -> CircuitBreaker {
+        CircuitBreaker {
+            failures: None,
+            cool_down: Duration::from_secs(1),
+        }
+    }
+
+    /// Failed operations in a row that open the breaker: from 1 to 1,000,000. Default: 5.
+    pub const fn failures(mut self, failures: u32) -> CircuitBreaker {
+        self.failures = Some(failures);
+        self
+    }
+
+    /// How long the breaker stays open before a probe: above zero, at most
+    /// [`MAX_TIMEOUT`](crate::config::MAX_TIMEOUT). Default: 1 second.
+    pub const fn cool_down(mut self, cool_down: Duration) -> CircuitBreaker {
+        self.cool_down = cool_down;
+        self
+    }
+
+    /// Why this breaker is out of range, if it is.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if self.failures.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+            return Err("failures must be from 1 to 1,000,000");
+        }
+        if self.cool_down.is_zero() || self.cool_down > crate::config::MAX_TIMEOUT {
+            return Err("cool_down must be above zero and at most 1 hour");
+        }
+        Ok(())
+    }
+}
+
+/// The state of a [`CircuitBreaker`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Operations go to the store.
+    Closed,
+    /// Operations fail at once, without asking the store, until the cool-down is over.
+    Open,
+    /// The cool-down is over and one operation, the probe, is asking the store; the others
+    /// still fail at once.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The value of the `session_store_breaker_state` gauge: 0 closed, 1 half-open, 2 open.
+    pub const fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+
+    fn from_u8(state: u8) -> BreakerState {
+        match state {
+            OPEN => BreakerState::Open,
+            HALF_OPEN => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+}
+
+/// How the session store is doing, as the middleware sees it
+/// ([`RedisSession::store_health`](crate::RedisSession::store_health)): for a readiness
+/// probe, a status page or a log line.
+///
+/// # Examples
+///
+/// ```
+/// use actix_redis_session::{BreakerState, Key, RedisSession};
+///
+/// let sessions = RedisSession::memory(Key::generate());
+/// let health = sessions.store_health();
+/// assert_eq!(health.state(), BreakerState::Closed);
+/// assert_eq!(health.consecutive_failures(), 0);
+/// assert!(health.is_available());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreHealth {
+    state: BreakerState,
+    consecutive_failures: u32,
+}
+
+impl StoreHealth {
+    /// The circuit breaker's state ([`BreakerState::Closed`] when there is none).
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Store operations that failed in a row, each after its retries, with the store
+    /// unavailable or out of time; zero after any success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Whether requests are served by the store: the breaker is not open.
+    pub fn is_available(&self) -> bool {
+        self.state == BreakerState::Closed
+    }
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+/// The breaker's shared state. The hot path (closed, no failures) only reads two atomics;
+/// changes of state (rare) are made under a lock.
+struct Breaker {
+    config: CircuitBreaker,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// While open: when a probe may go.
+    probe_at: Mutex<Instant>,
+}
+
+/// Leave to ask the store, from [`Breaker::admit`].
+struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    recorded: bool,
+}
+
+/// What an operation's result says about the store's health.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// It answered (with data, or with an error of its own).
+    Up,
+    /// Unavailable, or out of time.
+    Down,
+}
+
+impl Breaker {
+    fn new(config: CircuitBreaker) -> Breaker {
+        Breaker {
+            config,
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            probe_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            state: BreakerState::from_u8(self.state.load(Ordering::Acquire)),
+            consecutive_failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn probe_at(&self) -> MutexGuard<'_, Instant> {
+        self.probe_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leave to ask the store, or the error to fail with at once.
+    fn admit(&self) -> Result<Permit<'_>, StoreError> {
+        let permit = |probe| Permit {
+            breaker: self,
+            probe,
+            recorded: false,
+        };
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            return Ok(permit(false));
+        }
+        let probe_at = self.probe_at();
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => Ok(permit(false)),
+            OPEN if Instant::now() >= *probe_at => {
+                self.state.store(HALF_OPEN, Ordering::Release);
+                drop(probe_at);
+                tracing::info!("session store circuit breaker half-open: probing the store");
+                telemetry::breaker(BreakerState::HalfOpen);
+                Ok(permit(true))
+            }
+            _ => Err(StoreErrorKind::CircuitOpen.into()),
+        }
+    }
+
+    /// Opens the breaker for a cool-down, if it is still in state `from` (closed, or
+    /// half-open after a failed probe).
+    fn open(&self, from: u8) {
+        let mut probe_at = self.probe_at();
+        if self.state.load(Ordering::Acquire) != from {
+            return;
+        }
+        *probe_at = Instant::now() + self.config.cool_down;
+        self.state.store(OPEN, Ordering::Release);
+        drop(probe_at);
+        let failures = self.failures.load(Ordering::Relaxed);
+        let cool_down_ms = u64::try_from(self.config.cool_down.as_millis()).unwrap_or(u64::MAX);
+        if from == HALF_OPEN {
+            tracing::warn!(
+                cool_down_ms,
+                "session store still failing: circuit breaker open again"
+            );
+        } else {
+            tracing::warn!(
+                failures,
+                cool_down_ms,
+                "session store failing: circuit breaker open, requests fail fast"
+            );
+        }
+        telemetry::breaker(BreakerState::Open);
+    }
+
+    /// After a probe: closed if it succeeded, open again (with `probe_at` as given) if not.
+    fn end_probe(&self, to: u8, probe_at: Option<Instant>) -> bool {
+        let mut at = self.probe_at();
+        if self.state.load(Ordering::Acquire) != HALF_OPEN {
+            return false;
+        }
+        if let Some(probe_at) = probe_at {
+            *at = probe_at;
+        }
+        self.state.store(to, Ordering::Release);
+        true
+    }
+}
+
+impl Permit<'_> {
+    fn record(mut self, health: Health) {
+        self.recorded = true;
+        let breaker = self.breaker;
+        match health {
+            Health::Up => {
+                // Read first: on the hot path nothing is written, so workers do not fight
+                // over the cache line.
+                if breaker.failures.load(Ordering::Relaxed) != 0 {
+                    breaker.failures.store(0, Ordering::Relaxed);
+                }
+                if self.probe && breaker.end_probe(CLOSED, None) {
+                    tracing::info!("session store answering again: circuit breaker closed");
+                    telemetry::breaker(BreakerState::Closed);
+                }
+            }
+            Health::Down => {
+                let failures = breaker
+                    .failures
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                if self.probe {
+                    breaker.open(HALF_OPEN);
+                } else if breaker.config.failures.is_some_and(|n| failures >= n) {
+                    breaker.open(CLOSED);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    /// A probe given up before its answer (the request went away): the next operation
+    /// probes instead, at once.
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            let _ = self.breaker.end_probe(OPEN, Some(Instant::now()));
+        }
+    }
+}
+
+/// The store time a request has left.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    left: Cell<Duration>,
+}
+
+impl Budget {
+    pub(crate) fn new(total: Duration) -> Budget {
+        Budget {
+            left: Cell::new(total),
+        }
+    }
+}
+
+/// The resilience settings of one middleware, shared by its workers.
+struct Policy {
+    retry: Retry,
+    breaker: Breaker,
+}
+
+/// A server-side store behind the retry and breaker layer.
+#[derive(Clone)]
+pub(crate) struct Guarded {
+    store: Store,
+    /// `None` for the memory store, which cannot fail.
+    policy: Option<Arc<Policy>>,
+}
+
+impl Guarded {
+    pub(crate) fn new(store: Store, retry: Retry, breaker: CircuitBreaker) -> Guarded {
+        let policy = (!matches!(store, Store::Memory(_))).then(|| {
+            Arc::new(Policy {
+                retry,
+                breaker: Breaker::new(breaker),
+            })
+        });
+        Guarded { store, policy }
+    }
+
+    /// The copy one actix worker uses (its own multiplexed connection; the same breaker).
+    pub(crate) fn for_worker(&self) -> Guarded {
+        Guarded {
+            store: self.store.for_worker(),
+            policy: self.policy.clone(),
+        }
+    }
+
+    pub(crate) fn health(&self) -> StoreHealth {
+        match &self.policy {
+            Some(policy) => policy.breaker.health(),
+            None => Guarded::healthy(),
+        }
+    }
+
+    /// The health of a store that cannot fail.
+    pub(crate) fn healthy() -> StoreHealth {
+        StoreHealth {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+        }
+    }
+
+    /// See [`Store::load`].
+    pub(crate) async fn load(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        budget: &Budget,
+    ) -> Result<Option<Fields>, StoreError> {
+        match &self.policy {
+            None => self.store.load(key, ttl).await,
+            Some(policy) => {
+                policy
+                    .run("load", budget, |_| self.store.load(key, ttl))
+                    .await
+            }
+        }
+    }
+
+    /// See [`Store::write`].
+    pub(crate) async fn write(
+        &self,
+        write: &Write,
+        budget: &Budget,
+    ) -> Result<Outcome, StoreError> {
+        let Some(policy) = &self.policy else {
+            return self.store.write(write).await;
+        };
+        let op = match write {
+            Write::Update { .. } => "update",
+            Write::Create { .. } => "create",
+            Write::Empty { .. } => "empty",
+            Write::Delete { .. } => "delete",
+        };
+        policy
+            .run(op, budget, |attempt| async move {
+                let outcome = self.store.write(write).await?;
+                // The first attempt may have done it and lost its answer.
+                let again =
+                    attempt > 1 && matches!(write, Write::Delete { .. } | Write::Empty { .. });
+                Ok(if again && outcome == Outcome::Gone {
+                    Outcome::Applied
+                } else {
+                    outcome
+                })
+            })
+            .await
+    }
+
+    /// See [`Store::write_detached`]; skipped while the breaker is open (a touch not sent
+    /// is due again on the next request).
+    pub(crate) fn write_detached(&self, write: &Write) {
+        let open = self
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.breaker.state.load(Ordering::Acquire) != CLOSED);
+        if !open {
+            self.store.write_detached(write);
+        }
+    }
+}
+
+impl Policy {
+    /// Runs `attempt` (given the attempt's number, from 1) under the budget, the breaker and
+    /// the retry policy.
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        budget: &Budget,
+        mut attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let deadline = started + budget.left.get();
+        let mut caps = self.retry.caps();
+        let mut tries = 0;
+        // Held across the probe's retries: one probe at a time.
+        let mut probe = None;
+        let result = loop {
+            let permit = match probe.take() {
+                Some(permit) => permit,
+                None => match self.breaker.admit() {
+                    Ok(permit) => permit,
+                    Err(e) => break Err(e),
+                },
+            };
+            tries += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = if left.is_zero() {
+                Err(out_of_budget())
+            } else {
+                match tokio::time::timeout(left, attempt(tries)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(out_of_budget()),
+                }
+            };
+            let e = match result {
+                Ok(value) => {
+                    permit.record(Health::Up);
+                    break Ok(value);
+                }
+                Err(e) => e,
+            };
+            let retryable = matches!(
+                e.kind(),
+                StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+            );
+            // The delay before the next try, if there is one and it fits the budget.
+            let delay = caps
+                .next()
+                .filter(|_| retryable)
+                .map(full_jitter)
+                .filter(|delay| Instant::now() + *delay < deadline);
+            let Some(delay) = delay else {
+                permit.record(if retryable { Health::Down } else { Health::Up });
+                break Err(e);
+            };
+            if permit.probe {
+                probe = Some(permit);
+            } else {
+                drop(permit);
+            }
+            tracing::debug!(
+                op,
+                attempt = tries,
+                kind = ?e.kind(),
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "session store operation failed; retrying"
+            );
+            telemetry::retry(op);
+            tokio::time::sleep(delay).await;
+        };
+        budget
+            .left
+            .set(budget.left.get().saturating_sub(started.elapsed()));
+        result
+    }
+}
+
+/// A delay drawn uniformly from zero to `cap`.
+fn full_jitter(cap: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    // Not a secret: should the OS refuse, half the cap is as good a delay.
+    let unit = match getrandom::fill(&mut bytes) {
+        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    };
+    cap.mul_f64(unit)
+}
+
+fn out_of_budget() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Timeout,
+        "the request's store budget was spent",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_double_up_to_the_maximum_one_per_retry() {
+        let retry = Retry::new()
+            .attempts(6)
+            .min_delay(Duration::from_millis(10))
+            .max_delay(Duration::from_millis(50));
+        // backon doubles in f32: 39.999.. ms is 40.
+        let caps: Vec<_> = retry
+            .caps()
+            .map(|d| (d.as_secs_f64() * 1000.0).round())
+            .collect();
+        assert_eq!(caps, [10.0, 20.0, 40.0, 50.0, 50.0]);
+        assert_eq!(Retry::disabled().caps().count(), 0);
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_cap_and_spreads() {
+        let cap = Duration::from_millis(100);
+        let delays: Vec<_> = (0..200).map(|_| full_jitter(cap)).collect();
+        assert!(delays.iter().all(|d| *d <= cap));
+        assert!(delays.iter().any(|d| *d < cap / 4), "{delays:?}");
+        assert!(delays.iter().any(|d| *d > cap * 3 / 4), "{delays:?}");
+    }
+
+    #[test]
+    fn out_of_range_policies_are_refused() {
+        assert!(Retry::new().check().is_ok());
+        assert!(Retry::new().attempts(0).check().is_err());
+        assert!(Retry::new().attempts(11).check().is_err());
+        assert!(Retry::new().min_delay(Duration::ZERO).check().is_err());
+        assert!(Retry::new()
+            .min_delay(Duration::from_secs(1))
+            .check()
+            .is_err());
+        assert!(Retry::new()
+            .max_delay(Duration::from_secs(7200))
+            .check()
+            .is_err());
+        assert!(CircuitBreaker::new().check().is_ok());
+        assert!(CircuitBreaker::disabled().check().is_ok());
+        assert!(CircuitBreaker::new().failures(0).check().is_err());
+        assert!(CircuitBreaker::new()
+            .cool_down(Duration::ZERO)
+            .check()
+            .is_err());
+    }
+
+    fn down(breaker: &Breaker) {
+        breaker.admit().expect("admitted").record(Health::Down);
+    }
+
+    #[test]
+    fn the_breaker_opens_after_failures_in_a_row_and_a_success_resets_the_count() {
+        let breaker = Breaker::new(
+            CircuitBreaker::new()
+                .failures(3)
+                .cool_down(Duration::from_secs(60)),
+        );
+        down(&breaker);
+        down(&breaker);
+        breaker.admit().unwrap().record(Health::Up);
+        assert_eq!(breaker.health().consecutive_failures(), 0);
+        down(&breaker);
+        down(&breaker);
+        assert_eq!(breaker.health().state(), BreakerState::Closed);
+        down(&breaker);
+        assert_eq!(breaker.health().state(), BreakerState::Open);
+        assert_eq!(breaker.health().consecutive_failures(), 3);
+        let e = breaker.admit().err().expect("fails fast");
+        assert_eq!(e.kind(), StoreErrorKind::CircuitOpen);
+    }
+
+    #[test]
+    fn after_the_cool_down_one_probe_goes_through_and_decides() {
+        let breaker = Breaker::new(
+            CircuitBreaker::new()
+                .failures(1)
+                .cool_down(Duration::from_millis(20)),
+        );
+        down(&breaker);
+        assert!(breaker.admit().is_err());
+        std::thread::sleep(Duration::from_millis(25));
+        let probe = breaker.admit().expect("the probe");
+        assert_eq!(breaker.health().state(), BreakerState::HalfOpen);
+        assert!(breaker.admit().is_err(), "one probe at a time");
+        probe.record(Health::Down);
+        assert_eq!(breaker.health().state(), BreakerState::Open);
+        assert!(breaker.admit().is_err(), "a new cool-down");
+        std::thread::sleep(Duration::from_millis(25));
+        breaker.admit().expect("the next probe").record(Health::Up);
+        assert_eq!(breaker.health().state(), BreakerState::Closed);
+        assert_eq!(breaker.health().consecutive_failures(), 0);
+        assert!(breaker.admit().is_ok());
+    }
+
+    #[test]
+    fn a_probe_given_up_lets_the_next_operation_probe_at_once() {
+        let breaker = Breaker::new(
+            CircuitBreaker::new()
+                .failures(1)
+                .cool_down(Duration::from_millis(10)),
+        );
+        down(&breaker);
+        std::thread::sleep(Duration::from_millis(15));
+        drop(breaker.admit().expect("the probe"));
+        assert_eq!(breaker.health().state(), BreakerState::Open);
+        assert!(breaker.admit().expect("probes again").probe);
+    }
+
+    #[test]
+    fn a_disabled_breaker_counts_but_never_opens() {
+        let breaker = Breaker::new(CircuitBreaker::disabled());
+        for _ in 0..100 {
+            down(&breaker);
+        }
+        assert_eq!(breaker.health().state(), BreakerState::Closed);
+        assert_eq!(breaker.health().consecutive_failures(), 100);
+    }
+}
