@@ -199,7 +199,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same address, with no data.
+    /// Starts the server again on the same address and directory: with no data, unless it
+    /// was started with persistence (`--appendonly yes`), whose files it then loads.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn()
