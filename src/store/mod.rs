@@ -91,7 +91,11 @@ pub enum Emptied {
 ///   says which happened. The middleware draws a fresh id when a key is taken.
 /// - **Errors** are [`StoreError`]s: a [kind](StoreErrorKind) plus your own error as source.
 ///   The middleware answers them with `503` (or a degraded session, by the
-///   [`OnStoreError`](crate::OnStoreError) policy) and logs them.
+///   [`OnStoreError`](crate::OnStoreError) policy) and logs them. Say `Unavailable` or
+///   `Timeout` when trying again may help: those are retried
+///   ([`Retry`]) and counted by the [`CircuitBreaker`]; `Full` and `Backend` are not. Every
+///   method may be called again after a failure whose effect is unknown (the retry), so keep
+///   them idempotent, as the contract above makes them.
 ///
 /// The futures need not be `Send`: they run on the actix worker that serves the request.
 /// Blocking work (a synchronous client, file I/O) belongs in
