@@ -75,6 +75,21 @@ impl fmt::Debug for SessionId {
 pub struct Handle(String);
 
 impl Handle {
+    /// The handle written as `hex` (64 lowercase hex characters, as [`Handle::as_str`]
+    /// gives it, e.g. from a device list's "sign out" form); `None` for anything else.
+    ///
+    /// ```
+    /// use actix_redis_session::Handle;
+    ///
+    /// let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    /// assert_eq!(Handle::parse(hex).unwrap().as_str(), hex);
+    /// assert!(Handle::parse("9F86").is_none());
+    /// ```
+    pub fn parse(hex: &str) -> Option<Handle> {
+        let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| Handle(hex.to_owned()))
+    }
+
     /// The 64 lowercase hex characters.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -228,6 +228,9 @@ pub enum StoreErrorKind {
     /// The [circuit breaker](crate::CircuitBreaker) is open after failures in a row: the
     /// store was not asked. Not retried; the breaker probes again after its cool-down.
     CircuitOpen,
+    /// The store cannot do this: listing the sessions of the cookie store or of a store
+    /// of your own ([`SessionAdmin`](crate::SessionAdmin)).
+    Unsupported,
 }
 
 impl StoreError {
@@ -309,6 +312,7 @@ impl std::fmt::Display for StoreError {
             StoreErrorKind::CircuitOpen => {
                 "the session store is failing; the circuit breaker is open"
             }
+            StoreErrorKind::Unsupported => "the session store cannot do this",
         })
     }
 }

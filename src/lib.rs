@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admin;
 mod binding;
 mod builder;
 mod callback;
@@ -106,6 +107,7 @@ mod properties;
 mod test_redis;
 
 pub use self::{
+    admin::{SessionAdmin, SessionInfo, SessionView, DEFAULT_SCAN_COUNT},
     binding::{BindingMismatch, ClientIp},
     builder::RedisSessionBuilder,
     config::{OnStoreError, Transport},

@@ -383,7 +383,7 @@ fn data_field(key: &str) -> String {
     field
 }
 
-fn decode_error(key: &str, e: codec::DecodeError) -> SessionError {
+pub(crate) fn decode_error(key: &str, e: codec::DecodeError) -> SessionError {
     let source = match e {
         codec::DecodeError::Json(source) => source,
         other => serde::de::Error::custom(other),

@@ -59,6 +59,7 @@ fn kind_label(kind: StoreErrorKind) -> &'static str {
         StoreErrorKind::IdCollision => "id_collision",
         StoreErrorKind::Full => "full",
         StoreErrorKind::CircuitOpen => "circuit_open",
+        StoreErrorKind::Unsupported => "unsupported",
         _ => "other",
     }
 }

@@ -108,6 +108,21 @@ impl RedisSession {
         }
     }
 
+    /// The administration of this middleware's sessions: count, list, read and end them,
+    /// other users' included ([`SessionAdmin`](crate::SessionAdmin)). Each call makes a new
+    /// one (on the multiplexed transport with a connection of its own): make it once and
+    /// share it, e.g. as `web::Data`.
+    pub fn admin(&self) -> crate::SessionAdmin {
+        let store = match &self.inner.engine {
+            Engine::Server(store) => Some(store.store()),
+            Engine::Cookie(_) => None,
+        };
+        crate::SessionAdmin::new(
+            crate::admin::Lister::of(store),
+            Arc::clone(&self.inner.config),
+        )
+    }
+
     /// How the session store is doing: the [circuit breaker](crate::CircuitBreaker)'s
     /// state and the store operations that failed in a row. Shared by every worker (and
     /// every clone) of this middleware. The memory and cookie stores, which cannot fail,

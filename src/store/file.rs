@@ -383,6 +383,69 @@ impl Inner {
     }
 }
 
+impl FileStore {
+    /// Up to `count` storage keys of live-looking session files that start with `prefix`,
+    /// read on from `dir` (a listing started by the first call: `None`); the listing to go
+    /// on with, `None` at its end. Memory stays bounded by `count`, whatever the number of
+    /// files.
+    pub(crate) async fn keys_page(
+        &self,
+        dir: Option<fs::ReadDir>,
+        prefix: String,
+        count: usize,
+    ) -> Result<(Vec<String>, Option<fs::ReadDir>), StoreError> {
+        self.blocking(move |inner| {
+            let mut dir = match dir {
+                Some(dir) => dir,
+                None => fs::read_dir(&inner.dir)?,
+            };
+            let mut keys = Vec::new();
+            while keys.len() < count {
+                let Some(entry) = dir.next() else {
+                    return Ok((keys, None));
+                };
+                let Ok(entry) = entry else { continue };
+                let name = entry.file_name();
+                let key = name
+                    .to_str()
+                    .and_then(|name| name.strip_suffix(EXTENSION)?.strip_suffix('.'))
+                    .and_then(decode_name);
+                if let Some(key) = key.filter(|key| key.starts_with(&prefix)) {
+                    keys.push(key);
+                }
+            }
+            Ok((keys, Some(dir)))
+        })
+        .await
+    }
+
+    /// The record under `key` and how long it has left, without moving its expiry.
+    pub(crate) async fn peek(&self, key: &str) -> Result<Option<(Record, Duration)>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            let path = inner.path(&key);
+            let mut file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let modified = file.metadata()?.modified()?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            let Some((record, ttl)) = decode(&bytes) else {
+                return Ok(None);
+            };
+            let left = modified
+                .checked_add(ttl)
+                .and_then(|expires| expires.duration_since(SystemTime::now()).ok());
+            Ok(left
+                .filter(|left| !left.is_zero())
+                .map(|left| (record, left)))
+        })
+        .await
+    }
+}
+
 /// The record in `path` and its TTL, if the file exists, is whole and has not expired.
 fn read_live(path: &Path) -> io::Result<Option<(Record, Duration)>> {
     Ok(match read(path)? {

@@ -191,6 +191,27 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// The live keys that start with `prefix` (the session administration's listing; the
+    /// store is bounded by [`max_records`](Self::max_records), and so is this).
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
+        let now = Instant::now();
+        let records = self.inner.lock();
+        records
+            .map
+            .iter()
+            .filter(|(key, record)| key.starts_with(prefix) && record.expires > now)
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
+    /// The record under `key` and how long it has left, without moving its expiry.
+    pub(crate) fn peek(&self, key: &str) -> Option<(Fields, Duration)> {
+        let now = Instant::now();
+        let mut records = self.inner.lock();
+        let record = records.live(key, now)?;
+        Some((record.fields.clone(), record.expires - now))
+    }
+
     pub(crate) fn load_now(&self, key: &str, ttl: Option<Duration>) -> Option<Fields> {
         let now = Instant::now();
         let mut records = self.inner.lock();

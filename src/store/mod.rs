@@ -278,14 +278,18 @@ pub(crate) enum Choice {
 
 impl<S: SessionStore> IntoStore for S {
     fn into_store(self) -> StoreChoice {
-        // The memory store is ours: called directly rather than through the trait object.
+        // The memory and file stores are ours: called directly rather than through the
+        // trait object, and known to the session administration.
         let any: Box<dyn Any> = Box::new(self);
         let store = match any.downcast::<MemoryStore>() {
             Ok(memory) => Store::Memory(*memory),
-            Err(any) => {
-                let store = any.downcast::<S>().expect("the type it was made from");
-                Store::Dyn(Arc::new(*store))
-            }
+            Err(any) => match any.downcast::<FileStore>() {
+                Ok(file) => Store::File(*file),
+                Err(any) => {
+                    let store = any.downcast::<S>().expect("the type it was made from");
+                    Store::Dyn(Arc::new(*store))
+                }
+            },
         };
         StoreChoice(Choice::Server(store))
     }
@@ -540,6 +544,7 @@ pub(crate) enum Store {
     Redis(RedisStore),
     Multiplexed(MultiplexedStore),
     Memory(MemoryStore),
+    File(FileStore),
     Dyn(Arc<dyn DynStore>),
 }
 
@@ -554,6 +559,7 @@ impl Store {
             Store::Redis(s) => batch::Sender::load(s, key, ttl).await,
             Store::Multiplexed(s) => batch::Sender::load(s, key, ttl).await,
             Store::Memory(s) => Ok(s.load_now(key, ttl)),
+            Store::File(s) => SessionStore::load(s, key, ttl).await,
             Store::Dyn(s) => s.load(key, ttl).await,
         }
     }
@@ -565,6 +571,14 @@ impl Store {
             Store::Multiplexed(s) => s.write_detached(write),
             Store::Memory(s) => {
                 s.write_now(write);
+            }
+            Store::File(s) => {
+                let (store, write) = (s.clone(), write.clone());
+                actix_web::rt::spawn(async move {
+                    if let Err(e) = write_through(&store, &write).await {
+                        tracing::warn!(error = %e, "session store write failed");
+                    }
+                });
             }
             Store::Dyn(s) => {
                 let (store, write) = (Arc::clone(s), write.clone());
@@ -583,6 +597,7 @@ impl Store {
             Store::Redis(s) => batch::Sender::write(s, write).await,
             Store::Multiplexed(s) => batch::Sender::write(s, write).await,
             Store::Memory(s) => Ok(s.write_now(write)),
+            Store::File(s) => write_through(s, write).await,
             Store::Dyn(s) => s.write(write).await,
         }
     }

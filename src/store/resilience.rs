@@ -507,6 +507,11 @@ impl Guarded {
         }
     }
 
+    /// The store behind the layer.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub(crate) fn health(&self) -> StoreHealth {
         match &self.policy {
             Some(policy) => policy.breaker.health(),
