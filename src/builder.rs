@@ -704,7 +704,9 @@ impl RedisSessionBuilder {
     ///
     /// The [`command_timeout`](Self::command_timeout) bounds one attempt; the budget bounds
     /// the request. With the defaults (2 s and 3 s) a stalled Redis costs a request 3 seconds
-    /// at most, a Redis restart a few retries of some milliseconds each.
+    /// at most. A Redis restart costs a retry or two: milliseconds on the multiplexed
+    /// transport; on the pool transport as long as r2d2 takes to open a connection again
+    /// (it tries every 200 ms, up to the [`checkout_timeout`](Self::checkout_timeout)).
     pub fn store_budget(mut self, budget: Duration) -> Self {
         self.store_budget = budget;
         self

@@ -262,15 +262,23 @@ impl StoreError {
 
     /// A Redis error, classified. Replies that mean "not now" (loading the data set after
     /// a restart, busy with a script, a replica or a master without its replicas, a cluster
-    /// that is down or moving a slot) are `Unavailable`, hence retried; `OOM` is `Full`.
+    /// that is down or moving a slot) are `Unavailable`, hence retried; `OOM` and `MISCONF`
+    /// (cannot persist) are `Full`.
     pub(crate) fn redis(e: redis::RedisError) -> StoreError {
         let kind = if e.is_timeout() {
             StoreErrorKind::Timeout
         } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
             StoreErrorKind::Unavailable
         } else {
-            match e.code() {
-                Some("OOM") => StoreErrorKind::Full,
+            // The code of the reply, or of the first failed command of a pipeline.
+            let code = e.code().map(str::to_owned).or_else(|| {
+                let errors = e.clone().into_server_errors()?;
+                errors.first().map(|(_, error)| error.code().to_owned())
+            });
+            match code.as_deref() {
+                // Out of memory; MISCONF: Redis cannot persist (often a full disk) and
+                // refuses writes.
+                Some("OOM" | "MISCONF") => StoreErrorKind::Full,
                 Some(
                     "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY"
                     | "NOREPLICAS",
@@ -279,6 +287,27 @@ impl StoreError {
             }
         };
         StoreError::new(kind, e)
+    }
+
+    /// The underlying error, as it may be logged: an error *reply* of Redis is told by its
+    /// code alone (`OOM`, `WRONGTYPE`), because some replies echo the command's arguments
+    /// (`ERR unknown command ... with args beginning with: ...`), and those hold session
+    /// values; connection and client errors, which hold none, in full.
+    pub(crate) fn loggable_source(&self) -> String {
+        let Some(source) = self.source.as_deref() else {
+            return String::from("none");
+        };
+        let Some(e) = source.downcast_ref::<redis::RedisError>() else {
+            return format!("{source:?}");
+        };
+        if let Some(code) = e.code() {
+            return format!("Redis error reply {code}");
+        }
+        if let Some(errors) = e.clone().into_server_errors() {
+            let codes: Vec<&str> = errors.iter().map(|(_, error)| error.code()).collect();
+            return format!("Redis error replies {}", codes.join(", "));
+        }
+        format!("{e:?}")
     }
 
     /// The Redis error code of the reply that failed (`WRONGTYPE`, `NOSCRIPT`, ...), if it
@@ -407,3 +436,83 @@ impl fmt::Display for SessionLoadError {
 }
 
 impl std::error::Error for SessionLoadError {}
+
+#[cfg(test)]
+mod classification {
+    use super::*;
+
+    /// The error Redis answers with `line` (`CODE message`).
+    fn reply(line: &str) -> redis::RedisError {
+        match redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap() {
+            redis::Value::ServerError(e) => redis::RedisError::from(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_that_mean_not_now_are_unavailable_and_a_full_redis_is_full() {
+        for (line, kind) in [
+            (
+                "LOADING Redis is loading the dataset in memory",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "BUSY Redis is busy running a script",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "MASTERDOWN Link with MASTER is down",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "TRYAGAIN Multiple keys request during rehashing",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "CLUSTERDOWN The cluster is down",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "NOREPLICAS Not enough good replicas to write.",
+                StoreErrorKind::Unavailable,
+            ),
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                StoreErrorKind::Full,
+            ),
+            (
+                "MISCONF Redis is configured to save RDB snapshots",
+                StoreErrorKind::Full,
+            ),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind",
+                StoreErrorKind::Backend,
+            ),
+            ("ERR unknown command 'HSET'", StoreErrorKind::Backend),
+        ] {
+            assert_eq!(StoreError::redis(reply(line)).kind(), kind, "{line}");
+        }
+    }
+
+    #[test]
+    fn an_error_reply_is_logged_by_its_code_alone() {
+        let e = StoreError::redis(reply(
+            "ERR unknown command 'HSET', with args beginning with: 'session:ab' 'd:secret' 'MARKER'",
+        ));
+        let logged = e.loggable_source();
+        assert_eq!(logged, "Redis error reply ERR");
+        assert!(!logged.contains("MARKER"));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = StoreError::redis(redis::RedisError::from(io));
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+        assert!(
+            e.loggable_source().contains("refused"),
+            "{}",
+            e.loggable_source()
+        );
+    }
+}

@@ -139,7 +139,6 @@ async fn the_breaker_opens_in_an_outage_probes_once_and_closes_after_it() {
         );
 
         // Open: answered at once, without asking Redis, 503 with Retry-After.
-        let started = Instant::now();
         let res = client.send("/get/a", cookie.as_deref()).await;
         assert_eq!(res.status, 503);
         assert_eq!(res.retry_after.as_deref(), Some("1"));
@@ -158,8 +157,6 @@ async fn the_breaker_opens_in_an_outage_probes_once_and_closes_after_it() {
         assert_eq!(kinds[0], StoreErrorKind::Unavailable, "{kinds:?}");
         assert_eq!(kinds[1..], [StoreErrorKind::CircuitOpen; 9], "{kinds:?}");
         assert_eq!(sessions.store_health().state(), BreakerState::Open);
-        let fail_fast = started.elapsed();
-        assert!(fail_fast < Duration::from_secs(3), "{fail_fast:?}");
 
         // Redis back (empty: no persistence); after the cool-down the probe succeeds and
         // the breaker closes; every request after it is served.
@@ -218,8 +215,9 @@ async fn an_open_breaker_fails_fast_where_each_attempt_would_wait_out_its_timeou
             let started = Instant::now();
             assert_eq!(client.get("/count").await.status, 503);
             let waited = started.elapsed();
+            // No connect attempt (which waits 300 ms), whatever the machine's load.
             assert!(
-                waited < Duration::from_millis(100),
+                waited < Duration::from_millis(250),
                 "{transport:?}: {waited:?}"
             );
         }
@@ -254,7 +252,12 @@ async fn the_store_budget_bounds_every_request_of_a_stalled_redis() {
             waited < Duration::from_millis(1200),
             "{transport:?}: {waited:?}"
         );
-        assert!(taken(&seen).iter().all(|k| *k == StoreErrorKind::Timeout));
+        let kinds = taken(&seen);
+        assert!(!kinds.is_empty(), "{transport:?}");
+        assert!(
+            kinds.iter().all(|k| *k == StoreErrorKind::Timeout),
+            "{kinds:?}"
+        );
         // After the pause the same application serves again, without a restart.
         sleep_ms(2700).await;
         let mut served = false;

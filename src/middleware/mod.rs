@@ -287,11 +287,10 @@ impl Loader for Pending {
 /// Logs a failed load or save: an error, except while the circuit breaker is open (its
 /// opening was logged once; a line per request would flood the log).
 fn log_failure(what: &'static str, e: &StoreError) {
-    let source = std::error::Error::source(e);
     if e.kind() == crate::StoreErrorKind::CircuitOpen {
         tracing::debug!(error = %e, "{what}");
     } else {
-        tracing::error!(error = %e, source = ?source, "{what}");
+        tracing::error!(error = %e, source = %e.loggable_source(), "{what}");
     }
 }
 

@@ -84,7 +84,13 @@ pub(crate) struct Retry {
 }
 
 impl Retry {
+    /// Hands the request the replies of its lone pipeline: its own, or the first error
+    /// Redis answered to one of its commands (as in a batch).
     pub(crate) fn answer(self, replies: Replies) {
+        let replies = replies.and_then(|replies| match first_error(&replies) {
+            Some(e) => Err(StoreError::redis(e)),
+            None => Ok(replies),
+        });
         // A request that went away no longer waits for its answer.
         let _ = self.reply.send(replies);
     }

@@ -373,16 +373,21 @@ fn checkout(
     pool: &r2d2::Pool<Manager>,
     generation: &AtomicU64,
 ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-    loop {
+    // Each pass retires one idle connection of an older generation: after at most as many
+    // passes as the pool holds connections, one is new (or r2d2 opens one).
+    for _ in 0..pool.max_size() {
         let mut pooled = pool
             .get()
             .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
         if pooled.generation >= generation.load(Ordering::Acquire) {
             return Ok(pooled);
         }
-        // Replaced by r2d2 when it goes back; the pool is bounded, so this ends.
+        // Replaced by r2d2 when it goes back.
         pooled.broken = true;
     }
+    // Every connection we saw was old: one more, used as it is.
+    pool.get()
+        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))
 }
 
 /// What a failed exchange left on its connection.

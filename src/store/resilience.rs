@@ -11,8 +11,11 @@
 //!   [`StoreErrorKind::Timeout`] is tried again after an exponential delay with full jitter,
 //!   while attempts are left and the delay fits in what is left of the budget. Every
 //!   operation is safe to repeat: loads and field-level updates are idempotent, a create
-//!   recognises its own record (the creation marker), and a delete or an emptying that finds
-//!   nothing on a second attempt counts as done (the first most likely did it).
+//!   recognises its own record by its creation marker (checked here on a retry that is told
+//!   the key is taken, for stores that cannot tell themselves), and a delete or an emptying
+//!   that finds nothing on a later attempt says so: the callers take that as "ended
+//!   meanwhile", which fails safe. An attempt given up (the budget spent) is not withdrawn:
+//!   its commands may still reach the store, as any timed-out command may.
 //! - **Circuit breaker** ([`CircuitBreaker`]): after that many operations in a row failed
 //!   (after their retries) with `Unavailable` or `Timeout`, the store is not asked at all
 //!   for a cool-down: operations fail at once with [`StoreErrorKind::CircuitOpen`], which the
@@ -40,6 +43,7 @@ use backon::BackoffBuilder as _;
 use super::{Fields, Outcome, Store, Write};
 use crate::{
     error::{StoreError, StoreErrorKind},
+    record::CREATED,
     telemetry,
 };
 
@@ -240,8 +244,9 @@ pub enum BreakerState {
     Closed,
     /// Operations fail at once, without asking the store, until the cool-down is over.
     Open,
-    /// The cool-down is over and one operation, the probe, is asking the store; the others
-    /// still fail at once.
+    /// The cool-down is over: the next operation goes to the store as the probe (the others
+    /// fail at once while it runs); its success closes the breaker, its failure opens it
+    /// again.
     HalfOpen,
 }
 
@@ -297,9 +302,12 @@ impl StoreHealth {
         self.consecutive_failures
     }
 
-    /// Whether requests are served by the store: the breaker is not open.
+    /// Whether requests are served by the store: the breaker is closed, or half-open (its
+    /// cool-down is over and the next request probes the store). For a readiness check: it
+    /// is `false` only during a cool-down, so a replica taken out of rotation for it comes
+    /// back when the cool-down ends, and its next request is the probe.
     pub fn is_available(&self) -> bool {
-        self.state == BreakerState::Closed
+        self.state != BreakerState::Open
     }
 }
 
@@ -343,9 +351,16 @@ impl Breaker {
         }
     }
 
+    /// The state as the application sees it: an open breaker whose cool-down is over is
+    /// half-open already (the next operation probes), so that a readiness check that
+    /// stopped traffic on an open breaker lets it come back, and with it the probe.
     fn health(&self) -> StoreHealth {
+        let mut state = BreakerState::from_u8(self.state.load(Ordering::Acquire));
+        if state == BreakerState::Open && Instant::now() >= *self.probe_at() {
+            state = BreakerState::HalfOpen;
+        }
         StoreHealth {
-            state: BreakerState::from_u8(self.state.load(Ordering::Acquire)),
+            state,
             consecutive_failures: self.failures.load(Ordering::Relaxed),
         }
     }
@@ -369,9 +384,9 @@ impl Breaker {
             CLOSED => Ok(permit(false)),
             OPEN if Instant::now() >= *probe_at => {
                 self.state.store(HALF_OPEN, Ordering::Release);
+                telemetry::breaker(BreakerState::HalfOpen);
                 drop(probe_at);
                 tracing::info!("session store circuit breaker half-open: probing the store");
-                telemetry::breaker(BreakerState::HalfOpen);
                 Ok(permit(true))
             }
             _ => Err(StoreErrorKind::CircuitOpen.into()),
@@ -387,6 +402,7 @@ impl Breaker {
         }
         *probe_at = Instant::now() + self.config.cool_down;
         self.state.store(OPEN, Ordering::Release);
+        telemetry::breaker(BreakerState::Open);
         drop(probe_at);
         let failures = self.failures.load(Ordering::Relaxed);
         let cool_down_ms = u64::try_from(self.config.cool_down.as_millis()).unwrap_or(u64::MAX);
@@ -402,7 +418,6 @@ impl Breaker {
                 "session store failing: circuit breaker open, requests fail fast"
             );
         }
-        telemetry::breaker(BreakerState::Open);
     }
 
     /// After a probe: closed if it succeeded, open again (with `probe_at` as given) if not.
@@ -415,6 +430,7 @@ impl Breaker {
             *at = probe_at;
         }
         self.state.store(to, Ordering::Release);
+        telemetry::breaker(BreakerState::from_u8(to));
         true
     }
 }
@@ -432,7 +448,6 @@ impl Permit<'_> {
                 }
                 if self.probe && breaker.end_probe(CLOSED, None) {
                     tracing::info!("session store answering again: circuit breaker closed");
-                    telemetry::breaker(BreakerState::Closed);
                 }
             }
             Health::Down => {
@@ -562,14 +577,27 @@ impl Guarded {
         policy
             .run(op, budget, |attempt| async move {
                 let outcome = self.store.write(write).await?;
-                // The first attempt may have done it and lost its answer.
-                let again =
-                    attempt > 1 && matches!(write, Write::Delete { .. } | Write::Empty { .. });
-                Ok(if again && outcome == Outcome::Gone {
-                    Outcome::Applied
-                } else {
-                    outcome
-                })
+                match write {
+                    // The first attempt may have created it and lost its answer: the record
+                    // is ours if it carries our creation marker (the Redis and memory stores
+                    // tell so themselves; a store of your own may not).
+                    Write::Create { key, fields, .. }
+                        if attempt > 1 && outcome == Outcome::Refused =>
+                    {
+                        let ours = fields.iter().find(|(name, _)| name == CREATED);
+                        let stored = self.store.load(key, None).await?;
+                        let theirs = stored.as_ref().and_then(|record| record.get(CREATED));
+                        Ok(match (ours, theirs) {
+                            (Some((_, ours)), Some(theirs)) if ours == theirs => Outcome::Applied,
+                            _ => outcome,
+                        })
+                    }
+                    // A delete or an emptying that finds nothing on a later attempt says
+                    // `Gone`, whether the first one did it or someone else: the callers
+                    // take `Gone` as "ended meanwhile", which fails safe (a renew discards
+                    // its copy; no removal cookie is sent).
+                    _ => Ok(outcome),
+                }
             })
             .await
     }
@@ -607,6 +635,12 @@ impl Policy {
         // Held across the probe's retries: one probe at a time.
         let mut probe = None;
         let result = loop {
+            // Too little budget left for an attempt: given up without asking the store, so
+            // without a word about its health (a probe permit held goes back on drop).
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_ATTEMPT {
+                break Err(out_of_budget());
+            }
             let permit = match probe.take() {
                 Some(permit) => permit,
                 None => match self.breaker.admit() {
@@ -615,14 +649,9 @@ impl Policy {
                 },
             };
             tries += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let result = if left.is_zero() {
-                Err(out_of_budget())
-            } else {
-                match tokio::time::timeout(left, attempt(tries)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(out_of_budget()),
-                }
+            let result = match tokio::time::timeout(left, attempt(tries)).await {
+                Ok(result) => result,
+                Err(_) => Err(out_of_budget()),
             };
             let e = match result {
                 Ok(value) => {
@@ -666,6 +695,9 @@ impl Policy {
         result
     }
 }
+
+/// The least budget worth starting an attempt with.
+const MIN_ATTEMPT: Duration = Duration::from_millis(1);
 
 /// A delay drawn uniformly from zero to `cap`.
 fn full_jitter(cap: Duration) -> Duration {
@@ -794,8 +826,177 @@ mod tests {
         down(&breaker);
         std::thread::sleep(Duration::from_millis(15));
         drop(breaker.admit().expect("the probe"));
-        assert_eq!(breaker.health().state(), BreakerState::Open);
+        // Open again, its probe due at once.
+        assert_eq!(breaker.state.load(Ordering::Acquire), OPEN);
+        assert_eq!(breaker.health().state(), BreakerState::HalfOpen);
         assert!(breaker.admit().expect("probes again").probe);
+    }
+
+    fn policy(retry: Retry, breaker: CircuitBreaker) -> Policy {
+        Policy {
+            retry,
+            breaker: Breaker::new(breaker),
+        }
+    }
+
+    fn run_now<T>(future: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn an_attempt_with_no_budget_left_asks_nothing_and_says_nothing_of_health() {
+        let policy = policy(Retry::new(), CircuitBreaker::new().failures(1));
+        let budget = Budget::new(Duration::ZERO);
+        let mut asked = 0;
+        let result: Result<(), _> = run_now(policy.run("load", &budget, |_| {
+            asked += 1;
+            async { Ok(()) }
+        }));
+        assert_eq!(result.unwrap_err().kind(), StoreErrorKind::Timeout);
+        assert_eq!(asked, 0);
+        assert_eq!(policy.breaker.health().consecutive_failures(), 0);
+        assert_eq!(policy.breaker.health().state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn transient_failures_are_retried_within_the_attempts_and_others_are_not() {
+        let policy = policy(Retry::new().attempts(3), CircuitBreaker::new());
+        let budget = Budget::new(Duration::from_secs(5));
+        let mut asked = 0u32;
+        let result = run_now(policy.run("load", &budget, |attempt| {
+            asked += 1;
+            async move {
+                if attempt < 3 {
+                    Err(StoreError::from_kind(StoreErrorKind::Unavailable))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        }));
+        assert_eq!((result.unwrap(), asked), (3, 3));
+        assert!(
+            budget.left.get() < Duration::from_secs(5),
+            "the time was spent"
+        );
+
+        let mut asked = 0u32;
+        let result: Result<(), _> = run_now(policy.run("update", &budget, |_| {
+            asked += 1;
+            async { Err(StoreError::from_kind(StoreErrorKind::Full)) }
+        }));
+        assert_eq!(
+            (result.unwrap_err().kind(), asked),
+            (StoreErrorKind::Full, 1)
+        );
+        // Redis answered: no outage.
+        assert_eq!(policy.breaker.health().consecutive_failures(), 0);
+
+        let mut asked = 0u32;
+        let result: Result<(), _> = run_now(policy.run("load", &budget, |_| {
+            asked += 1;
+            async { Err(StoreError::from_kind(StoreErrorKind::Timeout)) }
+        }));
+        assert_eq!(
+            (result.unwrap_err().kind(), asked),
+            (StoreErrorKind::Timeout, 3)
+        );
+        assert_eq!(
+            policy.breaker.health().consecutive_failures(),
+            1,
+            "one operation failed"
+        );
+    }
+
+    #[test]
+    fn the_health_of_an_open_breaker_whose_cool_down_is_over_says_a_probe_may_go() {
+        let breaker = Breaker::new(
+            CircuitBreaker::new()
+                .failures(1)
+                .cool_down(Duration::from_millis(20)),
+        );
+        down(&breaker);
+        assert_eq!(breaker.health().state(), BreakerState::Open);
+        assert!(!breaker.health().is_available());
+        std::thread::sleep(Duration::from_millis(25));
+        // Nobody asked the store yet: a readiness check must let traffic (the probe) in.
+        assert_eq!(breaker.health().state(), BreakerState::HalfOpen);
+        assert!(breaker.health().is_available());
+    }
+
+    /// A store of one's own whose first create stores the record, then loses its answer,
+    /// and which answers a later create of the same key with "taken", as the trait allows.
+    #[derive(Default)]
+    struct LostReply {
+        memory: super::super::MemoryStore,
+        creates: std::sync::atomic::AtomicUsize,
+    }
+
+    impl super::super::SessionStore for LostReply {
+        async fn load(
+            &self,
+            key: &str,
+            ttl: Option<Duration>,
+        ) -> Result<Option<Fields>, StoreError> {
+            super::super::SessionStore::load(&self.memory, key, ttl).await
+        }
+
+        async fn update(
+            &self,
+            key: &str,
+            set: &[(String, Vec<u8>)],
+            remove: &[String],
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            super::super::SessionStore::update(&self.memory, key, set, remove, ttl).await
+        }
+
+        async fn create(
+            &self,
+            key: &str,
+            fields: &[(String, Vec<u8>)],
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            let stored = self.memory.load_now(key, None).is_some();
+            if !stored {
+                self.memory.write_now(&Write::Create {
+                    key: key.to_owned(),
+                    fields: fields.to_vec(),
+                    ttl,
+                });
+            }
+            if self.creates.fetch_add(1, Ordering::Relaxed) == 0 {
+                return Err(StoreErrorKind::Unavailable.into());
+            }
+            Ok(!stored)
+        }
+
+        async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+            super::super::SessionStore::delete(&self.memory, key).await
+        }
+    }
+
+    #[test]
+    fn a_retried_create_whose_first_try_stored_the_record_recognises_it_by_its_marker() {
+        let store = Guarded::new(
+            Store::Dyn(Arc::new(LostReply::default())),
+            Retry::new(),
+            CircuitBreaker::new(),
+        );
+        let create = |marker: &str| Write::Create {
+            key: "session:k".to_owned(),
+            fields: vec![(CREATED.to_owned(), marker.as_bytes().to_vec())],
+            ttl: Duration::from_secs(60),
+        };
+        let budget = Budget::new(Duration::from_secs(5));
+        let outcome = run_now(store.write(&create("1700000000000.0123456789abcdef"), &budget));
+        assert_eq!(outcome.unwrap(), Outcome::Applied);
+        // Another create of the same key (another marker) is refused, as it must be.
+        let outcome = run_now(store.write(&create("1700000000000.fedcba9876543210"), &budget));
+        assert_eq!(outcome.unwrap(), Outcome::Refused);
     }
 
     #[test]
