@@ -2,11 +2,22 @@
 //! [`RedisSession::admin`](crate::RedisSession::admin)): count, list, read and end the
 //! sessions of a store, other users' included, from a handler or a background task.
 //!
-//! Listing is a capability of the stores that can do it: Redis (both transports, with
-//! `SCAN`), the memory store and the file store. A store of your own
-//! ([`SessionStore`](crate::store::SessionStore)) or the cookie store cannot list: their
-//! administration answers [`StoreErrorKind::Unsupported`], except for
-//! [`destroy`](SessionAdmin::destroy) on a server-side store of your own.
+//! Listing (`count`, `iter`, `all`, `destroy_all`) is a capability of the stores that can do
+//! it: Redis (both transports, with `SCAN`), the memory store and the file store; a store of
+//! your own ([`SessionStore`](crate::store::SessionStore)) answers
+//! [`StoreErrorKind::Unsupported`] there. Everything that names a session or a user (`get`,
+//! `destroy`, `sessions_of`, `sign_out_user`) works on every server-side store: the per-user
+//! index is a record of the store itself. The cookie store has no server state: all
+//! answer `Unsupported`.
+//!
+//! The per-user index: [`Session::set_user`](crate::Session::set_user) puts the session's
+//! handle into `{key_prefix}user:{hex SHA-256 of the user}`, a record whose fields are
+//! `h:<handle>`, before the session is stored under that user, so that "sign out
+//! everywhere" never misses a session. A renew moves it to the new handle, a logout takes it
+//! out, and entries of sessions that ended otherwise (expiry, an admin) are pruned when the
+//! index is read. The index lives as long as the longest session can (the idle timeout, or
+//! `remember_max`), from its last change. Reading or changing it costs a round trip or two
+//! at login, logout and renew only, never on other requests.
 
 use std::{
     collections::VecDeque,
@@ -24,7 +35,7 @@ use crate::{
     config::SessionConfig,
     cookie::Handle,
     error::{SessionError, StoreError, StoreErrorKind},
-    record::{self, CREATED, DATA_PREFIX, TOUCHED},
+    record::{self, AGENT, CREATED, DATA_PREFIX, NETWORK, TOUCHED, USER},
     store::{batch::Sender as _, Fields, MemoryStore, Outcome, Store, Write},
     store::{FileStore, MultiplexedStore, RedisStore},
 };
@@ -109,6 +120,9 @@ pub struct SessionInfo {
     created: Option<SystemTime>,
     touched: Option<SystemTime>,
     expires: Option<SystemTime>,
+    user: Option<String>,
+    user_agent: Option<String>,
+    network: Option<String>,
 }
 
 impl SessionInfo {
@@ -128,9 +142,29 @@ impl SessionInfo {
         self.touched
     }
 
-    /// When it expires unless it is used before: the store's time to live.
+    /// When it expires unless it is used before: the store's time to live (`None` for a
+    /// store of your own, which does not say).
     pub fn expires(&self) -> Option<SystemTime> {
         self.expires
+    }
+
+    /// Whose session it is ([`Session::set_user`](crate::Session::set_user)).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The User-Agent of the device it was signed in from (its first 256 bytes), recorded
+    /// by [`Session::set_user`](crate::Session::set_user). Sent by the client: show it,
+    /// never trust it.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// The network it was signed in from, `203.0.113.0/24` or `2001:db8::/64`, recorded by
+    /// [`Session::set_user`](crate::Session::set_user) (through the trusted proxies of
+    /// [`bind_to_ip`](crate::RedisSessionBuilder::bind_to_ip), if set).
+    pub fn network(&self) -> Option<&str> {
+        self.network.as_deref()
     }
 }
 
@@ -307,8 +341,7 @@ impl SessionAdmin {
     ///
     /// # Errors
     ///
-    /// A [`StoreError`]; [`StoreErrorKind::Unsupported`] for a store that cannot read
-    /// sessions outside a request (the cookie store, a store of your own).
+    /// A [`StoreError`]; [`StoreErrorKind::Unsupported`] for the cookie store.
     pub async fn get(&self, handle: &Handle) -> Result<Option<SessionView>, StoreError> {
         let key = self.key_of(handle);
         let found = match &self.inner.store {
@@ -319,13 +352,14 @@ impl SessionAdmin {
                 .peek(&key)
                 .await?
                 .map(|(fields, left)| (fields, Some(left))),
-            Lister::Other(_) | Lister::None => return Err(unsupported()),
+            Lister::Other(s) => s.load(&key, None).await?.map(|fields| (fields, None)),
+            Lister::None => return Err(unsupported()),
         };
         let Some((mut fields, left)) = found else {
             return Ok(None);
         };
-        let Some(created) = fields.get(CREATED).and_then(|m| record::created_ms(m)) else {
-            // Not a session (a remnant without its creation marker).
+        // Not a session (a remnant without its creation marker): none.
+        let Some(info) = self.info(&key, &fields, left.map(|left| SystemTime::now() + left)) else {
             return Ok(None);
         };
         let mut failed = Vec::new();
@@ -333,15 +367,6 @@ impl SessionAdmin {
             .config
             .at_rest
             .open_record(&key, &mut fields, &mut failed);
-        let info = SessionInfo {
-            handle: handle.clone(),
-            created: Some(at_ms(created)),
-            touched: fields
-                .get(TOUCHED)
-                .and_then(|t| record::parse_millis(t))
-                .map(at_ms),
-            expires: left.map(|left| SystemTime::now() + left),
-        };
         Ok(Some(SessionView { info, fields }))
     }
 
@@ -441,54 +466,206 @@ impl SessionAdmin {
             // A SCAN step may find nothing (and an empty pipeline is no command).
             return Ok(Vec::new());
         }
-        let now = SystemTime::now();
-        let mut infos = Vec::with_capacity(keys.len());
-        let mut push =
-            |key: &str, created: Option<&[u8]>, touched: Option<&[u8]>, left: Option<Duration>| {
-                let (Some(handle), Some(created)) =
-                    (self.handle_of(key), created.and_then(record::created_ms))
-                else {
-                    return;
-                };
-                infos.push(SessionInfo {
-                    handle,
-                    created: Some(at_ms(created)),
-                    touched: touched.and_then(record::parse_millis).map(at_ms),
-                    expires: left.map(|left| now + left),
-                });
-            };
-        match &self.inner.store {
-            Lister::Redis(s) => {
-                for (key, (created, touched, left)) in keys.iter().zip(redis_meta(s, &keys).await?)
-                {
-                    push(key, created.as_deref(), touched.as_deref(), left);
-                }
-            }
-            Lister::Multiplexed(s) => {
-                for (key, (created, touched, left)) in keys.iter().zip(redis_meta(s, &keys).await?)
-                {
-                    push(key, created.as_deref(), touched.as_deref(), left);
-                }
-            }
-            Lister::Memory(s) => {
-                for key in &keys {
-                    if let Some((fields, left)) = s.peek(key) {
-                        let field = |name: &str| fields.get(name).map(Vec::as_slice);
-                        push(key, field(CREATED), field(TOUCHED), Some(left));
-                    }
-                }
-            }
+        let metas: Vec<Option<(Fields, Option<Duration>)>> = match &self.inner.store {
+            Lister::Redis(s) => redis_meta(s, &keys).await?,
+            Lister::Multiplexed(s) => redis_meta(s, &keys).await?,
+            Lister::Memory(s) => keys
+                .iter()
+                .map(|key| {
+                    s.peek(key)
+                        .map(|(fields, left)| (meta_of(fields), Some(left)))
+                })
+                .collect(),
             Lister::File(s) => {
+                let mut metas = Vec::with_capacity(keys.len());
                 for key in &keys {
-                    if let Some((fields, left)) = s.peek(key).await? {
-                        let field = |name: &str| fields.get(name).map(Vec::as_slice);
-                        push(key, field(CREATED), field(TOUCHED), Some(left));
-                    }
+                    let found = s.peek(key).await?;
+                    metas.push(found.map(|(fields, left)| (meta_of(fields), Some(left))));
                 }
+                metas
             }
-            Lister::Other(_) | Lister::None => return Err(unsupported()),
+            Lister::Other(s) => {
+                let mut metas = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    metas.push(
+                        s.load(key, None)
+                            .await?
+                            .map(|fields| (meta_of(fields), None)),
+                    );
+                }
+                metas
+            }
+            Lister::None => return Err(unsupported()),
+        };
+        let now = SystemTime::now();
+        Ok(keys
+            .iter()
+            .zip(metas)
+            .filter_map(|(key, meta)| {
+                let (fields, left) = meta?;
+                self.info(key, &fields, left.map(|left| now + left))
+            })
+            .collect())
+    }
+
+    /// A session's listing entry from its metadata fields; `None` if it is no session.
+    fn info(&self, key: &str, fields: &Fields, expires: Option<SystemTime>) -> Option<SessionInfo> {
+        let handle = self.handle_of(key)?;
+        let created = fields.get(CREATED).and_then(|m| record::created_ms(m))?;
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|v| String::from_utf8(v.clone()).ok())
+        };
+        let user = fields.get(USER).and_then(|raw| {
+            let mut raw = raw.clone();
+            self.inner.config.at_rest.open(key, USER, &mut raw).ok()?;
+            codec::decode::<String>(&raw).ok()
+        });
+        Some(SessionInfo {
+            handle,
+            created: Some(at_ms(created)),
+            touched: fields
+                .get(TOUCHED)
+                .and_then(|t| record::parse_millis(t))
+                .map(at_ms),
+            expires,
+            user,
+            user_agent: text(AGENT),
+            network: text(NETWORK),
+        })
+    }
+
+    /// A record read as it is (no expiry moved): an index, say.
+    async fn record(&self, key: &str) -> Result<Option<Fields>, StoreError> {
+        Ok(match &self.inner.store {
+            Lister::Redis(s) => redis_get(s, key).await?.map(|(fields, _)| fields),
+            Lister::Multiplexed(s) => redis_get(s, key).await?.map(|(fields, _)| fields),
+            Lister::Memory(s) => s.peek(key).map(|(fields, _)| fields),
+            Lister::File(s) => s.peek(key).await?.map(|(fields, _)| fields),
+            Lister::Other(s) => s.load(key, None).await?,
+            Lister::None => return Err(unsupported()),
+        })
+    }
+
+    /// The server-side store, to write through.
+    fn store(&self) -> Result<Store, StoreError> {
+        Ok(match &self.inner.store {
+            Lister::Redis(s) => Store::Redis(s.clone()),
+            Lister::Multiplexed(s) => Store::Multiplexed(s.clone()),
+            Lister::Memory(s) => Store::Memory(s.clone()),
+            Lister::File(s) => Store::File(s.clone()),
+            Lister::Other(s) => s.clone(),
+            Lister::None => return Err(unsupported()),
+        })
+    }
+
+    /// The storage keys in `user`'s index, and the index's key.
+    async fn indexed(&self, user: &str) -> Result<(String, Vec<String>), StoreError> {
+        let index = record::index_key(self.prefix(), user);
+        let members = self.record(&index).await?.unwrap_or_default();
+        let keys = members
+            .into_keys()
+            .filter_map(|member| {
+                let handle = Handle::parse(member.strip_prefix(record::INDEX_FIELD)?)?;
+                Some(self.key_of(&handle))
+            })
+            .collect();
+        Ok((index, keys))
+    }
+
+    /// Takes sessions out of an index (which is left to expire if nothing else is in it).
+    async fn unindex(&self, index: &str, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
         }
-        Ok(infos)
+        let del = keys
+            .iter()
+            .filter_map(|key| self.handle_of(key))
+            .map(|handle| format!("{}{}", record::INDEX_FIELD, handle.as_str()))
+            .collect();
+        let write = Write::Update {
+            key: index.to_owned(),
+            set: Vec::new(),
+            del,
+            ttl: crate::lifetime::longest(&self.inner.config),
+        };
+        self.store()?.write(&write).await.map(drop)
+    }
+
+    /// The live sessions of `user` ([`Session::set_user`](crate::Session::set_user)), with
+    /// their devices: in O(sessions of that user), from the user's index, never a listing of
+    /// the store. Sessions that ended or expired since are pruned from the index as they are
+    /// met. Sorted by creation, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; [`StoreErrorKind::Unsupported`] for the cookie store.
+    ///
+    /// # Examples
+    ///
+    /// A device list:
+    ///
+    /// ```
+    /// use actix_redis_session::{Session, SessionAdmin};
+    /// use actix_web::{web, HttpResponse};
+    ///
+    /// async fn devices(
+    ///     session: Session,
+    ///     admin: web::Data<SessionAdmin>,
+    /// ) -> actix_web::Result<HttpResponse> {
+    ///     let Some(user) = session.user() else {
+    ///         return Ok(HttpResponse::Unauthorized().finish());
+    ///     };
+    ///     let this = session.handle();
+    ///     let mut page = String::new();
+    ///     for device in admin.sessions_of(&user).await.map_err(actix_web::error::ErrorServiceUnavailable)? {
+    ///         let here = if *device.handle() == this { " (this device)" } else { "" };
+    ///         page += &format!("{}{here}\n", device.user_agent().unwrap_or("unknown device"));
+    ///     }
+    ///     Ok(HttpResponse::Ok().body(page))
+    /// }
+    /// ```
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let (index, keys) = self.indexed(user).await?;
+        let mut live = self.infos(keys.clone()).await?;
+        // Gone, expired, or now another user's: out of the index.
+        live.retain(|info| info.user.as_deref() == Some(user));
+        let stale: Vec<String> = keys
+            .into_iter()
+            .filter(|key| !live.iter().any(|info| self.key_of(&info.handle) == *key))
+            .collect();
+        if let Err(e) = self.unindex(&index, &stale).await {
+            tracing::warn!(error = %e, "could not prune a user's session index");
+        }
+        live.sort_by_key(|info| info.created);
+        Ok(live)
+    }
+
+    /// Ends every session of `user` now ("sign out everywhere"): each one's next request
+    /// gets a fresh session. Returns how many were ended. In O(sessions of that user).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] (the sessions ended before it stay ended);
+    /// [`StoreErrorKind::Unsupported`] for the cookie store.
+    pub async fn sign_out_user(&self, user: &str) -> Result<u64, StoreError> {
+        let (index, keys) = self.indexed(user).await?;
+        let live = self.infos(keys.clone()).await?;
+        let store = self.store()?;
+        let mut ended = 0;
+        for info in live
+            .iter()
+            .filter(|info| info.user.as_deref() == Some(user))
+        {
+            let key = self.key_of(&info.handle);
+            if store.write(&Write::Delete { key }).await? == Outcome::Applied {
+                ended += 1;
+            }
+        }
+        self.unindex(&index, &keys).await?;
+        tracing::info!(sessions = ended, "signed a user out everywhere");
+        Ok(ended)
     }
 
     /// Deletes sessions by storage key; how many there were.
@@ -582,37 +759,51 @@ async fn redis_scan(
     Ok((keys, Cursor::Redis(next)))
 }
 
-/// Metadata of each key: creation marker, last touch, time left (`HMGET` + `PTTL` per key, one
-/// batch).
+/// The metadata fields of each key and its time left (`HMGET` + `PTTL` per key, one batch);
+/// `None` for a key that is gone.
 async fn redis_meta(
     sender: &impl crate::store::batch::Sender,
     keys: &[String],
-) -> Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Duration>)>, StoreError> {
+) -> Result<Vec<Option<(Fields, Option<Duration>)>>, StoreError> {
     let replies = sender
         .query(|pipe| {
             for key in keys {
-                pipe.cmd("HMGET").arg(key).arg(CREATED).arg(TOUCHED);
+                let hmget = pipe.cmd("HMGET").arg(key);
+                for name in META {
+                    hmget.arg(name);
+                }
                 pipe.cmd("PTTL").arg(key);
             }
         })
         .await?;
     let mut replies = replies.into_iter();
-    let mut meta = Vec::with_capacity(keys.len());
+    let mut metas = Vec::with_capacity(keys.len());
     for _ in keys {
-        let (fields, ttl) = (replies.next(), replies.next());
-        let (created, touched) = match fields {
-            Some(Value::Array(values)) => {
-                let mut values = values.into_iter().map(|v| match v {
-                    Value::BulkString(bytes) => Some(bytes),
-                    _ => None,
-                });
-                (values.next().flatten(), values.next().flatten())
-            }
-            _ => (None, None),
+        let (values, ttl) = (replies.next(), replies.next());
+        let Some(Value::Array(values)) = values else {
+            metas.push(None);
+            continue;
         };
-        meta.push((created, touched, pttl(ttl)));
+        let fields: Fields = META
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| match value {
+                Value::BulkString(bytes) => Some(((*name).to_owned(), bytes)),
+                _ => None,
+            })
+            .collect();
+        metas.push((!fields.is_empty()).then(|| (fields, pttl(ttl))));
     }
-    Ok(meta)
+    Ok(metas)
+}
+
+/// The fields a listing shows.
+const META: [&str; 5] = [CREATED, TOUCHED, USER, AGENT, NETWORK];
+
+/// The listing's fields of a record.
+fn meta_of(mut fields: Fields) -> Fields {
+    fields.retain(|name, _| META.contains(&name.as_str()));
+    fields
 }
 
 /// A `PTTL` reply as the time left: `None` for no expiry or no key.

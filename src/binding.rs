@@ -125,6 +125,21 @@ impl ClientIp {
         Some(self.mask(client))
     }
 
+    /// The client's network for a device list: its address as this policy finds it
+    /// (trusted proxies believed), cut to `/24` (IPv4) or `/64` (IPv6), as
+    /// `203.0.113.0/24`; `None` without a peer address.
+    pub(crate) fn device_network(&self, req: &HttpRequest) -> Option<String> {
+        let device = ClientIp {
+            v4_prefix: 24,
+            v6_prefix: 64,
+            ..self.clone()
+        };
+        Some(match device.resolve(req)? {
+            IpAddr::V4(v4) => format!("{v4}/24"),
+            IpAddr::V6(v6) => format!("{v6}/64"),
+        })
+    }
+
     /// Walks the forwarding chain from the nearest hop: each trusted hop's report of the one
     /// before it is believed, and nothing beyond the first hop that is not trusted.
     fn forwarded_client(&self, req: &HttpRequest, peer: IpAddr) -> IpAddr {
@@ -345,6 +360,11 @@ impl Binding {
     }
 
     /// What the binding needs of this request.
+    /// The client address policy of [`bind_to_ip`](crate::RedisSessionBuilder::bind_to_ip).
+    pub(crate) fn client_ip(&self) -> Option<&ClientIp> {
+        self.ip.as_ref()
+    }
+
     pub(crate) fn client(&self, req: &HttpRequest) -> Client {
         Client {
             user_agent: if self.user_agent {

@@ -91,3 +91,14 @@ pub(crate) fn touch_due(
     let interval = millis(every.min(idle(config, remember) / 2));
     touched.is_none_or(|touched| now.saturating_sub(touched) >= interval)
 }
+
+/// The longest time to live a session record of this configuration can be given: the idle
+/// timeout, or the longest "remember me" lifetime if that is allowed. A user's index lives
+/// that long after its last change, so that it outlives every session in it.
+pub(crate) fn longest(config: &SessionConfig) -> Duration {
+    if config.allow_remember {
+        config.idle_timeout.max(config.remember_max)
+    } else {
+        config.idle_timeout
+    }
+}

@@ -36,6 +36,35 @@ pub(crate) const TOUCHED: &str = "m:t";
 /// `ua=<32 hex>;ip=<32 hex>`.
 pub(crate) const BOUND: &str = "m:b";
 
+/// The user the session belongs to ([`Session::set_user`](crate::Session::set_user)),
+/// stored as any value is (header byte + JSON string; sealed with `encrypt_at_rest`). Not
+/// metadata: a session that holds a user and nothing else is not empty.
+pub(crate) const USER: &str = "x:user";
+/// The device a user signed in from, for their device list: its User-Agent (at most
+/// [`MAX_AGENT`] bytes) and its network (`203.0.113.0/24`, `2001:db8::/64`), written when
+/// [`Session::set_user`](crate::Session::set_user) is called.
+pub(crate) const AGENT: &str = "m:a";
+pub(crate) const NETWORK: &str = "m:i";
+/// The longest User-Agent kept for a device list.
+pub(crate) const MAX_AGENT: usize = 256;
+/// Where a user's index lives: `{key_prefix}user:{hex SHA-256 of the user}`, one record
+/// whose fields are `h:<handle>` (empty values), one per session of that user.
+pub(crate) const INDEX_INFIX: &str = "user:";
+pub(crate) const INDEX_FIELD: &str = "h:";
+
+/// The key of `user`'s index under `prefix`.
+pub(crate) fn index_key(prefix: &str, user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(user.as_bytes());
+    let mut key = String::with_capacity(prefix.len() + INDEX_INFIX.len() + 64);
+    key.push_str(prefix);
+    key.push_str(INDEX_INFIX);
+    for b in digest {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
 /// Whether a field holds data (anything but metadata).
 pub(crate) fn is_data(name: &str) -> bool {
     !name.starts_with(META_PREFIX)

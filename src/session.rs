@@ -161,6 +161,49 @@ impl Session {
             .map_err(|e| decode_error(key, e))
     }
 
+    /// Makes this session `user`'s: for the per-user index ("sign out everywhere", a device
+    /// list) and [`SessionAdmin::sessions_of`](crate::SessionAdmin::sessions_of). Call it at
+    /// login, with [`renew`](Self::renew). The user (an id, a name: any string) is stored as a
+    /// value is (sealed with [`encrypt_at_rest`](crate::RedisSessionBuilder::encrypt_at_rest));
+    /// the index keeps only handles. With it the middleware records the device for the
+    /// user's device list: the User-Agent (its first 256 bytes) and the client's network
+    /// (`/24` for IPv4, `/64` for IPv6).
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert): a limit of the configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_redis_session::Session;
+    /// use actix_web::{post, HttpResponse};
+    ///
+    /// #[post("/login")]
+    /// async fn login(session: Session) -> actix_web::Result<HttpResponse> {
+    ///     // ... check the password first ...
+    ///     session.renew();
+    ///     session.set_user("alice")?;
+    ///     Ok(HttpResponse::SeeOther().insert_header(("Location", "/")).finish())
+    /// }
+    /// ```
+    pub fn set_user(&self, user: impl Into<String>) -> Result<(), SessionError> {
+        self.lock().set_user(user.into())
+    }
+
+    /// The user of this session ([`set_user`](Self::set_user)), if any.
+    pub fn user(&self) -> Option<String> {
+        self.lock().user()
+    }
+
+    /// Ends every other session of this session's user once this request is done ("sign
+    /// out my other devices"); this one stays. Nothing happens for a session without a
+    /// user. A failure to carry it out answers like a failed save (`503` with
+    /// [`OnStoreError::FailClosed`](crate::OnStoreError::FailClosed)).
+    pub fn sign_out_other_sessions(&self) {
+        self.lock().sign_out_others();
+    }
+
     /// Stores `value` under `key`, serialized as JSON. Only this field is written back.
     ///
     /// # Errors

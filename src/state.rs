@@ -14,7 +14,10 @@ use crate::{
     error::SessionError,
     flash::FlashMessage,
     lifetime,
-    record::{self, now_ms, BOUND, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, TOUCHED},
+    record::{
+        self, now_ms, AGENT, BOUND, CREATED, CSRF, FLASH_PREFIX, LEGACY_FLASH, NETWORK, TOUCHED,
+        USER,
+    },
     store::{
         cookie::{FIELD_OVERHEAD, HEADER_LEN},
         Fields, Write,
@@ -70,6 +73,27 @@ pub(crate) struct State {
     /// Fields the load dropped as unreadable, for
     /// [`on_session_load_error`](crate::RedisSessionBuilder::on_session_load_error).
     dropped: Vec<String>,
+    /// The user of the stored session as loaded (whose index holds its handle), and its key.
+    user_at_load: Option<String>,
+    key_at_load: Option<String>,
+    /// [`State::set_user`] was called: the device fields are written, the index updated.
+    user_set: bool,
+    /// [`State::sign_out_others`] was called.
+    sign_out_others: bool,
+}
+
+/// What a request did to the session's user, for the per-user index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UserChange {
+    /// The user of the stored session it came with, and that session's key.
+    pub(crate) before: Option<String>,
+    pub(crate) before_key: Option<String>,
+    /// The user now (`None` after a purge).
+    pub(crate) after: Option<String>,
+    /// `set_user` was called.
+    pub(crate) set: bool,
+    /// `sign_out_other_sessions` was called.
+    pub(crate) others: bool,
 }
 
 /// Why a stored record is being replaced.
@@ -128,6 +152,19 @@ pub(crate) enum Plan {
 impl Plan {
     /// What the save does, for its span: `skip`, `keep`, `update`, `empty`, `create`,
     /// `renew` or `delete`.
+    /// The storage key the session will have once the plan is carried out, if any.
+    pub(crate) fn key_after(&self, prefix: &str) -> Option<String> {
+        match self {
+            Plan::Keep { live: Some(live) } => Some(live.id.storage_key(prefix)),
+            Plan::Update { write, .. } | Plan::Empty { write, .. } => match write {
+                Write::Update { key, .. } | Write::Empty { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            Plan::Create { id, .. } => Some(id.storage_key(prefix)),
+            Plan::Skip | Plan::Keep { live: None } | Plan::Delete { .. } => None,
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Plan::Skip => "skip",
@@ -169,6 +206,10 @@ impl State {
             generation: 0,
             bound: None,
             dropped: Vec::new(),
+            user_at_load: None,
+            key_at_load: None,
+            user_set: false,
+            sign_out_others: false,
         }
     }
 
@@ -210,6 +251,8 @@ impl State {
         });
         state.size = record_size(&fields);
         state.fields = fields;
+        state.user_at_load = state.user();
+        state.key_at_load = Some(key.clone());
         state.id = Some(id);
         state.key = Some(key);
         state.remember = remember;
@@ -238,6 +281,58 @@ impl State {
     /// The fields the load dropped as unreadable (each told once).
     pub(crate) fn take_dropped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.dropped)
+    }
+
+    /// The user this session belongs to.
+    pub(crate) fn user(&self) -> Option<String> {
+        codec::decode(self.fields.get(USER)?).ok()
+    }
+
+    /// Makes the session `user`'s (see [`Session::set_user`](crate::Session::set_user)).
+    pub(crate) fn set_user(&mut self, user: String) -> Result<(), SessionError> {
+        if self.status == SessionStatus::Degraded {
+            return Ok(());
+        }
+        let value = codec::encode(&user).map_err(|e| SessionError::Serialize {
+            key: "user".to_owned(),
+            source: e,
+        })?;
+        self.set(USER.to_owned(), value, "user")?;
+        self.user_set = true;
+        Ok(())
+    }
+
+    /// The device fields of a session whose user was set in this request.
+    pub(crate) fn set_device(&mut self, agent: Option<&str>, network: Option<String>) {
+        for (field, value) in [(AGENT, agent.map(str::to_owned)), (NETWORK, network)] {
+            match value {
+                Some(value) => {
+                    self.fields.insert(field.to_owned(), value.into_bytes());
+                }
+                None => {
+                    self.fields.remove(field);
+                }
+            }
+            self.dirty.insert(field.to_owned());
+        }
+    }
+
+    /// Ends the other sessions of this session's user after this request.
+    pub(crate) fn sign_out_others(&mut self) {
+        if self.status != SessionStatus::Degraded {
+            self.sign_out_others = true;
+        }
+    }
+
+    /// What this request did to the session's user.
+    pub(crate) fn user_change(&self) -> UserChange {
+        UserChange {
+            before: self.user_at_load.clone(),
+            before_key: self.key_at_load.clone(),
+            after: self.user(),
+            set: self.user_set,
+            others: self.sign_out_others,
+        }
     }
 
     pub(crate) fn is_bound(&self) -> bool {

@@ -7,7 +7,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use actix_redis_session::{Handle, RedisSession, SessionAdmin, StoreErrorKind};
+use actix_redis_session::{Handle, RedisSession, Session, SessionAdmin, StoreErrorKind};
+use actix_web::{web, App};
 use common::{key, serve, Backend, Client, RedisServer};
 use futures_util::TryStreamExt as _;
 
@@ -87,6 +88,166 @@ mod suite {
             .expect("listed")
     }
 
+    async fn signin(session: Session, user: web::Path<String>) -> actix_web::Result<String> {
+        session.renew();
+        session.set_user(user.into_inner())?;
+        Ok("in".into())
+    }
+
+    async fn whoami(session: Session) -> String {
+        session.user().unwrap_or_default()
+    }
+
+    async fn others_out(session: Session) -> String {
+        session.sign_out_other_sessions();
+        "others out".into()
+    }
+
+    async fn renew(session: Session) -> String {
+        session.renew();
+        "renewed".into()
+    }
+
+    async fn logout(session: Session) -> String {
+        session.purge();
+        "out".into()
+    }
+
+    async fn handle(session: Session) -> String {
+        session.handle().to_string()
+    }
+
+    fn serve_users(sessions: RedisSession) -> actix_test::TestServer {
+        actix_test::start(move || {
+            App::new()
+                .wrap(sessions.clone())
+                .route("/signin/{user}", web::get().to(signin))
+                .route("/whoami", web::get().to(whoami))
+                .route("/others-out", web::get().to(others_out))
+                .route("/renew", web::get().to(renew))
+                .route("/logout", web::get().to(logout))
+                .route("/handle", web::get().to(handle))
+        })
+    }
+
+    /// The handles and User-Agents of `user`'s sessions, as the admin lists them.
+    async fn devices(admin: &SessionAdmin, user: &str) -> BTreeSet<(String, String)> {
+        let sessions = admin.sessions_of(user).await.expect("the user's sessions");
+        for info in &sessions {
+            assert_eq!(info.user(), Some(user));
+            assert_eq!(info.network(), Some("127.0.0.0/24"));
+            assert!(info.created().is_some());
+        }
+        sessions
+            .iter()
+            .map(|i| {
+                let agent = i.user_agent().unwrap_or_default().to_owned();
+                (i.handle().to_string(), agent)
+            })
+            .collect()
+    }
+
+    pub async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+        backend: Backend,
+    ) {
+        let sessions = backend.sessions(key(1));
+        let admin = sessions.admin();
+        let srv = serve_users(sessions);
+        let mut laptop = Client::new(&srv).with_header("user-agent", "Laptop");
+        let mut phone = Client::new(&srv).with_header("user-agent", "Phone");
+        let mut tablet = Client::new(&srv).with_header("user-agent", "Tablet");
+        for (client, user) in [
+            (&mut laptop, "alice"),
+            (&mut phone, "alice"),
+            (&mut tablet, "bob"),
+        ] {
+            assert_eq!(client.get(&format!("/signin/{user}")).await.status, 200);
+            assert_eq!(client.get("/whoami").await.body, user);
+        }
+        let laptop_handle = laptop.get("/handle").await.body;
+        let phone_handle = phone.get("/handle").await.body;
+        assert_eq!(
+            devices(&admin, "alice").await,
+            [
+                (laptop_handle.clone(), "Laptop".to_owned()),
+                (phone_handle.clone(), "Phone".to_owned())
+            ]
+            .into()
+        );
+        assert_eq!(devices(&admin, "bob").await.len(), 1);
+        assert!(admin.sessions_of("nobody").await.unwrap().is_empty());
+
+        // A renew moves the laptop's entry to its new handle.
+        assert_eq!(laptop.get("/renew").await.status, 200);
+        let renewed = laptop.get("/handle").await.body;
+        assert_ne!(renewed, laptop_handle);
+        let alice = devices(&admin, "alice").await;
+        assert!(
+            alice.contains(&(renewed.clone(), "Laptop".to_owned())),
+            "{alice:?}"
+        );
+        assert_eq!(alice.len(), 2, "{alice:?}");
+
+        // "Sign out my other devices" from the phone: the laptop is signed out on its next
+        // request, the phone and bob's tablet are not.
+        assert_eq!(phone.get("/others-out").await.status, 200);
+        assert_eq!(laptop.get("/whoami").await.body, "");
+        assert_eq!(phone.get("/whoami").await.body, "alice");
+        assert_eq!(tablet.get("/whoami").await.body, "bob");
+        assert_eq!(
+            devices(&admin, "alice").await,
+            [(phone_handle.clone(), "Phone".to_owned())].into()
+        );
+
+        // "Sign out everywhere", by the admin.
+        assert_eq!(laptop.get("/signin/alice").await.status, 200);
+        assert_eq!(admin.sign_out_user("alice").await.unwrap(), 2);
+        assert_eq!(laptop.get("/whoami").await.body, "");
+        assert_eq!(phone.get("/whoami").await.body, "");
+        assert_eq!(tablet.get("/whoami").await.body, "bob");
+        assert!(admin.sessions_of("alice").await.unwrap().is_empty());
+        assert_eq!(admin.sign_out_user("alice").await.unwrap(), 0);
+
+        // A logout leaves the index; a session ended otherwise is pruned when it is read.
+        assert_eq!(tablet.get("/logout").await.status, 200);
+        assert!(admin.sessions_of("bob").await.unwrap().is_empty());
+        assert_eq!(tablet.get("/signin/bob").await.status, 200);
+        let handle = Handle::parse(&tablet.get("/handle").await.body).unwrap();
+        assert!(admin.destroy(&handle).await.unwrap());
+        assert!(admin.sessions_of("bob").await.unwrap().is_empty());
+    }
+
+    pub async fn expired_sessions_leave_their_users_index(backend: Backend) {
+        let sessions = backend
+            .builder(key(1))
+            .idle_timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let admin = sessions.admin();
+        let srv = serve_users(sessions);
+        let mut client = Client::new(&srv);
+        assert_eq!(client.get("/signin/carol").await.status, 200);
+        assert_eq!(admin.sessions_of("carol").await.unwrap().len(), 1);
+        if let Some(server) = backend.redis_server() {
+            let keys = server.keys();
+            assert!(
+                keys.iter().any(|k| k.starts_with("session:user:")),
+                "{keys:?}"
+            );
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(1300)).await;
+        assert!(admin.sessions_of("carol").await.unwrap().is_empty());
+        // Pruned: on Redis a hash without fields is no key at all.
+        if let Some(server) = backend.redis_server() {
+            let keys = server.keys();
+            assert!(
+                !keys.iter().any(|k| k.starts_with("session:user:")),
+                "{keys:?}"
+            );
+        }
+        assert_eq!(client.get("/whoami").await.body, "");
+    }
+
     pub async fn admin_lists_in_small_steps(backend: Backend) {
         let sessions = backend.sessions(key(1));
         let admin = sessions.admin().scan_count(3);
@@ -104,6 +265,20 @@ mod suite {
 
 mod memory {
     #[actix_web::test]
+    async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {
+        super::suite::the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+            super::common::Backend::memory(),
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_leave_their_users_index() {
+        super::suite::expired_sessions_leave_their_users_index(super::common::Backend::memory())
+            .await;
+    }
+
+    #[actix_web::test]
     async fn admin_counts_lists_reads_and_ends_sessions() {
         super::suite::admin_counts_lists_reads_and_ends_sessions(super::common::Backend::memory())
             .await;
@@ -117,6 +292,20 @@ mod memory {
 
 mod redis {
     #[actix_web::test]
+    async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {
+        super::suite::the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+            super::common::Backend::redis(),
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_leave_their_users_index() {
+        super::suite::expired_sessions_leave_their_users_index(super::common::Backend::redis())
+            .await;
+    }
+
+    #[actix_web::test]
     async fn admin_counts_lists_reads_and_ends_sessions() {
         super::suite::admin_counts_lists_reads_and_ends_sessions(super::common::Backend::redis())
             .await;
@@ -129,6 +318,22 @@ mod redis {
 }
 
 mod multiplexed {
+    #[actix_web::test]
+    async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {
+        super::suite::the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+            super::common::Backend::multiplexed(),
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_leave_their_users_index() {
+        super::suite::expired_sessions_leave_their_users_index(
+            super::common::Backend::multiplexed(),
+        )
+        .await;
+    }
+
     #[actix_web::test]
     async fn admin_counts_lists_reads_and_ends_sessions() {
         super::suite::admin_counts_lists_reads_and_ends_sessions(
@@ -145,6 +350,20 @@ mod multiplexed {
 
 mod file {
     #[actix_web::test]
+    async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {
+        super::suite::the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+            super::common::Backend::file(),
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_leave_their_users_index() {
+        super::suite::expired_sessions_leave_their_users_index(super::common::Backend::file())
+            .await;
+    }
+
+    #[actix_web::test]
     async fn admin_counts_lists_reads_and_ends_sessions() {
         super::suite::admin_counts_lists_reads_and_ends_sessions(super::common::Backend::file())
             .await;
@@ -157,6 +376,20 @@ mod file {
 }
 
 mod hardened {
+    #[actix_web::test]
+    async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {
+        super::suite::the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+            super::common::Backend::hardened(),
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_leave_their_users_index() {
+        super::suite::expired_sessions_leave_their_users_index(super::common::Backend::hardened())
+            .await;
+    }
+
     #[actix_web::test]
     async fn admin_counts_lists_reads_and_ends_sessions() {
         super::suite::admin_counts_lists_reads_and_ends_sessions(
@@ -252,4 +485,22 @@ async fn fifty_thousand_sessions_are_listed_in_steps_and_destroy_all_touches_not
         left,
         ["other:key", "session:user:alice"].map(String::from).into(),
     );
+}
+
+mod user_store {
+    #[actix_web::test]
+    async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {
+        super::suite::the_user_index_follows_login_renew_logout_and_signs_out_everywhere(
+            super::common::Backend::user_store(),
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_leave_their_users_index() {
+        super::suite::expired_sessions_leave_their_users_index(
+            super::common::Backend::user_store(),
+        )
+        .await;
+    }
 }

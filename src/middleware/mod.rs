@@ -284,6 +284,32 @@ impl Loader for Pending {
     }
 }
 
+/// The device a user signs in from, for their device list: its User-Agent (cut to
+/// [`MAX_AGENT`](crate::record::MAX_AGENT) bytes) and its network, found as
+/// [`bind_to_ip`](crate::RedisSessionBuilder::bind_to_ip) finds the client's address (its
+/// trusted proxies believed), else from the peer.
+fn device(
+    config: &SessionConfig,
+    req: &actix_web::HttpRequest,
+) -> (Option<String>, Option<String>) {
+    let agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|agent| {
+            let mut end = agent.len().min(crate::record::MAX_AGENT);
+            while !agent.is_char_boundary(end) {
+                end -= 1;
+            }
+            agent[..end].to_owned()
+        });
+    let network = match config.binding.as_ref().and_then(Binding::client_ip) {
+        Some(client_ip) => client_ip.device_network(req),
+        None => crate::ClientIp::peer().device_network(req),
+    };
+    (agent, network)
+}
+
 /// Logs a failed load or save: an error, except while the circuit breaker is open (its
 /// opening was logged once; a line per request would flood the log).
 fn log_failure(what: &'static str, e: &StoreError) {
@@ -469,10 +495,16 @@ impl Inner {
         // A cookie that leads nowhere is removed, if it came alone: with several of our name,
         // a removal for our path and domain could delete the live one instead.
         let remove_dead = pending.only_one;
-        let (plan, logout) = {
+        let (plan, logout, change) = {
             let mut state = session.lock();
             let logout = state.purged();
-            (state.plan(), logout)
+            let change = state.user_change();
+            // The device list is of server-side sessions; a sealed cookie keeps its bytes.
+            if change.set && matches!(self.engine, Engine::Server(_)) {
+                let (agent, network) = device(config, res.request());
+                state.set_device(agent.as_deref(), network);
+            }
+            (state.plan(), logout, change)
         };
         let saved = match &self.engine {
             Engine::Server(store) => {
@@ -490,7 +522,7 @@ impl Inner {
                 );
                 let started = Instant::now();
                 let saved = server
-                    .save(plan, remove_dead, *stale_key)
+                    .save_with_user(plan, remove_dead, *stale_key, change)
                     .instrument(span.clone())
                     .await;
                 span.record("outcome", if saved.is_ok() { "ok" } else { "error" });

@@ -12,9 +12,9 @@ use crate::{
     cookie::{SessionId, Verified},
     error::{SessionLoadError, SessionLoadErrorKind, StoreError, StoreErrorKind},
     lifetime,
-    record::now_ms,
+    record::{self, now_ms},
     session::Session,
-    state::{created_ms, record_size, Live, Plan, Retired},
+    state::{created_ms, record_size, Live, Plan, Retired, UserChange},
     store::{Budget, Fields, Guarded, Outcome, Write},
     telemetry,
 };
@@ -275,6 +275,117 @@ impl Server<'_> {
                 Some(config.cookie.session_cookie(value, remember))
             }
         })
+    }
+
+    /// Carries out the plan and what the request did to the session's user: the session
+    /// goes into its user's index before it is stored under that user (so that "sign out
+    /// everywhere" never misses it), leaves the index of the user it no longer has (or its
+    /// old handle, after a renew or a logout) afterwards, and with
+    /// [`sign_out_other_sessions`](crate::Session::sign_out_other_sessions) ends the user's
+    /// other sessions once it is saved.
+    pub(super) async fn save_with_user(
+        &self,
+        plan: Plan,
+        remove_dead: bool,
+        stale_key: bool,
+        change: UserChange,
+    ) -> Result<Option<Cookie<'static>>, StoreError> {
+        let old_key = change.before_key.clone();
+        let planned = plan.key_after(&self.config.key_prefix);
+        if let (Some(user), Some(key)) = (&change.after, &planned) {
+            if change.set || old_key.as_ref() != Some(key) {
+                self.index_add(user, key).await?;
+            }
+        }
+        let cookie = self.save(plan, remove_dead, stale_key).await?;
+        if let (Some(before), Some(old)) = (&change.before, &old_key) {
+            if planned.as_ref() != Some(old) || change.after.as_ref() != Some(before) {
+                // A stale member is pruned when the index is read: not worth failing for.
+                if let Err(e) = self.index_remove(before, std::slice::from_ref(old)).await {
+                    tracing::warn!(error = %e, "could not update a user's session index");
+                }
+            }
+        }
+        if let (true, Some(user), Some(own)) = (change.others, &change.after, &planned) {
+            self.sign_out_others(user, own).await?;
+        }
+        Ok(cookie)
+    }
+
+    /// Adds the session under `key` to `user`'s index (created if absent), and moves the
+    /// index's expiry to that of the longest session.
+    async fn index_add(&self, user: &str, key: &str) -> Result<(), StoreError> {
+        let index = record::index_key(&self.config.key_prefix, user);
+        let set = vec![(self.member(key), Vec::new())];
+        let ttl = lifetime::longest(self.config);
+        let update = Write::Update {
+            key: index.clone(),
+            set: set.clone(),
+            del: Vec::new(),
+            ttl,
+        };
+        if self.store.write(&update, self.budget).await? == Outcome::Applied {
+            return Ok(());
+        }
+        let create = Write::Create {
+            key: index,
+            fields: set,
+            ttl,
+        };
+        if self.store.write(&create, self.budget).await? == Outcome::Applied {
+            return Ok(());
+        }
+        // Created meanwhile by a concurrent login of the same user (or a Redis remnant of
+        // the update above, without its expiry): the update now finds it.
+        self.store.write(&update, self.budget).await.map(drop)
+    }
+
+    /// Removes the sessions under `keys` from `user`'s index.
+    async fn index_remove(&self, user: &str, keys: &[String]) -> Result<(), StoreError> {
+        let write = Write::Update {
+            key: record::index_key(&self.config.key_prefix, user),
+            set: Vec::new(),
+            del: keys.iter().map(|key| self.member(key)).collect(),
+            ttl: lifetime::longest(self.config),
+        };
+        self.store.write(&write, self.budget).await.map(drop)
+    }
+
+    /// The index field of the session under `key`: `h:<handle>`.
+    fn member(&self, key: &str) -> String {
+        let handle = key.strip_prefix(&self.config.key_prefix).unwrap_or(key);
+        format!("{}{handle}", record::INDEX_FIELD)
+    }
+
+    /// Ends every session in `user`'s index but the one under `own`.
+    async fn sign_out_others(&self, user: &str, own: &str) -> Result<(), StoreError> {
+        let index = record::index_key(&self.config.key_prefix, user);
+        let Some(members) = self.store.load(&index, None, self.budget).await? else {
+            return Ok(());
+        };
+        let own = self.member(own);
+        let mut ended = Vec::new();
+        for member in members.into_keys() {
+            let Some(handle) = member.strip_prefix(record::INDEX_FIELD) else {
+                continue;
+            };
+            if member == own || crate::Handle::parse(handle).is_none() {
+                continue;
+            }
+            let key = format!("{}{handle}", self.config.key_prefix);
+            self.store
+                .write(&Write::Delete { key: key.clone() }, self.budget)
+                .await?;
+            ended.push(key);
+        }
+        if !ended.is_empty() {
+            tracing::info!(
+                sessions = ended.len(),
+                "signed out the user's other sessions"
+            );
+            self.index_remove(user, &ended).await?;
+        }
+        Ok(())
     }
 
     /// Stores a new record under `id`, or under another fresh id if that one is taken;
