@@ -1,5 +1,6 @@
-//! The login example in a real browser: headless Chromium driven over WebDriver, on the memory
-//! store and on a real redis-server.
+//! The login and devices examples in a real browser: headless Chromium driven over WebDriver,
+//! on the memory store and on a real redis-server; the devices example in two browsers at
+//! once (two Chromium profiles: two devices of one user).
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`;
 //! scripts/test installs them). Screenshots go to `target/browser/`.
@@ -8,6 +9,9 @@ mod common;
 
 #[path = "../examples/login/app.rs"]
 mod app;
+
+#[path = "../examples/admin/app.rs"]
+mod admin_app;
 
 use std::{
     io::{ErrorKind, Read, Write},
@@ -141,6 +145,114 @@ async fn flow(browser: &Client, backend: &Backend, base: &str, name: &str, remem
     wait_for(browser, "form#login").await;
     assert_eq!(session_cookie(browser).await, None);
     assert_eq!(backend.stored_sessions(), 0);
+}
+
+#[actix_web::test]
+async fn a_device_signed_out_from_another_browser_is_signed_out_on_its_next_request() {
+    let backend = Backend::multiplexed();
+    let sessions = backend
+        .builder(key(1))
+        .touch_after(admin_app::TOUCH_AFTER)
+        .build()
+        .unwrap();
+    let admin = actix_web::web::Data::new(sessions.admin());
+    let srv = actix_test::start(move || {
+        App::new()
+            .wrap(sessions.clone())
+            .app_data(admin.clone())
+            .configure(admin_app::routes)
+    });
+    let base = format!("http://{}/", srv.addr());
+    let (driver_a, driver_b) = (ChromeDriver::start(), ChromeDriver::start());
+    let (laptop, phone) = (driver_a.browser().await, driver_b.browser().await);
+    let outcome = AssertUnwindSafe(devices_flow(&laptop, &phone, &backend, &base))
+        .catch_unwind()
+        .await;
+    let _ = laptop.close().await;
+    let _ = phone.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn devices_flow(laptop: &Client, phone: &Client, backend: &Backend, base: &str) {
+    for browser in [laptop, phone] {
+        browser.goto(base).await.expect("open /");
+        sign_in(browser, "alice", admin_app::PASSWORD, false).await;
+        assert_eq!(text(browser, "#account").await, "Signed in as alice.");
+    }
+    // The phone lists both devices, itself marked, and signs the other one out.
+    phone.refresh().await.expect("reload");
+    wait_for(phone, "#devices").await;
+    let rows = phone
+        .find_all(Locator::Css("tr.device"))
+        .await
+        .expect("device rows");
+    assert_eq!(rows.len(), 2, "two devices");
+    let this = phone
+        .find_all(Locator::Css("tr.device.this"))
+        .await
+        .expect("this device");
+    assert_eq!(this.len(), 1, "one of them is this one");
+    assert!(text(phone, "tr.device.this")
+        .await
+        .contains("(this device)"));
+    screenshot(phone, "devices-two").await;
+    phone
+        .find(Locator::Css("tr.device:not(.this) .sign-out-device"))
+        .await
+        .expect("the other device's sign-out button")
+        .click()
+        .await
+        .expect("click sign out");
+    assert_eq!(
+        text(phone, ".flash.success").await,
+        "That device is signed out"
+    );
+    let rows = phone.find_all(Locator::Css("tr.device")).await.unwrap();
+    assert_eq!(rows.len(), 1, "one device left");
+
+    // The laptop is signed out on its next request; the phone is not.
+    laptop.refresh().await.expect("reload");
+    wait_for(laptop, "form#login").await;
+    screenshot(laptop, "devices-signed-out").await;
+    phone.refresh().await.expect("reload");
+    assert_eq!(text(phone, "#account").await, "Signed in as alice.");
+
+    // Signed in again on the laptop; "sign out everywhere else" from the phone.
+    sign_in(laptop, "alice", admin_app::PASSWORD, false).await;
+    assert_eq!(text(laptop, "#account").await, "Signed in as alice.");
+    phone.refresh().await.expect("reload");
+    wait_for(phone, "#sign-out-others")
+        .await
+        .click()
+        .await
+        .expect("click");
+    assert_eq!(
+        text(phone, ".flash.success").await,
+        "Every other device is signed out"
+    );
+    laptop.refresh().await.expect("reload");
+    wait_for(laptop, "form#login").await;
+
+    // The operator page: every session, counted and listed.
+    sign_in(laptop, admin_app::OPERATOR, admin_app::PASSWORD, false).await;
+    wait_for(laptop, "#operator")
+        .await
+        .click()
+        .await
+        .expect("open the operator page");
+    wait_for_text(laptop, "#count", "2").await;
+    let rows = laptop.find_all(Locator::Css("tr.session")).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let page = text(laptop, "#sessions").await;
+    assert!(page.contains("alice") && page.contains("admin"), "{page}");
+    screenshot(laptop, "devices-operator").await;
+    assert_eq!(
+        backend.stored_sessions(),
+        2 + 2,
+        "two sessions and two user indexes"
+    );
 }
 
 /// The attacker's page: a form that posts the demo account's credentials to the app's
