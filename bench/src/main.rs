@@ -11,7 +11,11 @@
 //! Redis, the server and wrk are read around the measured run. Rounds interleave the variants
 //! so that slow drifts on a shared machine hit all of them alike; ratios are computed within
 //! each round and their median reported. See BENCHMARKS.md.
+//!
+//! `admin [--sessions N] [--count N]` runs the session administration at scale instead
+//! (`admin.rs`).
 
+mod admin;
 mod cpu;
 mod redis_server;
 mod report;
@@ -112,6 +116,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
         return serve_child(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("admin") {
+        return match admin::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let options = match Options::parse(&args) {
         Ok(options) => options,
