@@ -196,11 +196,11 @@ fn flush(
     Ok(())
 }
 
+/// The pinger's thread: how many `PING`s it sent, and the slowest round trip.
+type Pinger = thread::JoinHandle<Result<(usize, Duration), BoxError>>;
+
 /// `PING` after `PING` on a connection of its own until `stop`: how many, and the slowest.
-fn pinger(
-    redis: &RedisServer,
-    stop: Arc<AtomicBool>,
-) -> Result<thread::JoinHandle<Result<(usize, Duration), BoxError>>, BoxError> {
+fn pinger(redis: &RedisServer, stop: Arc<AtomicBool>) -> Result<Pinger, BoxError> {
     let mut conn = TcpStream::connect(redis.url().trim_start_matches("redis://"))?;
     conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
