@@ -12,12 +12,14 @@
 //!
 //! The per-user index: [`Session::set_user`](crate::Session::set_user) puts the session's
 //! handle into `{key_prefix}user:{hex SHA-256 of the user}`, a record whose fields are
-//! `h:<handle>`, before the session is stored under that user, so that "sign out
-//! everywhere" never misses a session. A renew moves it to the new handle, a logout takes it
-//! out, and entries of sessions that ended otherwise (expiry, an admin) are pruned when the
-//! index is read. The index lives as long as the longest session can (the idle timeout, or
-//! `remember_max`), from its last change. Reading or changing it costs a round trip or two
-//! at login, logout and renew only, never on other requests.
+//! `h:<handle>`, no later than the session is stored under that user (a new session's
+//! entry goes in the same batch as the session, whose cookie is set only if both were
+//! stored), so that "sign out everywhere" never misses a session. A renew moves it to the
+//! new handle, a logout takes it out, and entries of sessions that ended otherwise (expiry,
+//! an admin) are pruned when the index is read. The index lives as long as the longest
+//! session can (the idle timeout, or `remember_max`), from its last change. A login from a
+//! new device costs no round trip more; a user's first login two, a renew or a logout of a
+//! signed-in session one; no other request pays anything.
 
 use std::{
     collections::VecDeque,

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use actix_redis_session::{Handle, RedisSession, Session, SessionAdmin, StoreErrorKind};
 use actix_web::{web, App};
-use common::{key, serve, Backend, Client, RedisServer};
+use common::{key, proxy::Proxy, serve, Backend, Client, RedisServer};
 use futures_util::TryStreamExt as _;
 
 mod suite {
@@ -117,7 +117,7 @@ mod suite {
         session.handle().to_string()
     }
 
-    fn serve_users(sessions: RedisSession) -> actix_test::TestServer {
+    pub fn serve_users(sessions: RedisSession) -> actix_test::TestServer {
         actix_test::start(move || {
             App::new()
                 .wrap(sessions.clone())
@@ -502,5 +502,31 @@ mod user_store {
             super::common::Backend::user_store(),
         )
         .await;
+    }
+}
+
+#[actix_web::test]
+async fn a_login_from_a_new_device_of_a_known_user_costs_no_extra_round_trip() {
+    for transport in [
+        actix_redis_session::Transport::Pool,
+        actix_redis_session::Transport::Multiplexed,
+    ] {
+        let server = RedisServer::start_tcp();
+        let proxy = Proxy::start(server.tcp_addr());
+        let sessions = RedisSession::builder(proxy.url(), key(1))
+            .transport(transport)
+            .build()
+            .unwrap();
+        let srv = suite::serve_users(sessions);
+        // Connections opened, and alice's index made by her first login.
+        Client::new(&srv).get("/signin/alice").await;
+        Client::new(&srv).get("/signin/alice").await;
+        proxy.reset_round_trips();
+        let mut device = Client::new(&srv);
+        assert_eq!(device.get("/signin/alice").await.status, 200);
+        // The index entry goes in the same batch as the new record: one round trip, as a
+        // session without a user costs.
+        assert_eq!(proxy.round_trips(), 1, "{transport:?}");
+        assert_eq!(device.get("/whoami").await.body, "alice");
     }
 }

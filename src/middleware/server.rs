@@ -278,9 +278,9 @@ impl Server<'_> {
     }
 
     /// Carries out the plan and what the request did to the session's user: the session
-    /// goes into its user's index before it is stored under that user (so that "sign out
-    /// everywhere" never misses it), leaves the index of the user it no longer has (or its
-    /// old handle, after a renew or a logout) afterwards, and with
+    /// goes into its user's index no later than it is stored under that user (so that "sign
+    /// out everywhere" never misses it), leaves the index of the user it no longer has (or
+    /// its old handle, after a renew or a logout) afterwards, and with
     /// [`sign_out_other_sessions`](crate::Session::sign_out_other_sessions) ends the user's
     /// other sessions once it is saved.
     pub(super) async fn save_with_user(
@@ -292,12 +292,34 @@ impl Server<'_> {
     ) -> Result<Option<Cookie<'static>>, StoreError> {
         let old_key = change.before_key.clone();
         let planned = plan.key_after(&self.config.key_prefix);
-        if let (Some(user), Some(key)) = (&change.after, &planned) {
-            if change.set || old_key.as_ref() != Some(key) {
-                self.index_add(user, key).await?;
+        let add = match (&change.after, &planned) {
+            (Some(user), Some(key)) if change.set || old_key.as_ref() != Some(key) => {
+                Some((user, key))
             }
-        }
-        let cookie = self.save(plan, remove_dead, stale_key).await?;
+            _ => None,
+        };
+        let cookie = match add {
+            // A new record (a login with renew, a first session): its index entry and the
+            // record go together, in the same batch where the store batches. Should the
+            // index fail, the answer is an error and no cookie names the new record: nobody
+            // is signed in without being in the index.
+            Some((user, key)) if matches!(plan, Plan::Create { .. }) => {
+                let (indexed, saved) = futures_util::future::join(
+                    self.index_add(user, key),
+                    self.save(plan, remove_dead, stale_key),
+                )
+                .await;
+                indexed?;
+                saved?
+            }
+            // An existing record whose user changes: into the index first, so that a
+            // failure leaves the session as it was.
+            Some((user, key)) => {
+                self.index_add(user, key).await?;
+                self.save(plan, remove_dead, stale_key).await?
+            }
+            None => self.save(plan, remove_dead, stale_key).await?,
+        };
         if let (Some(before), Some(old)) = (&change.before, &old_key) {
             if planned.as_ref() != Some(old) || change.after.as_ref() != Some(before) {
                 // A stale member is pruned when the index is read: not worth failing for.
