@@ -78,6 +78,7 @@ pub struct RedisSessionBuilder {
     absolute_timeout: Option<Duration>,
     remember_max: Duration,
     allow_remember: bool,
+    record_devices: bool,
     key_prefix: String,
     limits: Limits,
     flash: FlashConfig,
@@ -131,6 +132,7 @@ impl RedisSessionBuilder {
             absolute_timeout: None,
             remember_max: MAX_LIFETIME,
             allow_remember: true,
+            record_devices: true,
             key_prefix: "session:".to_owned(),
             limits: Limits {
                 max_value_size: 64 * 1024,
@@ -299,6 +301,18 @@ impl RedisSessionBuilder {
     /// next response on.
     pub fn allow_remember_me(mut self, allow: bool) -> Self {
         self.allow_remember = allow;
+        self
+    }
+
+    /// Whether [`Session::set_user`](crate::Session::set_user) records the device a user
+    /// signs in from, for their device list ([`SessionAdmin::sessions_of`]): its User-Agent
+    /// (first 256 bytes) and its network (`/24` or `/64`, never the full address), in plain
+    /// metadata fields of the session. Default: `true`. With `false` nothing about the device
+    /// is stored (and a device list shows none).
+    ///
+    /// [`SessionAdmin::sessions_of`]: crate::SessionAdmin::sessions_of
+    pub fn record_devices(mut self, record: bool) -> Self {
+        self.record_devices = record;
         self
     }
 
@@ -879,6 +893,7 @@ impl RedisSessionBuilder {
             absolute_timeout: self.absolute_timeout,
             remember_max: self.remember_max,
             allow_remember: self.allow_remember,
+            record_devices: self.record_devices,
             key_prefix: self.key_prefix,
             at_rest: AtRest::new(
                 &self.key,

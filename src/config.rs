@@ -114,6 +114,8 @@ pub(crate) struct SessionConfig {
     /// [`Session::remember`](crate::Session::remember) makes cookies persistent (`true`) or
     /// does nothing.
     pub(crate) allow_remember: bool,
+    /// `set_user` records the device (User-Agent, network).
+    pub(crate) record_devices: bool,
     pub(crate) key_prefix: String,
     pub(crate) limits: Limits,
     /// How values are stored: sealed, compressed (server-side stores).

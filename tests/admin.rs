@@ -530,3 +530,32 @@ async fn a_login_from_a_new_device_of_a_known_user_costs_no_extra_round_trip() {
         assert_eq!(device.get("/whoami").await.body, "alice");
     }
 }
+
+#[actix_web::test]
+async fn without_record_devices_nothing_about_the_device_is_stored() {
+    let backend = Backend::redis();
+    let sessions = backend
+        .builder(key(1))
+        .record_devices(false)
+        .build()
+        .unwrap();
+    let admin = sessions.admin();
+    let srv = suite::serve_users(sessions);
+    let mut client = Client::new(&srv).with_header("user-agent", "Laptop");
+    assert_eq!(client.get("/signin/alice").await.status, 200);
+    let devices = admin.sessions_of("alice").await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(
+        (devices[0].user_agent(), devices[0].network()),
+        (None, None)
+    );
+    let server = backend.redis_server().unwrap();
+    let mut conn = server.conn();
+    for key in server.keys() {
+        let fields: Vec<String> = ::redis::cmd("HKEYS").arg(&key).query(&mut conn).unwrap();
+        assert!(
+            !fields.iter().any(|f| f == "m:a" || f == "m:i"),
+            "{key}: {fields:?}"
+        );
+    }
+}

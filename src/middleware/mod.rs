@@ -500,7 +500,7 @@ impl Inner {
             let logout = state.purged();
             let change = state.user_change();
             // The device list is of server-side sessions; a sealed cookie keeps its bytes.
-            if change.set && matches!(self.engine, Engine::Server(_)) {
+            if change.set && config.record_devices && matches!(self.engine, Engine::Server(_)) {
                 let (agent, network) = device(config, res.request());
                 state.set_device(agent.as_deref(), network);
             }
