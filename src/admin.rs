@@ -18,8 +18,7 @@
 //! new handle, a logout takes it out, and entries of sessions that ended otherwise (expiry,
 //! an admin) are pruned when the index is read. The index lives as long as the longest
 //! session can (the idle timeout, or `remember_max`), from its last change. A login from a
-//! new device costs no round trip more on the multiplexed transport (at most one on the
-//! pool); a user's first login two, a renew or a logout of a
+//! new device usually costs no round trip more (at most one); a user's first login two, a renew or a logout of a
 //! signed-in session one; no other request pays anything.
 
 use std::{
