@@ -38,7 +38,7 @@ use crate::{
     cookie::Handle,
     error::{SessionError, StoreError, StoreErrorKind},
     record::{self, AGENT, CREATED, DATA_PREFIX, NETWORK, TOUCHED, USER},
-    store::{batch::Sender as _, Fields, MemoryStore, Outcome, Store, Write},
+    store::{Fields, MemoryStore, Outcome, Store, Write},
     store::{FileStore, MultiplexedStore, RedisStore},
 };
 
@@ -89,6 +89,7 @@ struct Inner {
 }
 
 /// The store as the administration sees it.
+#[derive(Clone)]
 pub(crate) enum Lister {
     Redis(RedisStore),
     Multiplexed(MultiplexedStore),
@@ -219,6 +220,16 @@ enum Cursor {
     Done,
 }
 
+impl Cursor {
+    /// The `SCAN` cursor to go on from (0 to start).
+    fn scan_at(&self) -> u64 {
+        match self {
+            Cursor::Redis(at) => *at,
+            _ => 0,
+        }
+    }
+}
+
 impl SessionAdmin {
     pub(crate) fn new(store: Lister, config: Arc<SessionConfig>) -> SessionAdmin {
         SessionAdmin {
@@ -237,14 +248,7 @@ impl SessionAdmin {
         let inner = &self.inner;
         SessionAdmin {
             inner: Arc::new(Inner {
-                store: match &inner.store {
-                    Lister::Redis(s) => Lister::Redis(s.clone()),
-                    Lister::Multiplexed(s) => Lister::Multiplexed(s.clone()),
-                    Lister::Memory(s) => Lister::Memory(s.clone()),
-                    Lister::File(s) => Lister::File(s.clone()),
-                    Lister::Other(s) => Lister::Other(s.clone()),
-                    Lister::None => Lister::None,
-                },
+                store: inner.store.clone(),
                 config: Arc::clone(&inner.config),
                 scan_count: count.clamp(1, 100_000),
             }),
@@ -382,15 +386,7 @@ impl SessionAdmin {
         let write = Write::Delete {
             key: self.key_of(handle),
         };
-        let outcome = match &self.inner.store {
-            Lister::Redis(s) => s.write(&write).await?,
-            Lister::Multiplexed(s) => s.write(&write).await?,
-            Lister::Memory(s) => s.write_now(&write),
-            Lister::File(s) => Store::File(s.clone()).write(&write).await?,
-            Lister::Other(s) => s.write(&write).await?,
-            Lister::None => return Err(unsupported()),
-        };
-        Ok(outcome == Outcome::Applied)
+        Ok(self.store()?.write(&write).await? == Outcome::Applied)
     }
 
     /// Ends every session of this middleware (every key under its prefix that names a
@@ -419,15 +415,11 @@ impl SessionAdmin {
         let count = self.inner.scan_count;
         let (keys, next) = match (&self.inner.store, cursor) {
             (_, Cursor::Done) => return Ok((Vec::new(), Cursor::Done)),
-            (Lister::Redis(s), Cursor::Start) => redis_scan(s, 0, self.prefix(), count).await?,
-            (Lister::Redis(s), Cursor::Redis(at)) => {
-                redis_scan(s, at, self.prefix(), count).await?
+            (Lister::Redis(s), cursor @ (Cursor::Start | Cursor::Redis(_))) => {
+                redis_scan(s, cursor.scan_at(), self.prefix(), count).await?
             }
-            (Lister::Multiplexed(s), Cursor::Start) => {
-                redis_scan(s, 0, self.prefix(), count).await?
-            }
-            (Lister::Multiplexed(s), Cursor::Redis(at)) => {
-                redis_scan(s, at, self.prefix(), count).await?
+            (Lister::Multiplexed(s), cursor @ (Cursor::Start | Cursor::Redis(_))) => {
+                redis_scan(s, cursor.scan_at(), self.prefix(), count).await?
             }
             (Lister::Memory(s), Cursor::Start) => {
                 let mut keys = s.keys(self.prefix()).into_iter();
@@ -678,12 +670,8 @@ impl SessionAdmin {
         match &self.inner.store {
             Lister::Redis(s) => redis_unlink(s, &keys).await,
             Lister::Multiplexed(s) => redis_unlink(s, &keys).await,
-            Lister::Memory(s) => Ok(keys
-                .into_iter()
-                .filter(|key| s.write_now(&Write::Delete { key: key.clone() }) == Outcome::Applied)
-                .count() as u64),
-            Lister::File(s) => {
-                let store = Store::File(s.clone());
+            Lister::Memory(_) | Lister::File(_) => {
+                let store = self.store()?;
                 let mut removed = 0;
                 for key in keys {
                     if store.write(&Write::Delete { key }).await? == Outcome::Applied {
