@@ -33,7 +33,6 @@ use redis::Value;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    codec,
     config::SessionConfig,
     cookie::Handle,
     error::{SessionError, StoreError, StoreErrorKind},
@@ -177,6 +176,7 @@ impl SessionInfo {
 pub struct SessionView {
     info: SessionInfo,
     fields: Fields,
+    codecs: crate::codec::Codecs,
 }
 
 impl SessionView {
@@ -194,7 +194,8 @@ impl SessionView {
         let Some(raw) = self.fields.get(&format!("{DATA_PREFIX}{key}")) else {
             return Ok(None);
         };
-        codec::decode(raw)
+        self.codecs
+            .decode(raw)
             .map(Some)
             .map_err(|e| crate::session::decode_error(key, e))
     }
@@ -373,7 +374,11 @@ impl SessionAdmin {
             .config
             .at_rest
             .open_record(&key, &mut fields, &mut failed);
-        Ok(Some(SessionView { info, fields }))
+        Ok(Some(SessionView {
+            info,
+            fields,
+            codecs: self.inner.config.codecs.clone(),
+        }))
     }
 
     /// Ends the session named `handle` now: its next request gets a fresh session. `true`
@@ -514,7 +519,7 @@ impl SessionAdmin {
         let user = fields.get(USER).and_then(|raw| {
             let mut raw = raw.clone();
             self.inner.config.at_rest.open(key, USER, &mut raw).ok()?;
-            codec::decode::<String>(&raw).ok()
+            self.inner.config.codecs.decode::<String>(&raw).ok()
         });
         Some(SessionInfo {
             handle,

@@ -7,7 +7,7 @@ use actix_web::cookie::SameSite;
 
 use crate::{
     binding::{Binding, BindingMismatch, ClientIp, MismatchCallback},
-    codec::at_rest::AtRest,
+    codec::{at_rest::AtRest, Chosen, Codec, Codecs},
     config::{
         FlashConfig, Limits, LoadErrorCallback, OnStoreError, SessionConfig, StoreFailureCallback,
         Transport, DEFAULT_COOKIE_NAME, MAX_LIFETIME, MAX_TIMEOUT,
@@ -42,7 +42,7 @@ impl SessionConfig {
     /// The default settings with a random key, for a [`Session::new`](crate::Session::new)
     /// that no middleware saves.
     pub(crate) fn detached() -> SessionConfig {
-        RedisSessionBuilder::new(Backend::None, Key::generate()).into_config()
+        RedisSessionBuilder::new(Backend::None, Key::generate()).into_config(Codecs::default())
     }
 }
 
@@ -96,6 +96,10 @@ pub struct RedisSessionBuilder {
     encrypt_at_rest: bool,
     reject_plain_values: bool,
     compress_above: Option<usize>,
+    /// The format values are written in, and the other formats read.
+    codec: Chosen,
+    read_codecs: Vec<Chosen>,
+    rewrite_formats_on_load: bool,
     bind_to_user_agent: bool,
     bind_to_ip: Option<ClientIp>,
     on_binding_mismatch: Option<MismatchCallback>,
@@ -158,6 +162,9 @@ impl RedisSessionBuilder {
             encrypt_at_rest: false,
             reject_plain_values: false,
             compress_above: None,
+            codec: Chosen::Json,
+            read_codecs: Vec::new(),
+            rewrite_formats_on_load: false,
             bind_to_user_agent: false,
             bind_to_ip: None,
             on_binding_mismatch: None,
@@ -553,6 +560,61 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// The format session values are written in: [`Json`](crate::codec::Json) (the default),
+    /// `MessagePack` (feature `msgpack`), or a [`Codec`] of your own.
+    ///
+    /// Every value records its format in its header byte and is read with the format it was
+    /// written in, so the setting can change at any time without logging anyone out: values
+    /// in the old format are read as before and stored in the new one the next time the
+    /// application writes them ([`rewrite_formats_on_load`](Self::rewrite_formats_on_load)
+    /// rewrites them as soon as a session is loaded instead). The built-in formats are
+    /// always read; a codec of your own that you move away from must stay readable
+    /// ([`read_codec`](Self::read_codec)) while values in it remain, or those values are
+    /// dropped as unreadable when loaded.
+    ///
+    /// [`build`](Self::build) refuses a codec of your own whose [`Codec::id`] is not from 8
+    /// to 15, or two codecs with one id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "msgpack")] {
+    /// use actix_redis_session::{codec::MessagePack, Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .codec(MessagePack)
+    ///     .build()?;
+    /// # }
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.codec = Chosen::of(codec);
+        self
+    }
+
+    /// Also read values in this format (a [`Codec`] of your own that values are moving
+    /// away from); values are written with [`codec`](Self::codec). May be called several
+    /// times. The built-in formats need not be named: they are always read.
+    pub fn read_codec(mut self, codec: impl Codec) -> Self {
+        self.read_codecs.push(Chosen::of(codec));
+        self
+    }
+
+    /// Rewrite values stored in another format than [`codec`](Self::codec)'s as soon as a
+    /// session is loaded, instead of the next time the application writes each of them.
+    /// Default: `false`.
+    ///
+    /// The value is carried over without knowing its type (one streaming pass through
+    /// `serde-transcode`) and written back with that request's save: one more write for
+    /// each session's first request after the switch, none after. A value that cannot be
+    /// carried over (a NaN for JSON, a codec that fails) is kept as it is. Turn it on to be
+    /// done with an old format sooner (and then stop reading it); the lazy default costs
+    /// nothing.
+    pub fn rewrite_formats_on_load(mut self, rewrite: bool) -> Self {
+        self.rewrite_formats_on_load = rewrite;
+        self
+    }
+
     /// Bind each session to the User-Agent of the client that created it. Default: `false`.
     ///
     /// The session stores a keyed digest of the User-Agent header (HMAC-SHA256 under a
@@ -826,6 +888,15 @@ impl RedisSessionBuilder {
     /// out of range.
     pub fn build(self) -> Result<RedisSession, ConfigError> {
         self.check()?;
+        let codecs = Codecs::new(
+            self.codec.clone(),
+            self.read_codecs.clone(),
+            self.rewrite_formats_on_load,
+        )
+        .map_err(|reason| ConfigError::InvalidOption {
+            option: "codec",
+            reason,
+        })?;
         if let Backend::Url(url) = &self.backend {
             if insecure_tls(url) {
                 tracing::warn!(
@@ -866,7 +937,7 @@ impl RedisSessionBuilder {
             }
         };
         Ok(RedisSession::from_parts(
-            Arc::new(self.into_config()),
+            Arc::new(self.into_config(codecs)),
             engine,
         ))
     }
@@ -876,7 +947,7 @@ impl RedisSessionBuilder {
         Guarded::new(store, self.retry, self.circuit_breaker)
     }
 
-    fn into_config(self) -> SessionConfig {
+    fn into_config(self, codecs: Codecs) -> SessionConfig {
         let mut cookie = self.cookie;
         cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
         let mut limits = self.limits;
@@ -902,6 +973,7 @@ impl RedisSessionBuilder {
                 limits.max_value_size,
             )
             .reject_plain(self.reject_plain_values),
+            codecs,
             binding: Binding::new(
                 &self.key,
                 self.bind_to_user_agent,

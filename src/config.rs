@@ -120,6 +120,8 @@ pub(crate) struct SessionConfig {
     pub(crate) limits: Limits,
     /// How values are stored: sealed, compressed (server-side stores).
     pub(crate) at_rest: AtRest,
+    /// The format values are written in, and those read.
+    pub(crate) codecs: crate::codec::Codecs,
     /// Client binding, if the session is bound to the User-Agent or the IP.
     pub(crate) binding: Option<Binding>,
     pub(crate) flash: FlashConfig,

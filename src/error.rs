@@ -91,23 +91,24 @@ pub enum SessionError {
          before `get_session()`, or build the middleware with `.lazy_load(false)`"
     )]
     NotLoaded,
-    /// The value could not be serialized to JSON.
+    /// The value could not be serialized in the configured format
+    /// ([`codec`](crate::RedisSessionBuilder::codec)).
     #[error("could not serialize the session value for {key:?}")]
     Serialize {
         /// Session key.
         key: String,
-        /// Cause.
+        /// Cause: the format's error.
         #[source]
-        source: serde_json::Error,
+        source: crate::codec::CodecError,
     },
     /// The stored value does not deserialize into the requested type.
     #[error("the session value for {key:?} does not deserialize into the requested type")]
     Deserialize {
         /// Session key.
         key: String,
-        /// Cause.
+        /// Cause: the format's error.
         #[source]
-        source: serde_json::Error,
+        source: crate::codec::CodecError,
     },
     /// The key name is longer than the configured limit
     /// ([`max_key_len`](crate::RedisSessionBuilder::max_key_len)).

@@ -76,7 +76,7 @@ mod admin;
 mod binding;
 mod builder;
 mod callback;
-mod codec;
+pub mod codec;
 pub mod config;
 mod cookie;
 pub mod csrf;
@@ -110,6 +110,7 @@ pub use self::{
     admin::{SessionAdmin, SessionInfo, SessionView, DEFAULT_SCAN_COUNT},
     binding::{BindingMismatch, ClientIp},
     builder::RedisSessionBuilder,
+    codec::{Codec, CodecError},
     config::{OnStoreError, Transport},
     cookie::Handle,
     csrf::{Csrf, CsrfError, CsrfForm},

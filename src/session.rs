@@ -28,7 +28,8 @@ use crate::{
     store::Fields,
 };
 
-/// The session of the current request: a key/value map of JSON values.
+/// The session of the current request: a key/value map of serde values (stored as JSON, or
+/// in the [format](crate::RedisSessionBuilder::codec) the middleware writes).
 ///
 /// Extract it in a handler, or get it from a request with [`SessionExt::get_session`]. It is
 /// a cheap handle (`Clone + Send + Sync`) to state shared with the middleware, so it can move
@@ -142,7 +143,7 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`SessionError::Deserialize`] when the stored JSON does not fit `T`.
+    /// [`SessionError::Deserialize`] when the stored value does not fit `T`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         self.get_field(&data_field(key), key)
     }
@@ -156,7 +157,9 @@ impl Session {
         let Some(raw) = state.fields.get(field) else {
             return Ok(None);
         };
-        codec::decode(raw)
+        state
+            .codecs()
+            .decode(raw)
             .map(Some)
             .map_err(|e| decode_error(key, e))
     }
@@ -204,7 +207,9 @@ impl Session {
         self.lock().sign_out_others();
     }
 
-    /// Stores `value` under `key`, serialized as JSON. Only this field is written back.
+    /// Stores `value` under `key`, serialized in the middleware's format (JSON unless
+    /// [`codec`](crate::RedisSessionBuilder::codec) says otherwise). Only this field is
+    /// written back.
     ///
     /// # Errors
     ///
@@ -227,11 +232,15 @@ impl Session {
         value: &T,
         key: &str,
     ) -> Result<(), SessionError> {
-        let raw = codec::encode(value).map_err(|source| SessionError::Serialize {
-            key: key.to_owned(),
-            source,
-        })?;
-        self.lock().set(field, raw, key)
+        let mut state = self.lock();
+        let raw = state
+            .codecs()
+            .encode(value)
+            .map_err(|source| SessionError::Serialize {
+                key: key.to_owned(),
+                source,
+            })?;
+        state.set(field, raw, key)
     }
 
     /// Removes `key`; `true` if it was there.
@@ -254,7 +263,10 @@ impl Session {
         let Some(raw) = state.fields.get(&field) else {
             return Ok(None);
         };
-        let value = codec::decode(raw).map_err(|e| decode_error(key, e))?;
+        let value = state
+            .codecs()
+            .decode(raw)
+            .map_err(|e| decode_error(key, e))?;
         state.unset(&field);
         Ok(Some(value))
     }
@@ -323,7 +335,9 @@ impl Session {
         self.lock().clear();
     }
 
-    /// The plain values (those set with [`Session::insert`]) as JSON, by key.
+    /// The plain values (those set with [`Session::insert`]) as JSON, by key (whatever format
+    /// they are stored in; a value JSON cannot hold, such as MessagePack binary data, is left
+    /// out).
     pub fn entries(&self) -> BTreeMap<String, serde_json::Value> {
         let state = self.lock();
         state
@@ -331,7 +345,7 @@ impl Session {
             .iter()
             .filter_map(|(name, raw)| {
                 let key = name.strip_prefix(DATA_PREFIX)?;
-                Some((key.to_owned(), codec::decode(raw).ok()?))
+                Some((key.to_owned(), state.codecs().decode(raw).ok()?))
             })
             .collect()
     }
@@ -427,13 +441,9 @@ fn data_field(key: &str) -> String {
 }
 
 pub(crate) fn decode_error(key: &str, e: codec::DecodeError) -> SessionError {
-    let source = match e {
-        codec::DecodeError::Json(source) => source,
-        other => serde::de::Error::custom(other),
-    };
     SessionError::Deserialize {
         key: key.to_owned(),
-        source,
+        source: e.into_codec_error(),
     }
 }
 

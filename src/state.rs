@@ -8,7 +8,6 @@ use std::{
 };
 
 use crate::{
-    codec,
     config::SessionConfig,
     cookie::SessionId,
     error::SessionError,
@@ -235,17 +234,25 @@ impl State {
         mut fields: Fields,
         remember: Option<Duration>,
     ) -> State {
+        let codecs = &Arc::clone(&config).codecs;
         let mut state = State::new(config);
         fields.retain(|name, value| {
             let readable = if !record::is_data(name) {
                 name != CREATED || record::created_ms(value).is_some()
             } else {
-                codec::validate(value).is_ok()
+                codecs.validate(value).is_ok()
             };
             if !readable {
                 tracing::warn!(field = %name, "dropping an unreadable session field");
                 state.dirty.insert(name.clone());
                 state.dropped.push(name.clone());
+            } else if record::is_data(name) && codecs.rewrites_on_load() {
+                // Stored in another format than the one written now: rewritten in it with
+                // this request's save (a value that cannot be carried over stays as it is).
+                if let Some(rewritten) = codecs.rewrite(value) {
+                    *value = rewritten;
+                    state.dirty.insert(name.clone());
+                }
             }
             readable
         });
@@ -278,6 +285,11 @@ impl State {
         self.bound = Some(value.to_vec());
     }
 
+    /// The formats of this middleware's values.
+    pub(crate) fn codecs(&self) -> &crate::codec::Codecs {
+        &self.config.codecs
+    }
+
     /// The fields the load dropped as unreadable (each told once).
     pub(crate) fn take_dropped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.dropped)
@@ -285,7 +297,7 @@ impl State {
 
     /// The user this session belongs to.
     pub(crate) fn user(&self) -> Option<String> {
-        codec::decode(self.fields.get(USER)?).ok()
+        self.config.codecs.decode(self.fields.get(USER)?).ok()
     }
 
     /// Makes the session `user`'s (see [`Session::set_user`](crate::Session::set_user)).
@@ -293,10 +305,14 @@ impl State {
         if self.status == SessionStatus::Degraded {
             return Ok(());
         }
-        let value = codec::encode(&user).map_err(|e| SessionError::Serialize {
-            key: "user".to_owned(),
-            source: e,
-        })?;
+        let value = self
+            .config
+            .codecs
+            .encode(&user)
+            .map_err(|e| SessionError::Serialize {
+                key: "user".to_owned(),
+                source: e,
+            })?;
         self.set(USER.to_owned(), value, "user")?;
         self.user_set = true;
         Ok(())
@@ -448,10 +464,14 @@ impl State {
         }
         // It will be a field of its own: it counts towards the session's size now, so that
         // the send fails rather than the save.
-        let encoded = codec::encode(&message).map_err(|source| SessionError::Serialize {
-            key: "flash".to_owned(),
-            source,
-        })?;
+        let encoded =
+            self.config
+                .codecs
+                .encode(&message)
+                .map_err(|source| SessionError::Serialize {
+                    key: "flash".to_owned(),
+                    source,
+                })?;
         let size = self.size + self.flash.outgoing_size + FLASH_NAME_LEN + encoded.len();
         let limit = self.config.limits.max_session_size;
         if size > limit {
@@ -681,13 +701,17 @@ impl State {
         names.sort_unstable();
         let mut messages = Vec::with_capacity(names.len());
         if let Some(raw) = self.fields.get(LEGACY_FLASH) {
-            match codec::decode::<Vec<FlashMessage>>(raw) {
+            match self.config.codecs.decode::<Vec<FlashMessage>>(raw) {
                 Ok(list) => messages.extend(list.into_iter().map(|m| (LEGACY_FLASH.to_owned(), m))),
                 Err(e) => tracing::warn!(error = %e, "dropping unreadable flash messages"),
             }
         }
         for name in names {
-            match codec::decode::<FlashMessage>(&self.fields[name]) {
+            match self
+                .config
+                .codecs
+                .decode::<FlashMessage>(&self.fields[name])
+            {
                 Ok(message) => messages.push((name.clone(), message)),
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable flash message"),
             }
@@ -708,7 +732,7 @@ impl State {
         let mut order = FlashOrder::default();
         for message in outgoing {
             let name = order.next_name();
-            match codec::encode(&message) {
+            match self.config.codecs.encode(&message) {
                 Ok(raw) => {
                     if let Err(e) = self.set(name, raw, "flash") {
                         tracing::error!(error = %e, "flash message not saved");

@@ -5,10 +5,10 @@
 //!
 //! | header | payload |
 //! |--------|---------|
-//! | `0x01` | JSON |
-//! | `0x11` | gzip(JSON) |
-//! | `0x21` | nonce (12 bytes) ‖ AES-256-GCM(JSON) ‖ tag (16 bytes) |
-//! | `0x31` | nonce ‖ AES-256-GCM(gzip(JSON)) ‖ tag |
+//! | `0x0F` | the encoded value (`F`: its format, 1 JSON, 2 MessagePack, 8-15 the application's) |
+//! | `0x1F` | gzip(value) |
+//! | `0x2F` | nonce (12 bytes) ‖ AES-256-GCM(value) ‖ tag (16 bytes) |
+//! | `0x3F` | nonce ‖ AES-256-GCM(gzip(value)) ‖ tag |
 //!
 //! The associated data of a sealed value binds it to its header, its record and its field:
 //! `"actix-redis-session v1 value" ‖ header ‖ len(storage key) as u32 BE ‖ storage key ‖
@@ -26,7 +26,7 @@ use aes_gcm::{
 };
 use flate2::{read::GzDecoder, write::GzEncoder, Compression};
 
-use super::{DecodeError, FLAG_COMPRESSED, FLAG_ENCRYPTED, FORMAT_JSON, VERSION_MASK};
+use super::{DecodeError, FLAG_COMPRESSED, FLAG_ENCRYPTED, FORMAT_MASK, RESERVED_FLAGS};
 use crate::{key::Key, record, store::Fields};
 
 const NONCE_LEN: usize = 12;
@@ -97,17 +97,20 @@ impl AtRest {
 
     /// The stored form of the encoded value `plain` of field `name` in the record `key`.
     pub(crate) fn seal(&self, key: &str, name: &str, plain: &[u8]) -> Vec<u8> {
-        if !record::is_data(name) || plain.first() != Some(&FORMAT_JSON) {
-            return plain.to_vec();
-        }
-        let json = &plain[1..];
+        let format = match plain.first() {
+            Some(&format) if record::is_data(name) && format != 0 && format & !FORMAT_MASK == 0 => {
+                format
+            }
+            _ => return plain.to_vec(),
+        };
+        let payload = &plain[1..];
         let compressed = self
             .compress_above
-            .filter(|&above| json.len() > above)
-            .and_then(|_| gzip(json).filter(|gz| gz.len() < json.len()));
+            .filter(|&above| payload.len() > above)
+            .and_then(|_| gzip(payload).filter(|gz| gz.len() < payload.len()));
         let (mut header, body) = match &compressed {
-            Some(gz) => (FORMAT_JSON | FLAG_COMPRESSED, &gz[..]),
-            None => (FORMAT_JSON, json),
+            Some(gz) => (format | FLAG_COMPRESSED, &gz[..]),
+            None => (format, payload),
         };
         if !self.encrypt {
             let mut out = Vec::with_capacity(1 + body.len());
@@ -152,15 +155,14 @@ impl AtRest {
         let Some(&header) = value.first() else {
             return Err(DecodeError::Empty);
         };
-        if header & VERSION_MASK != FORMAT_JSON
-            || header & !(VERSION_MASK | FLAG_COMPRESSED | FLAG_ENCRYPTED) != 0
-        {
+        let format = header & FORMAT_MASK;
+        if format == 0 || header & RESERVED_FLAGS != 0 {
             return Err(DecodeError::UnknownFormat(header));
         }
         if self.reject_plain && header & FLAG_ENCRYPTED == 0 {
             return Err(DecodeError::NotSealed);
         }
-        if header == FORMAT_JSON {
+        if header == format {
             return Ok(if self.encrypt {
                 Opened::Migrate
             } else {
@@ -197,7 +199,7 @@ impl AtRest {
             (1, value.len())
         };
         if header & FLAG_COMPRESSED != 0 {
-            let mut out = vec![FORMAT_JSON];
+            let mut out = vec![format];
             let inflated = gunzip(
                 &value[start..end],
                 self.max_value_size.saturating_sub(1),
@@ -214,7 +216,7 @@ impl AtRest {
         } else {
             value.truncate(end);
             value.drain(..start - 1);
-            value[0] = FORMAT_JSON;
+            value[0] = format;
         }
         Ok(if migrate {
             Opened::Migrate
@@ -429,7 +431,13 @@ mod tests {
         ));
         assert_eq!(v, stored);
         // Corrupt gzip and unknown headers are errors too, never panics.
-        for bad in [&[0x11, 1, 2, 3][..], &[0x41, b'1'], &[0x21, 1, 2], &[0x81]] {
+        for bad in [
+            &[0x11, 1, 2, 3][..],
+            &[0x41, b'1'],
+            &[0x21, 1, 2],
+            &[0x81],
+            &[0x10, 1],
+        ] {
             let mut v = bad.to_vec();
             assert!(compressing.open(KEY, "d:a", &mut v).is_err(), "{bad:?}");
         }
