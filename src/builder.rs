@@ -7,6 +7,7 @@ use actix_web::cookie::SameSite;
 
 use crate::{
     binding::{Binding, BindingMismatch, ClientIp, MismatchCallback},
+    bridge::{Bridge, FromActixSession},
     codec::{at_rest::AtRest, Chosen, Codec, Codecs},
     config::{
         FlashConfig, Limits, LoadErrorCallback, OnStoreError, SessionConfig, StoreFailureCallback,
@@ -42,7 +43,8 @@ impl SessionConfig {
     /// The default settings with a random key, for a [`Session::new`](crate::Session::new)
     /// that no middleware saves.
     pub(crate) fn detached() -> SessionConfig {
-        RedisSessionBuilder::new(Backend::None, Key::generate()).into_config(Codecs::default())
+        RedisSessionBuilder::new(Backend::None, Key::generate())
+            .into_config(Codecs::default(), None)
     }
 }
 
@@ -100,6 +102,7 @@ pub struct RedisSessionBuilder {
     codec: Chosen,
     read_codecs: Vec<Chosen>,
     rewrite_formats_on_load: bool,
+    actix_session: Option<FromActixSession>,
     bind_to_user_agent: bool,
     bind_to_ip: Option<ClientIp>,
     on_binding_mismatch: Option<MismatchCallback>,
@@ -165,6 +168,7 @@ impl RedisSessionBuilder {
             codec: Chosen::Json,
             read_codecs: Vec::new(),
             rewrite_formats_on_load: false,
+            actix_session: None,
             bind_to_user_agent: false,
             bind_to_ip: None,
             on_binding_mismatch: None,
@@ -615,6 +619,21 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Take over the sessions of actix-session (0.11, with its Redis store), so that
+    /// switching logs nobody out: see [`FromActixSession`] and the README's "Coming from
+    /// actix-session". Redis only (the old sessions are read from the same Redis):
+    /// [`build`](Self::build) refuses it with another store, and refuses a key shorter than
+    /// actix-session's 64 bytes.
+    ///
+    /// Turn it off once every actix-session session has expired (its TTL after the switch:
+    /// actix-session's default is one day) or moved: until then it costs a request without
+    /// our cookie one cookie check more, and a request with an old cookie one round trip
+    /// more, once.
+    pub fn migrate_from_actix_session(mut self, from: FromActixSession) -> Self {
+        self.actix_session = Some(from);
+        self
+    }
+
     /// Bind each session to the User-Agent of the client that created it. Default: `false`.
     ///
     /// The session stores a keyed digest of the User-Agent header (HMAC-SHA256 under a
@@ -897,6 +916,32 @@ impl RedisSessionBuilder {
             option: "codec",
             reason,
         })?;
+        let bridge = match &self.actix_session {
+            None => None,
+            Some(from) => {
+                let invalid = |reason| ConfigError::InvalidOption {
+                    option: "migrate_from_actix_session",
+                    reason,
+                };
+                let on_redis = match &self.backend {
+                    Backend::Url(_) | Backend::Pool(_) => true,
+                    Backend::Given(Choice::Server(store)) => {
+                        matches!(store, Store::Redis(_) | Store::Multiplexed(_))
+                    }
+                    _ => false,
+                };
+                if !on_redis {
+                    return Err(invalid(
+                        "actix-session's sessions are read from Redis: it needs the Redis store",
+                    ));
+                }
+                Some(
+                    from.clone()
+                        .into_bridge(self.cookie.secure, &self.cookie.name)
+                        .map_err(invalid)?,
+                )
+            }
+        };
         if let Backend::Url(url) = &self.backend {
             if insecure_tls(url) {
                 tracing::warn!(
@@ -937,7 +982,7 @@ impl RedisSessionBuilder {
             }
         };
         Ok(RedisSession::from_parts(
-            Arc::new(self.into_config(codecs)),
+            Arc::new(self.into_config(codecs, bridge)),
             engine,
         ))
     }
@@ -947,7 +992,7 @@ impl RedisSessionBuilder {
         Guarded::new(store, self.retry, self.circuit_breaker)
     }
 
-    fn into_config(self, codecs: Codecs) -> SessionConfig {
+    fn into_config(self, codecs: Codecs, bridge: Option<Bridge>) -> SessionConfig {
         let mut cookie = self.cookie;
         cookie.max_age = self.persistent_cookie.then_some(self.idle_timeout);
         let mut limits = self.limits;
@@ -974,6 +1019,7 @@ impl RedisSessionBuilder {
             )
             .reject_plain(self.reject_plain_values),
             codecs,
+            bridge,
             binding: Binding::new(
                 &self.key,
                 self.bind_to_user_agent,

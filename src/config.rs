@@ -122,6 +122,8 @@ pub(crate) struct SessionConfig {
     pub(crate) at_rest: AtRest,
     /// The format values are written in, and those read.
     pub(crate) codecs: crate::codec::Codecs,
+    /// Sessions of actix-session taken over ([`FromActixSession`](crate::FromActixSession)).
+    pub(crate) bridge: Option<crate::bridge::Bridge>,
     /// Client binding, if the session is bound to the User-Agent or the IP.
     pub(crate) binding: Option<Binding>,
     pub(crate) flash: FlashConfig,

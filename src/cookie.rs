@@ -300,6 +300,24 @@ impl CookieConfig {
     }
 }
 
+/// The values of the cookies called `name` in one Cookie header (`a=1; b=2`), surrounding
+/// whitespace and optional double quotes removed.
+pub(crate) fn cookie_values<'a>(
+    header: &'a [u8],
+    name: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    header.split(|&b| b == b';').filter_map(move |pair| {
+        let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        (key.trim_ascii() == name).then(|| {
+            let value = value[1..].trim_ascii();
+            value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,6 +311,17 @@ impl StoreError {
         format!("{e:?}")
     }
 
+    /// Whether Redis answered `WRONGTYPE` (the key holds another type), to the command or to
+    /// one of its pipeline's.
+    pub(crate) fn is_wrong_type(&self) -> bool {
+        self.source_as::<redis::RedisError>().is_some_and(|e| {
+            e.code() == Some("WRONGTYPE")
+                || e.clone()
+                    .into_server_errors()
+                    .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "WRONGTYPE"))
+        })
+    }
+
     /// The Redis error code of the reply that failed (`WRONGTYPE`, `NOSCRIPT`, ...), if it
     /// was one.
     #[cfg(test)]

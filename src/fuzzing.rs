@@ -6,9 +6,8 @@ use std::sync::OnceLock;
 
 use crate::{
     codec::{self, at_rest::AtRest},
-    cookie::{SessionId, Signer},
+    cookie::{cookie_values, SessionId, Signer},
     key::Key,
-    middleware::cookie_values,
     store::{
         cookie::{Sealer, MAX_COOKIE_BYTES},
         file, Fields,

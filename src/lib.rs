@@ -74,6 +74,7 @@
 
 mod admin;
 mod binding;
+mod bridge;
 mod builder;
 mod callback;
 pub mod codec;
@@ -109,6 +110,7 @@ mod test_redis;
 pub use self::{
     admin::{SessionAdmin, SessionInfo, SessionView, DEFAULT_SCAN_COUNT},
     binding::{BindingMismatch, ClientIp},
+    bridge::{ActixContentSecurity, FromActixSession},
     builder::RedisSessionBuilder,
     codec::{Codec, CodecError},
     config::{OnStoreError, Transport},

@@ -112,6 +112,18 @@ impl Session {
         Session::wrap(State::replacing(config, old_key))
     }
 
+    /// A session moved over from another library's record under `old_key` (the
+    /// [actix-session bridge](crate::FromActixSession)): stored as a new record of ours,
+    /// living at most `left`, then the old record is deleted.
+    pub(crate) fn migrated(
+        config: Arc<SessionConfig>,
+        fields: Fields,
+        left: Option<Duration>,
+        old_key: String,
+    ) -> Session {
+        Session::wrap(State::migrated(config, fields, left, old_key))
+    }
+
     /// An empty session that is never saved (store down, fail-open policy); `key` is the
     /// record its cookie names, which a purge still deletes.
     pub(crate) fn degraded(config: Arc<SessionConfig>, key: String) -> Session {

@@ -79,6 +79,9 @@ pub(crate) struct State {
     user_set: bool,
     /// [`State::sign_out_others`] was called.
     sign_out_others: bool,
+    /// A session moved over from another library's record: its new record lives at most
+    /// this long (the time the old one had left).
+    ttl_cap: Option<Duration>,
 }
 
 /// What a request did to the session's user, for the per-user index.
@@ -106,6 +109,10 @@ pub(crate) enum Retired {
     Purged,
     /// Expired, or not a session (no creation marker): discarded on load.
     Discarded,
+    /// Another library's record whose session moved into a new one of ours (the
+    /// [actix-session bridge](crate::FromActixSession)): deleted once the new one is
+    /// stored, as with [`Retired::Renewed`].
+    Migrated,
 }
 
 /// Flash messages in flight during this request. Each stored message is a field of its own
@@ -174,6 +181,10 @@ impl Plan {
                 replaces: Some((_, Retired::Renewed)),
                 ..
             } => "renew",
+            Plan::Create {
+                replaces: Some((_, Retired::Migrated)),
+                ..
+            } => "migrate",
             Plan::Create { .. } => "create",
             Plan::Delete { .. } => "delete",
         }
@@ -209,7 +220,26 @@ impl State {
             key_at_load: None,
             user_set: false,
             sign_out_others: false,
+            ttl_cap: None,
         }
+    }
+
+    /// A session moved over from another library's record under `old_key`: `fields` become
+    /// a new record of ours (created at the end of the request whatever the handler does,
+    /// living at most `left`), and the old record is deleted once it is stored.
+    pub(crate) fn migrated(
+        config: Arc<SessionConfig>,
+        mut fields: Fields,
+        left: Option<Duration>,
+        old_key: String,
+    ) -> State {
+        let mut state = State::new(config);
+        fields.retain(|name, _| record::is_data(name));
+        state.size = record_size(&fields);
+        state.fields = fields;
+        state.retire = Some((old_key, Retired::Migrated));
+        state.ttl_cap = left;
+        state
     }
 
     pub(crate) fn replacing(config: Arc<SessionConfig>, old_key: String) -> State {
@@ -645,12 +675,15 @@ impl State {
     }
 
     fn ttl(&self, now_ms: u64) -> Duration {
-        lifetime::ttl(
+        let ttl = lifetime::ttl(
             &self.config,
             self.remember,
             created_ms(&self.fields),
             now_ms,
-        )
+        );
+        // At least a second: a moved session about to expire still gets its request.
+        self.ttl_cap
+            .map_or(ttl, |cap| ttl.min(cap.max(Duration::from_secs(1))))
     }
 
     /// Whether the load left the idle timeout alone ([`touch_after`]) and its last move is

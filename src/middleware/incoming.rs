@@ -4,7 +4,7 @@ use actix_web::{dev::ServiceRequest, http::header};
 
 use crate::{
     config::SessionConfig,
-    cookie::{self, Verified},
+    cookie::{self, cookie_values, Verified},
     record::now_ms,
     store::cookie::{Opened, Refused, Sealer},
 };
@@ -32,6 +32,9 @@ pub(super) enum Incoming {
     /// A sealed session that opened and has not expired
     /// ([`CookieStore`](crate::store::CookieStore)).
     Sealed(Box<Opened>),
+    /// None of ours, but a valid actix-session cookie ([`crate::FromActixSession`]): the
+    /// Redis key of the session it names.
+    Foreign(String),
 }
 
 /// Finds our cookie in the Cookie header(s) without building the request's cookie jar:
@@ -135,24 +138,6 @@ pub(super) fn read_sealed(
         }
     };
     (incoming, values == 1)
-}
-
-/// The values of the cookies called `name` in one Cookie header (`a=1; b=2`), surrounding
-/// whitespace and optional double quotes removed.
-pub(crate) fn cookie_values<'a>(
-    header: &'a [u8],
-    name: &'a [u8],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    header.split(|&b| b == b';').filter_map(move |pair| {
-        let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-        (key.trim_ascii() == name).then(|| {
-            let value = value[1..].trim_ascii();
-            value
-                .strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(value)
-        })
-    })
 }
 
 #[cfg(test)]

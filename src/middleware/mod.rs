@@ -21,10 +21,10 @@ use actix_web::{
 };
 use tracing::Instrument as _;
 
-pub(crate) use self::incoming::cookie_values;
 use self::{incoming::Incoming, server::Server};
 use crate::{
     binding::{self, Binding, BindingMismatch, Checked},
+    bridge::{self, OldCookie},
     callback::run_callback,
     config::{OnStoreError, SessionConfig},
     error::{unavailable, SessionError, SessionLoadError, StoreError},
@@ -220,6 +220,9 @@ struct Pending {
     incoming: Incoming,
     /// Exactly one value of our cookie came: a removal cookie for it cannot hit another.
     only_one: bool,
+    /// An actix-session cookie came ([`crate::FromActixSession`]): once the session is
+    /// loaded (and moved over, if it could be), the browser is told to drop it.
+    old_cookie: bool,
     /// Set once, by the first extraction: the session and whether its cookie was signed
     /// with an old key, or the load error (which later extractions get too, without a
     /// second round trip).
@@ -270,7 +273,7 @@ impl Loader for Pending {
             return Some(shared(loaded));
         }
         match self.incoming {
-            Incoming::Valid { .. } | Incoming::Sealed(_) => None,
+            Incoming::Valid { .. } | Incoming::Sealed(_) | Incoming::Foreign(_) => None,
             Incoming::Absent | Incoming::Rejected => {
                 if matches!(self.incoming, Incoming::Rejected) {
                     telemetry::load("invalid", None);
@@ -424,10 +427,59 @@ impl Pending {
                     }
                 }
             }
+            Incoming::Foreign(old) => self.migrate(old).await,
             Incoming::Absent => Ok((self.fresh(), false)),
             Incoming::Rejected => {
                 telemetry::load("invalid", None);
                 Ok((self.fresh(), false))
+            }
+        }
+    }
+
+    /// The actix-session session under `old`, moved into a new session of ours (a fresh one
+    /// if it is gone).
+    async fn migrate(&self, old: &str) -> Result<(Session, bool), StoreError> {
+        let config = &self.inner.config;
+        let Engine::Server(store) = &self.inner.engine else {
+            // The builder allows the bridge with the Redis store only.
+            return Ok((self.fresh(), false));
+        };
+        let span = tracing::debug_span!("session_migrate", outcome = tracing::field::Empty);
+        let started = Instant::now();
+        let loaded = bridge::load(store, &self.budget, old)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &loaded {
+            Ok(Some(_)) => "migrated",
+            Ok(None) => "miss",
+            Err(_) => "error",
+        };
+        span.record("outcome", outcome);
+        telemetry::load(outcome, Some(started.elapsed()));
+        match loaded {
+            Ok(Some((fields, left))) => {
+                tracing::debug!(
+                    values = fields.len(),
+                    "moving an actix-session session over"
+                );
+                let session = Session::migrated(Arc::clone(config), fields, left, old.to_owned());
+                if let Some(client) = self.this_client() {
+                    session.lock().bind(client.bound(), false);
+                }
+                Ok((session, false))
+            }
+            Ok(None) => Ok((self.fresh(), false)),
+            Err(e) => {
+                telemetry::store_error(e.kind());
+                log_failure("actix-session session load failed", &e);
+                *self.failure.borrow_mut() = Some(e.clone());
+                match config.on_store_error {
+                    // A logout then still deletes the old record.
+                    OnStoreError::FailOpen => {
+                        Ok((Session::degraded(Arc::clone(config), old.to_owned()), false))
+                    }
+                    _ => Err(e),
+                }
             }
         }
     }
@@ -443,10 +495,22 @@ impl Inner {
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     {
         let config = &self.config;
-        let (incoming, only_one) = match &self.engine {
+        let (mut incoming, only_one) = match &self.engine {
             Engine::Server(_) => incoming::read_signed(config, &req),
             Engine::Cookie(sealer) => incoming::read_sealed(config, sealer, &req),
         };
+        let mut old_cookie = false;
+        if let (Some(bridge), Incoming::Absent | Incoming::Rejected) = (&config.bridge, &incoming) {
+            match bridge.read(req.headers()) {
+                Some(OldCookie::Valid(old)) => {
+                    incoming = Incoming::Foreign(old);
+                    old_cookie = true;
+                }
+                // Tampered, or under another key: a fresh session, and the cookie goes.
+                Some(OldCookie::Invalid) => old_cookie = true,
+                None => {}
+            }
+        }
         let client = config
             .binding
             .as_ref()
@@ -455,6 +519,7 @@ impl Inner {
             inner: Arc::clone(self),
             incoming,
             only_one,
+            old_cookie,
             loaded: tokio::sync::OnceCell::new(),
             client,
             mismatch: Cell::new(None),
@@ -506,6 +571,7 @@ impl Inner {
             }
             (state.plan(), logout, change)
         };
+        let migrating = plan.kind() == "migrate";
         let saved = match &self.engine {
             Engine::Server(store) => {
                 let server = Server {
@@ -559,8 +625,19 @@ impl Inner {
                 });
             }
         };
-        if let Some(cookie) = cookie {
-            if let Err(e) = res.response_mut().add_cookie(&cookie) {
+        // The actix-session cookie goes once its session has moved (or was not to be moved):
+        // not when the move found its old record ended meanwhile (a concurrent request of
+        // the same browser moved it first, and its response removes the cookie).
+        let old_removal = (pending.old_cookie && (cookie.is_some() || !migrating))
+            .then(|| {
+                config
+                    .bridge
+                    .as_ref()
+                    .and_then(bridge::Bridge::removal_cookie)
+            })
+            .flatten();
+        for cookie in cookie.iter().chain(&old_removal) {
+            if let Err(e) = res.response_mut().add_cookie(cookie) {
                 tracing::error!(error = %e, "could not set the session cookie");
             }
         }

@@ -229,7 +229,7 @@ impl Server<'_> {
                 // A record that must go in any case goes first: a logout is carried out even
                 // if the session that carries its flash message cannot be stored.
                 let renewed = match replaces {
-                    Some((old, Retired::Renewed)) => Some(old),
+                    Some((old, Retired::Renewed | Retired::Migrated)) => Some(old),
                     Some((old, Retired::Purged)) => {
                         self.store
                             .write(&Write::Delete { key: old }, self.budget)

@@ -591,6 +591,19 @@ impl Store {
         }
     }
 
+    /// The replies to the commands `build` makes, sent with the next batch: Redis only
+    /// (others answer [`StoreErrorKind::Unsupported`]).
+    pub(crate) async fn query(
+        &self,
+        build: impl FnOnce(&mut ::redis::Pipeline),
+    ) -> Result<Vec<::redis::Value>, StoreError> {
+        match self {
+            Store::Redis(s) => batch::Sender::query(s, build).await,
+            Store::Multiplexed(s) => batch::Sender::query(s, build).await,
+            _ => Err(StoreErrorKind::Unsupported.into()),
+        }
+    }
+
     /// Applies `write`; see [`Outcome`] for what each write answers.
     pub(crate) async fn write(&self, write: &Write) -> Result<Outcome, StoreError> {
         match self {

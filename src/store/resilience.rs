@@ -559,6 +559,20 @@ impl Guarded {
         }
     }
 
+    /// See [`Store::query`]: under the budget, the breaker and the retry policy, as `op`.
+    /// Only for commands that are safe to repeat.
+    pub(crate) async fn query(
+        &self,
+        op: &'static str,
+        budget: &Budget,
+        build: impl Fn(&mut redis::Pipeline),
+    ) -> Result<Vec<redis::Value>, StoreError> {
+        match &self.policy {
+            None => self.store.query(&build).await,
+            Some(policy) => policy.run(op, budget, |_| self.store.query(&build)).await,
+        }
+    }
+
     /// See [`Store::write`].
     pub(crate) async fn write(
         &self,

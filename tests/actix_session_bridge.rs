@@ -1,0 +1,305 @@
+//! The bridge from actix-session against the real thing: actix-session 0.11 with its Redis
+//! store writes sessions into a real redis-server through its own middleware, then our
+//! middleware with `migrate_from_actix_session` takes them over: values and TTLs intact,
+//! old key deleted, old cookie removed, for private and signed cookies; tampered and
+//! expired old cookies are fresh sessions.
+
+mod common;
+
+use actix_redis_session::{ActixContentSecurity, FromActixSession, RedisSession};
+use actix_session::{
+    config::{BrowserSession, CookieContentSecurity},
+    storage::RedisSessionStore,
+    Session as OldSession, SessionMiddleware,
+};
+use actix_web::{cookie::Key as CookieKey, web, App, HttpResponse};
+use redis::Commands as _;
+use serde::{Deserialize, Serialize};
+
+use self::common::{key, Client, RedisServer};
+
+/// actix-session's master key (64 bytes), as `cookie::Key::master()` gives it.
+fn old_master() -> Vec<u8> {
+    (0u8..64)
+        .map(|b| b.wrapping_mul(7).wrapping_add(3))
+        .collect()
+}
+
+/// A value the old application stored.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Cart {
+    items: Vec<u32>,
+}
+
+/// The application as it was: actix-session with its Redis store, a 2-hour state TTL.
+async fn old_app(server: &RedisServer, security: CookieContentSecurity) -> actix_test::TestServer {
+    let store = RedisSessionStore::new(server.url())
+        .await
+        .expect("actix-session's Redis store connects");
+    let key = CookieKey::from(&old_master());
+    actix_test::start(move || {
+        App::new()
+            .wrap(
+                SessionMiddleware::builder(store.clone(), key.clone())
+                    .cookie_name("id".to_owned())
+                    .cookie_content_security(security)
+                    .session_lifecycle(
+                        BrowserSession::default()
+                            .state_ttl(actix_web::cookie::time::Duration::hours(2)),
+                    )
+                    .build(),
+            )
+            .route(
+                "/old/login/{user}",
+                web::get().to(|session: OldSession, user: web::Path<String>| async move {
+                    session.insert("user_id", user.into_inner()).unwrap();
+                    session.insert("cart", Cart { items: vec![1, 2] }).unwrap();
+                    session.insert("visits", 3u32).unwrap();
+                    HttpResponse::Ok().body("ok")
+                }),
+            )
+    })
+}
+
+/// The application now: our middleware, taking actix-session's sessions over.
+fn new_app(server: &RedisServer, security: ActixContentSecurity) -> actix_test::TestServer {
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .idle_timeout(std::time::Duration::from_secs(24 * 3600))
+        .migrate_from_actix_session(
+            FromActixSession::new(&old_master())
+                .cookie_name("id")
+                .content_security(security),
+        )
+        .build()
+        .unwrap();
+    common::serve_concurrent(sessions)
+}
+
+/// The keys actix-session wrote (64 alphanumeric characters, no prefix).
+fn old_keys(server: &RedisServer) -> Vec<String> {
+    server
+        .keys()
+        .into_iter()
+        .filter(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .collect()
+}
+
+fn our_keys(server: &RedisServer) -> Vec<String> {
+    server
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("session:"))
+        .collect()
+}
+
+async fn signed_in_under_actix_session(old: &actix_test::TestServer, user: &str) -> Client {
+    let mut client = Client::new(old);
+    let res = client.get(&format!("/old/login/{user}")).await;
+    assert_eq!(res.status, 200);
+    assert!(
+        client.jar.contains_key("id"),
+        "actix-session set its cookie"
+    );
+    client
+}
+
+async fn takes_sessions_over(old_security: CookieContentSecurity, ours: ActixContentSecurity) {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, old_security).await;
+    let new = new_app(&server, ours);
+    let alice = signed_in_under_actix_session(&old, "alice").await;
+    let bob = signed_in_under_actix_session(&old, "bob").await;
+    let old_of_alice = old_keys(&server);
+    assert_eq!(old_of_alice.len(), 2);
+    let mut conn = server.conn();
+
+    // Alice's first request to the new application: her values, a cookie of ours, the old
+    // one removed, the old key deleted, the time left kept.
+    let mut alice = Client::with_jar(&new, alice.jar);
+    server.reset_stats();
+    let res = alice.get("/get/user_id").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "\"alice\""));
+    assert!(res.set_cookie("sid").is_some(), "our cookie: {res:?}");
+    let removal = res.set_cookie("id").expect("the old cookie is removed");
+    assert_eq!(
+        removal.max_age(),
+        Some(actix_web::cookie::time::Duration::ZERO)
+    );
+    assert_eq!(removal.path(), Some("/"));
+    assert!(!alice.jar.contains_key("id"));
+    let calls = server.command_calls();
+    assert_eq!(
+        calls.get("get"),
+        Some(&1),
+        "one read of the old session: {calls:?}"
+    );
+    assert_eq!(old_keys(&server).len(), 1, "alice's old key is gone");
+    let ours = our_keys(&server);
+    assert_eq!(ours.len(), 1);
+    let ttl: i64 = conn.pttl(&ours[0]).unwrap();
+    assert!(
+        (7_000_000..=7_200_000).contains(&ttl),
+        "the old TTL (2 h) is kept, not our 24 h: {ttl}"
+    );
+    // Values of every type, as actix-session stored them.
+    assert_eq!(alice.get("/get/cart").await.body, r#"{"items":[1,2]}"#);
+    assert_eq!(alice.get("/get/visits").await.body, "3");
+    // From now on it is a session of ours: no further migration, it is written as ours.
+    server.reset_stats();
+    assert_eq!(alice.get("/set/theme/dark").await.body, "ok");
+    assert_eq!(alice.get("/get/user_id").await.body, "\"alice\"");
+    assert_eq!(server.command_calls().get("get"), None);
+    assert_eq!(our_keys(&server), ours);
+
+    // Bob's cookie, tampered with: a fresh session, his old record left alone.
+    let mut tampered = bob.jar.clone();
+    let value = tampered.get_mut("id").unwrap();
+    let flipped = if value.ends_with('A') { 'B' } else { 'A' };
+    value.pop();
+    value.push(flipped);
+    let mut mallory = Client::with_jar(&new, tampered);
+    let res = mallory.get("/get/user_id").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(res.set_cookie("sid").is_none(), "nothing stored, no cookie");
+    assert!(res.set_cookie("id").is_some(), "the bad cookie is removed");
+    assert_eq!(old_keys(&server).len(), 1, "bob's old record stays");
+    // Garbage and empty values too.
+    for junk in ["", "x", "%%%", "AAAA", &"A".repeat(5000)] {
+        let res = Client::new(&new)
+            .send("/get/user_id", Some(&format!("id={junk}")))
+            .await;
+        assert_eq!((res.status, res.body.as_str()), (200, "none"), "{junk:?}");
+    }
+
+    // Bob's real cookie once his old session has expired: a fresh session.
+    let expired: Vec<String> = old_keys(&server);
+    let _: () = conn.del(&expired).unwrap();
+    let mut bob = Client::with_jar(&new, bob.jar);
+    let res = bob.get("/get/user_id").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(res.set_cookie("id").is_some(), "the dead cookie is removed");
+    assert_eq!(our_keys(&server).len(), 1, "only alice's");
+}
+
+#[actix_web::test]
+async fn private_actix_session_cookies_are_taken_over() {
+    takes_sessions_over(
+        CookieContentSecurity::Private,
+        ActixContentSecurity::Private,
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn signed_actix_session_cookies_are_taken_over() {
+    takes_sessions_over(CookieContentSecurity::Signed, ActixContentSecurity::Signed).await;
+}
+
+#[actix_web::test]
+async fn a_cookie_of_the_other_kind_is_a_fresh_session() {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Signed).await;
+    let new = new_app(&server, ActixContentSecurity::Private);
+    let client = signed_in_under_actix_session(&old, "carol").await;
+    let mut client = Client::with_jar(&new, client.jar);
+    assert_eq!(client.get("/get/user_id").await.body, "none");
+    assert_eq!(old_keys(&server).len(), 1, "left alone");
+}
+
+/// A page whose requests all carry the old cookie at once, on four workers: the session
+/// moves exactly once; one response carries our cookie, and it holds the values.
+#[actix_web::test]
+async fn concurrent_first_requests_move_the_session_once() {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Private).await;
+    let new = new_app(&server, ActixContentSecurity::Private);
+    let dave = signed_in_under_actix_session(&old, "dave").await;
+    let client = Client::with_jar(&new, dave.jar.clone());
+    let header = client.cookie_header().unwrap();
+    let paths: Vec<String> = (0..16).map(|_| "/get/user_id".to_owned()).collect();
+    let responses = common::all_at_once(&client, &paths, &header).await;
+    assert!(responses.iter().all(|r| r.status == 200), "{responses:?}");
+    let ours: Vec<_> = responses
+        .iter()
+        .filter_map(|r| r.set_cookie("sid"))
+        .collect();
+    assert_eq!(ours.len(), 1, "one move: {responses:?}");
+    assert!(old_keys(&server).is_empty());
+    assert_eq!(
+        our_keys(&server).len(),
+        1,
+        "the copies of the other moves are gone"
+    );
+    let mut jar = std::collections::BTreeMap::new();
+    jar.insert("sid".to_owned(), ours[0].value().to_owned());
+    let mut dave = Client::with_jar(&new, jar);
+    assert_eq!(dave.get("/get/user_id").await.body, "\"dave\"");
+    assert_eq!(dave.get("/get/visits").await.body, "3");
+}
+
+/// The bridge needs Redis, and actix-session's 64-byte key.
+#[test]
+fn the_builder_refuses_what_the_bridge_cannot_work_with() {
+    let e = RedisSession::builder_with_memory(Default::default(), key(1))
+        .migrate_from_actix_session(FromActixSession::new(&old_master()))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("migrate_from_actix_session"), "{e}");
+    let e = RedisSession::builder("redis://127.0.0.1:1", key(1))
+        .migrate_from_actix_session(FromActixSession::new(&old_master()[..32]))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("64"), "{e}");
+}
+
+/// actix-session with a `cache_keygen` prefix and the cookie name we use too, taken over by a
+/// middleware on the multiplexed transport that seals its values: the options all meet.
+#[actix_web::test]
+async fn a_key_prefix_a_shared_cookie_name_and_sealed_values() {
+    let server = RedisServer::start_tcp();
+    let store = RedisSessionStore::builder(server.url())
+        .cache_keygen(|key| format!("old:{key}"))
+        .build()
+        .await
+        .unwrap();
+    let old_key = CookieKey::from(&old_master());
+    let old = actix_test::start(move || {
+        App::new()
+            .wrap(
+                SessionMiddleware::builder(store.clone(), old_key.clone())
+                    .cookie_name("sid".to_owned())
+                    .build(),
+            )
+            .route(
+                "/old/login/{user}",
+                web::get().to(|session: OldSession, user: web::Path<String>| async move {
+                    session.insert("user_id", user.into_inner()).unwrap();
+                    HttpResponse::Ok().body("ok")
+                }),
+            )
+    });
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .transport(actix_redis_session::Transport::Multiplexed)
+        .encrypt_at_rest(true)
+        .migrate_from_actix_session(
+            FromActixSession::new(&old_master())
+                .cookie_name("sid")
+                .key_prefix("old:"),
+        )
+        .build()
+        .unwrap();
+    let new = common::serve(sessions);
+    let mut client = Client::new(&old);
+    client.get("/old/login/erin").await;
+    assert!(server.keys().iter().any(|k| k.starts_with("old:")));
+    let mut client = Client::with_jar(&new, client.jar);
+    let res = client.get("/get/user_id").await;
+    assert_eq!(res.body, "\"erin\"");
+    // One Set-Cookie for the shared name: ours, which replaces theirs.
+    assert_eq!(res.set_cookies.len(), 1, "{res:?}");
+    assert!(!server.keys().iter().any(|k| k.starts_with("old:")));
+    let ours = our_keys(&server);
+    let stored: Vec<u8> = server.conn().hget(&ours[0], "d:user_id").unwrap();
+    assert_eq!(stored[0] & 0x20, 0x20, "sealed at rest");
+    assert_eq!(client.get("/get/user_id").await.body, "\"erin\"");
+}
