@@ -50,7 +50,7 @@ pub enum ActixContentSecurity {
 }
 
 /// How to read the sessions of an application that used actix-session 0.11 with its Redis
-/// store, for [`RedisSessionBuilder::migrate_from_actix_session`]: with it, users who signed
+/// store, for [`RedisSessionBuilder::migrate_from_actix_session`](crate::RedisSessionBuilder::migrate_from_actix_session): with it, users who signed
 /// in under actix-session stay signed in when the application switches.
 ///
 /// A request that carries an actix-session cookie and no valid cookie of ours has that

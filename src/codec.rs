@@ -9,7 +9,7 @@
 //! the format it was written in, so a store may hold several at once (a change of format
 //! logs nobody out), and readers reject what they do not know, so that a later format can
 //! be rolled out without misreading old values. The session state holds values as encoded
-//! here; [`at_rest`] turns them into their stored form (compressed, sealed) and back at the
+//! here; the at-rest layer turns them into their stored form (compressed, sealed) and back at the
 //! store's edge.
 //!
 //! The built-in formats are dispatched statically (the hot path: every `get` and `insert`);
@@ -292,6 +292,13 @@ impl Codecs {
             return json_validate(payload)
                 .map_err(|e| DecodeError::Payload(CodecError::new("json", e)));
         }
+        #[cfg(feature = "msgpack")]
+        if format == MSGPACK_ID {
+            // Statically, as decode: every load validates every value.
+            return msgpack_decode::<WellFormed>(payload)
+                .map(drop)
+                .map_err(|e| DecodeError::Payload(CodecError::new("msgpack", e)));
+        }
         let codec = self
             .reader(format)
             .ok_or(DecodeError::UnknownFormat(raw[0]))?;
@@ -450,7 +457,7 @@ pub(crate) fn msgpack_end(deserializer: &MsgpackDeserializer<'_>) -> Result<(), 
 }
 
 #[cfg(feature = "msgpack")]
-fn msgpack_decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, BoxError> {
+fn msgpack_decode<T: for<'de> serde::Deserialize<'de>>(payload: &[u8]) -> Result<T, BoxError> {
     let mut deserializer = msgpack_deserializer(payload);
     let value = T::deserialize(&mut deserializer)?;
     msgpack_end(&deserializer)?;

@@ -80,8 +80,8 @@ pub fn sealed_cookie(data: &[u8]) -> bool {
 }
 
 /// A stored value as a load reads it: its stored form opened (sealed, compressed, plain),
-/// then the header and JSON checked and decoded. What decodes is stored again in every form
-/// and must read back the same.
+/// then the header and payload (JSON, or MessagePack with the `msgpack` feature) checked and
+/// decoded. What decodes is stored again in every form and must read back the same.
 pub fn stored_value(raw: &[u8]) -> bool {
     let fixture = fixture();
     for at_rest in [&fixture.sealing, &fixture.plain] {
@@ -90,7 +90,11 @@ pub fn stored_value(raw: &[u8]) -> bool {
             continue;
         }
         let Ok(decoded) = codec::decode::<serde_json::Value>(&value) else {
-            assert!(codec::validate(&value).is_err());
+            // A JSON value that passes validation reads as a `serde_json::Value`; a
+            // MessagePack one may not (binary data has no JSON form).
+            if value.first() == Some(&codec::FORMAT_JSON) {
+                assert!(codec::validate(&value).is_err());
+            }
             continue;
         };
         codec::validate(&value).expect("what decodes validates");

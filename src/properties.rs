@@ -67,6 +67,23 @@ proptest! {
         prop_assert_eq!(codec::decode::<Value>(&raw).unwrap(), value);
     }
 
+    /// MessagePack holds every JSON value, and a value carried from one format to the
+    /// other (the eager migration) and back is the value it was, byte for byte.
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn any_value_moves_between_the_formats_unchanged(value in json()) {
+        let to_msgpack = codec::Codecs::new(codec::Chosen::of(codec::MessagePack), Vec::new(), true).unwrap();
+        let to_json = codec::Codecs::default();
+        let packed = to_msgpack.encode(&value).unwrap();
+        prop_assert!(to_msgpack.validate(&packed).is_ok());
+        prop_assert_eq!(&to_msgpack.decode::<Value>(&packed).unwrap(), &value);
+        let json = codec::encode(&value).unwrap();
+        prop_assert_eq!(to_msgpack.rewrite(&json).unwrap(), packed.clone());
+        let back = codec::Codecs::new(codec::Chosen::Json, Vec::new(), true).unwrap().rewrite(&packed).unwrap();
+        prop_assert_eq!(to_json.decode::<Value>(&back).unwrap(), value);
+        prop_assert_eq!(back, json);
+    }
+
     #[test]
     fn typed_values_round_trip_through_the_codec(
         value in any::<(String, Vec<u32>, Option<i64>, BTreeMap<String, bool>, Vec<u8>)>()

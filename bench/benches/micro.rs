@@ -104,6 +104,40 @@ fn codec(c: &mut Criterion) {
     });
     group.finish();
 
+    // The formats side by side: JSON (static), MessagePack (static), JSON through the
+    // public Codec trait (erased-serde), and an eager rewrite JSON -> MessagePack.
+    let mut group = c.benchmark_group("formats");
+    for name in ["json", "msgpack", "erased-json"] {
+        let formats = __bench::formats(name);
+        let small_raw = __bench::encode_as(&formats, &small);
+        let large_raw = __bench::encode_as(&formats, &large);
+        println!(
+            "formats: {name}: small {} bytes, 4k-JSON cart {} bytes",
+            small_raw.len(),
+            large_raw.len()
+        );
+        for (size, raw) in [("small", &small_raw), ("4k", &large_raw)] {
+            group.bench_function(format!("encode/{name}/{size}"), |b| match size {
+                "small" => b.iter(|| __bench::encode_as(&formats, black_box(&small))),
+                _ => b.iter(|| __bench::encode_as(&formats, black_box(&large))),
+            });
+            group.bench_function(format!("decode/{name}/{size}"), |b| match size {
+                "small" => {
+                    b.iter(|| __bench::decode_as::<Small>(&formats, black_box(raw)).unwrap())
+                }
+                _ => b.iter(|| __bench::decode_as::<Large>(&formats, black_box(raw)).unwrap()),
+            });
+            group.bench_function(format!("validate/{name}/{size}"), |b| {
+                b.iter(|| assert!(__bench::validate_as(&formats, black_box(raw))))
+            });
+        }
+    }
+    let to_msgpack = __bench::formats("msgpack");
+    group.bench_function("rewrite/json-to-msgpack/4k", |b| {
+        b.iter(|| __bench::rewrite_as(&to_msgpack, black_box(&large_raw)).unwrap())
+    });
+    group.finish();
+
     // The stored forms (encrypt_at_rest, compress_above): what a save adds per value, and a
     // load.
     let key = __bench::signer_key();

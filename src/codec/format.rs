@@ -229,6 +229,10 @@ impl Codec for MessagePack {
         into.deserialize(&mut deserializer)?;
         super::msgpack_end(&deserializer).map_err(Into::into)
     }
+
+    fn validate(&self, payload: &[u8]) -> Result<(), BoxError> {
+        super::msgpack_decode::<super::well_formed::WellFormed>(payload).map(drop)
+    }
 }
 
 /// A stored value could not be encoded or decoded: the format's error, with the format's
