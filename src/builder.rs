@@ -572,9 +572,13 @@ impl RedisSessionBuilder {
     /// in the old format are read as before and stored in the new one the next time the
     /// application writes them ([`rewrite_formats_on_load`](Self::rewrite_formats_on_load)
     /// rewrites them as soon as a session is loaded instead). The built-in formats are
-    /// always read; a codec of your own that you move away from must stay readable
-    /// ([`read_codec`](Self::read_codec)) while values in it remain, or those values are
-    /// dropped as unreadable when loaded.
+    /// always read (MessagePack in a build with the `msgpack` feature); a codec of your own
+    /// that you move away from must stay readable ([`read_codec`](Self::read_codec)) while
+    /// values in it remain. A value in a format the middleware does not read is hidden from
+    /// the handler (and told to
+    /// [`on_session_load_error`](Self::on_session_load_error)) but left in the store, so
+    /// roll a new format out in two steps: every instance able to read it first, then the
+    /// switch of `codec`.
     ///
     /// [`build`](Self::build) refuses a codec of your own whose [`Codec::id`] is not from 8
     /// to 15, or two codecs with one id.
@@ -608,12 +612,15 @@ impl RedisSessionBuilder {
     /// session is loaded, instead of the next time the application writes each of them.
     /// Default: `false`.
     ///
-    /// The value is carried over without knowing its type (one streaming pass through
-    /// `serde-transcode`) and written back with that request's save: one more write for
-    /// each session's first request after the switch, none after. A value that cannot be
-    /// carried over (a NaN for JSON, a codec that fails) is kept as it is. Turn it on to be
-    /// done with an old format sooner (and then stop reading it); the lazy default costs
-    /// nothing.
+    /// The value is carried over without knowing its type (streamed through
+    /// `serde-transcode`, then back, to check that it comes back byte for byte) and written
+    /// back with that request's save: one more write for each session's first request after
+    /// the switch. A value that would not come back the same (binary data or a 128-bit
+    /// integer into JSON, an integer beyond 64 bits into MessagePack, a NaN into JSON), or
+    /// would outgrow [`max_value_size`](Self::max_value_size) or
+    /// [`max_session_size`](Self::max_session_size), is kept as it is (and tried again on
+    /// the next load: CPU only). Turn it on to be done with an old format sooner (and then
+    /// stop reading it); the lazy default costs nothing.
     pub fn rewrite_formats_on_load(mut self, rewrite: bool) -> Self {
         self.rewrite_formats_on_load = rewrite;
         self

@@ -119,6 +119,8 @@ impl Chosen {
 #[derive(Clone)]
 pub(crate) struct Codecs {
     writer: Writer,
+    /// The writer's id, as checked when built (a codec's `id()` is asked once).
+    write_id: u8,
     custom: [Option<Arc<dyn Codec>>; CUSTOM_SLOTS],
     rewrite_on_load: bool,
 }
@@ -136,6 +138,7 @@ impl Default for Codecs {
     fn default() -> Codecs {
         Codecs {
             writer: Writer::Json,
+            write_id: JSON_ID,
             custom: Default::default(),
             rewrite_on_load: false,
         }
@@ -155,6 +158,7 @@ impl Codecs {
     ) -> Result<Codecs, &'static str> {
         let mut codecs = Codecs {
             writer: Writer::Json,
+            write_id: JSON_ID,
             custom: Default::default(),
             rewrite_on_load,
         };
@@ -177,23 +181,16 @@ impl Codecs {
                 }
             }
         }
-        codecs.writer = match write {
-            Chosen::Json => Writer::Json,
+        (codecs.writer, codecs.write_id) = match write {
+            Chosen::Json => (Writer::Json, JSON_ID),
             #[cfg(feature = "msgpack")]
-            Chosen::MessagePack => Writer::MessagePack,
-            Chosen::Custom(codec, _) => Writer::Custom(codec),
+            Chosen::MessagePack => (Writer::MessagePack, MSGPACK_ID),
+            Chosen::Custom(codec, _) => {
+                let id = codec.id();
+                (Writer::Custom(codec), id)
+            }
         };
         Ok(codecs)
-    }
-
-    /// The id of the format values are written in.
-    pub(crate) fn write_id(&self) -> u8 {
-        match &self.writer {
-            Writer::Json => JSON_ID,
-            #[cfg(feature = "msgpack")]
-            Writer::MessagePack => MSGPACK_ID,
-            Writer::Custom(codec) => codec.id(),
-        }
     }
 
     fn write_codec(&self) -> &dyn Codec {
@@ -242,11 +239,19 @@ impl Codecs {
                 Ok(out)
             }
             Writer::Custom(codec) => {
+                let id = self.write_id;
                 let mut out = Vec::with_capacity(32);
-                out.push(codec.id());
+                out.push(id);
                 codec
                     .encode(Encode(&ByRef(value)), &mut out)
                     .map_err(|e| CodecError::new(codec.name(), e))?;
+                if out.first() != Some(&id) {
+                    // It replaced `out` instead of appending to it.
+                    return Err(CodecError::new(
+                        codec.name(),
+                        "the codec's encode did not append to the header byte",
+                    ));
+                }
                 Ok(out)
             }
         }
@@ -309,63 +314,55 @@ impl Codecs {
 
     /// The encoded value `raw` (valid, in another format than this middleware writes)
     /// rewritten in the format it writes; `None` if it is in that format already, or cannot
-    /// be carried over (a float JSON cannot hold, a codec that fails): it is then kept as
-    /// it is, and rewritten when the application next writes it.
+    /// be carried over exactly: it is then kept as it is, and rewritten when the application
+    /// next writes it.
+    ///
+    /// Exactly means that carrying the result back into the old format gives the old bytes:
+    /// what the new format holds otherwise (binary data and 128-bit integers become arrays
+    /// in JSON, an integer beyond 64 bits a float, a NaN `null`, nesting JSON will not read
+    /// back) is refused, not stored changed.
     pub(crate) fn rewrite(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let (format, payload) = split(raw).ok()?;
-        let target = self.write_id();
+        let target = self.write_id;
         if format == target {
             return None;
         }
         let source = self.reader(format)?;
+        let sink = self.write_codec();
         // A codec of the application's own could panic, or serialize the streamed value
         // twice (which the transcoder does not allow): either way the value stays as it is.
         panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut out = vec![target];
-            let mut done = false;
-            source
-                .decode(
-                    payload,
-                    DecodeInto::new(&mut |d| {
-                        let streamed = serde_transcode::Transcoder::new(d);
-                        match &self.writer {
-                            // Straight to serde_json (its encode would walk the value twice).
-                            Writer::Json => serde_json::to_writer(&mut out, &streamed)
-                                .map_err(serde::ser::Error::custom)?,
-                            _ => self
-                                .write_codec()
-                                .encode(Encode(&streamed), &mut out)
-                                .map_err(serde::ser::Error::custom)?,
-                        }
-                        done = true;
-                        Ok(())
-                    }),
-                )
-                .ok()?;
-            if !done {
-                return None;
-            }
-            if target == JSON_ID && memchr::memmem::find(&out[1..], b"null").is_some() {
-                // A `null` that was a NaN or an infinity in the old format: walk it again.
-                let mut finite = true;
-                source
-                    .decode(
-                        payload,
-                        DecodeInto::new(&mut |d| {
-                            finite = finite::check(&serde_transcode::Transcoder::new(d)).is_ok();
-                            Ok(())
-                        }),
-                    )
-                    .ok()?;
-                if !finite {
-                    return None;
-                }
-            }
-            Some(out)
+            let rewritten = transcode(source, payload, sink, target)?;
+            let back = transcode(sink, &rewritten[1..], source, format)?;
+            (back[1..] == *payload).then_some(rewritten)
         }))
         .ok()
         .flatten()
     }
+}
+
+/// `payload` (a value of `from`) streamed into a value of `to`, with the header `header`.
+fn transcode(from: &dyn Codec, payload: &[u8], to: &dyn Codec, header: u8) -> Option<Vec<u8>> {
+    let mut out = vec![header];
+    let mut done = false;
+    from.decode(
+        payload,
+        DecodeInto::new(&mut |d| {
+            let streamed = serde_transcode::Transcoder::new(d);
+            if header == JSON_ID {
+                // Straight to serde_json: Json's encode would walk the value twice, and
+                // the round trip back catches a NaN written as `null`.
+                serde_json::to_writer(&mut out, &streamed).map_err(serde::ser::Error::custom)?;
+            } else {
+                to.encode(Encode(&streamed), &mut out)
+                    .map_err(serde::ser::Error::custom)?;
+            }
+            done = true;
+            Ok(())
+        }),
+    )
+    .ok()?;
+    (done && out.first() == Some(&header)).then_some(out)
 }
 
 /// A `Serialize` behind a reference that may be unsized, as a sized one (for `dyn`).
@@ -443,7 +440,11 @@ type MsgpackDeserializer<'a> = rmp_serde::Deserializer<
 
 #[cfg(feature = "msgpack")]
 pub(crate) fn msgpack_deserializer(payload: &[u8]) -> MsgpackDeserializer<'_> {
-    rmp_serde::Deserializer::new(payload).with_human_readable()
+    let mut deserializer = rmp_serde::Deserializer::new(payload).with_human_readable();
+    // JSON's (serde_json) nesting limit, not rmp-serde's 1024: a crafted value must not run
+    // the stack out, through the codec bridge and the transcoder least of all.
+    deserializer.set_max_depth(128);
+    deserializer
 }
 
 /// Fails if the MessagePack payload goes on after its value.
@@ -784,6 +785,54 @@ mod tests {
             let packed = to_msgpack.encode(&ip).unwrap();
             let json = to_json.rewrite(&packed).unwrap();
             assert_eq!(json, b"\x01\"203.0.113.7\"");
+        }
+
+        /// Binary data, as `serde_bytes` serializes it.
+        struct Blob(Vec<u8>);
+
+        impl Serialize for Blob {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0)
+            }
+        }
+
+        #[test]
+        fn what_the_other_format_would_change_is_not_rewritten() {
+            let to_msgpack = writing(MessagePack, true);
+            let to_json = writing(Json, true);
+            // Binary data and 128-bit integers would be arrays in JSON.
+            for packed in [
+                to_msgpack.encode(&Blob(vec![1, 2, 255])).unwrap(),
+                to_msgpack.encode(&u128::MAX).unwrap(),
+                to_msgpack.encode(&vec![("k", Blob(vec![0; 4]))]).unwrap(),
+            ] {
+                to_msgpack.validate(&packed).unwrap();
+                assert!(to_json.rewrite(&packed).is_none(), "{packed:?}");
+            }
+            // An integer beyond 64 bits is a float to serde_json: MessagePack would keep
+            // the float, not the integer.
+            assert!(to_msgpack.rewrite(b"\x01100000000000000000000").is_none());
+            // JSON written by another writer (escapes, spaces) reads the same but does not
+            // come back byte for byte: kept.
+            assert!(to_msgpack.rewrite(b"\x01 {\"a\" : \"\\u00e9\"}").is_none());
+            // What comes back exactly is rewritten.
+            assert!(to_msgpack
+                .rewrite(&encode(&vec![1.5, -2.0]).unwrap())
+                .is_some());
+        }
+
+        #[test]
+        fn deep_nesting_is_refused_without_running_the_stack_out() {
+            let mut deep = vec![MSGPACK_ID];
+            deep.extend(std::iter::repeat_n(0x91, 100_000)); // [[[[...
+            deep.push(0xc0);
+            assert!(validate(&deep).is_err());
+            assert!(decode::<serde_json::Value>(&deep).is_err());
+            assert!(writing(Json, true).rewrite(&deep).is_none());
+            let mut fine = vec![MSGPACK_ID];
+            fine.extend(std::iter::repeat_n(0x91, 100));
+            fine.push(0xc0);
+            validate(&fine).unwrap();
         }
 
         #[test]

@@ -244,15 +244,16 @@ impl Session {
         value: &T,
         key: &str,
     ) -> Result<(), SessionError> {
-        let mut state = self.lock();
-        let raw = state
-            .codecs()
+        // Serialized without the lock: a `Serialize` may be slow, or read the session.
+        let config = self.lock().shared_config();
+        let raw = config
+            .codecs
             .encode(value)
             .map_err(|source| SessionError::Serialize {
                 key: key.to_owned(),
                 source,
             })?;
-        state.set(field, raw, key)
+        self.lock().set(field, raw, key)
     }
 
     /// Removes `key`; `true` if it was there.

@@ -7,7 +7,6 @@ use futures_util::future::{FutureExt as _, Map};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
-    codec,
     error::SessionError,
     record::TYPED_PREFIX,
     session::{load, LoadSession, Session},
@@ -124,8 +123,11 @@ impl<T: SessionData> TypedSession<T> {
         }
         let field = Self::field();
         // A value never stored and still equal to the default is not worth a write.
-        let untouched_default = !self.session.contains_field(&field)
-            && codec::encode(&self.value).ok() == codec::encode(&T::default()).ok();
+        let untouched_default = !self.session.contains_field(&field) && {
+            let config = self.session.lock().shared_config();
+            let encoded = config.codecs.encode(&self.value).ok();
+            encoded.is_some() && encoded == config.codecs.encode(&T::default()).ok()
+        };
         if !untouched_default {
             self.session.set_field(field, &self.value, T::KEY)?;
         }

@@ -161,8 +161,13 @@ async fn takes_sessions_over(old_security: CookieContentSecurity, ours: ActixCon
     let res = mallory.get("/get/user_id").await;
     assert_eq!((res.status, res.body.as_str()), (200, "none"));
     assert!(res.set_cookie("sid").is_none(), "nothing stored, no cookie");
-    assert!(res.set_cookie("id").is_some(), "the bad cookie is removed");
+    // Left alone (a misconfigured bridge must not delete every old user's cookie), until a
+    // session of ours replaces it.
+    assert!(res.set_cookie("id").is_none(), "{res:?}");
     assert_eq!(old_keys(&server).len(), 1, "bob's old record stays");
+    let res = mallory.get("/set/a/1").await;
+    assert!(res.set_cookie("sid").is_some());
+    assert!(res.set_cookie("id").is_some(), "replaced by ours: removed");
     // Garbage and empty values too.
     for junk in ["", "x", "%%%", "AAAA", &"A".repeat(5000)] {
         let res = Client::new(&new)
@@ -180,8 +185,11 @@ async fn takes_sessions_over(old_security: CookieContentSecurity, ours: ActixCon
     let mut bob = Client::with_jar(&new, bob.jar);
     let res = bob.get("/get/user_id").await;
     assert_eq!((res.status, res.body.as_str()), (200, "none"));
-    assert!(res.set_cookie("id").is_some(), "the dead cookie is removed");
-    assert_eq!(our_keys(&server).len(), 1, "only alice's");
+    assert!(
+        res.set_cookie("id").is_none(),
+        "no session of ours replaces it yet"
+    );
+    assert_eq!(our_keys(&server).len(), 2, "alice's and mallory's");
 }
 
 #[actix_web::test]
@@ -205,7 +213,9 @@ async fn a_cookie_of_the_other_kind_is_a_fresh_session() {
     let new = new_app(&server, ActixContentSecurity::Private);
     let client = signed_in_under_actix_session(&old, "carol").await;
     let mut client = Client::with_jar(&new, client.jar);
-    assert_eq!(client.get("/get/user_id").await.body, "none");
+    let res = client.get("/get/user_id").await;
+    assert_eq!(res.body, "none");
+    assert!(res.set_cookie("id").is_none(), "its cookie stays: {res:?}");
     assert_eq!(old_keys(&server).len(), 1, "left alone");
 }
 
@@ -305,4 +315,109 @@ async fn a_key_prefix_a_shared_cookie_name_and_sealed_values() {
     let stored: Vec<u8> = server.conn().hget(&ours[0], "d:user_id").unwrap();
     assert_eq!(stored[0] & 0x20, 0x20, "sealed at rest");
     assert_eq!(client.get("/get/user_id").await.body, "\"erin\"");
+}
+
+/// What a handler does on the request that moves the session: a login (renew, set_user)
+/// moves it under the user; a logout ends the old session and both cookies.
+#[actix_web::test]
+async fn login_and_logout_on_the_moving_request() {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Private).await;
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .migrate_from_actix_session(FromActixSession::new(&old_master()))
+        .build()
+        .unwrap();
+    let admin = sessions.admin();
+    let new = actix_test::start(move || {
+        App::new()
+            .wrap(sessions.clone())
+            .configure(common::routes)
+            .route(
+                "/sign-in/{user}",
+                web::get().to(
+                    |session: actix_redis_session::Session, user: web::Path<String>| async move {
+                        session.renew();
+                        session.set_user(user.into_inner())?;
+                        Ok::<_, actix_web::Error>("in")
+                    },
+                ),
+            )
+    });
+
+    let frank = signed_in_under_actix_session(&old, "frank").await;
+    let mut frank = Client::with_jar(&new, frank.jar);
+    let res = frank.get("/sign-in/frank").await;
+    assert_eq!(res.status, 200);
+    assert!(res.set_cookie("sid").is_some() && res.set_cookie("id").is_some());
+    assert!(old_keys(&server).is_empty());
+    assert_eq!(frank.get("/get/user_id").await.body, "\"frank\"");
+    let of_frank = admin.sessions_of("frank").await.unwrap();
+    assert_eq!(of_frank.len(), 1, "in frank's index");
+
+    let grace = signed_in_under_actix_session(&old, "grace").await;
+    let mut grace = Client::with_jar(&new, grace.jar);
+    let before = our_keys(&server).len();
+    let res = grace.get("/purge").await;
+    assert_eq!(res.status, 200);
+    assert!(
+        res.set_cookie("id").is_some(),
+        "the old cookie goes with the logout"
+    );
+    assert!(old_keys(&server).is_empty(), "the old session is ended");
+    assert_eq!(our_keys(&server).len(), before, "nothing stored for it");
+}
+
+/// Redis failing on the moving request: FailClosed answers 503, FailOpen a degraded session;
+/// either way the old cookie and the old session stay for the next request.
+#[actix_web::test]
+async fn a_failed_move_keeps_the_old_session() {
+    let mut server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Private).await;
+    let henry = signed_in_under_actix_session(&old, "henry").await;
+    let jar = henry.jar.clone();
+    server.stop();
+    for policy in [
+        actix_redis_session::OnStoreError::FailClosed,
+        actix_redis_session::OnStoreError::FailOpen,
+    ] {
+        let sessions = RedisSession::builder(server.url(), key(1))
+            .connect_timeout(std::time::Duration::from_millis(200))
+            .store_budget(std::time::Duration::from_millis(500))
+            .on_store_error(policy)
+            .migrate_from_actix_session(FromActixSession::new(&old_master()))
+            .build()
+            .unwrap();
+        let new = common::serve(sessions);
+        let res = Client::with_jar(&new, jar.clone())
+            .get("/get/user_id")
+            .await;
+        let expected = match policy {
+            actix_redis_session::OnStoreError::FailClosed => 503,
+            _ => 200,
+        };
+        assert_eq!(res.status, expected, "{policy:?}: {res:?}");
+        assert!(res.set_cookie("id").is_none(), "{policy:?}: {res:?}");
+        assert!(res.set_cookie("sid").is_none(), "{policy:?}: {res:?}");
+    }
+}
+
+/// A session larger than the new middleware's limits is not moved (its next load would
+/// discard it): it stays, with its cookie.
+#[actix_web::test]
+async fn a_session_over_the_limits_stays_where_it_is() {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Private).await;
+    let sessions = RedisSession::builder(server.url(), key(1))
+        .max_value_size(8)
+        .migrate_from_actix_session(FromActixSession::new(&old_master()))
+        .build()
+        .unwrap();
+    let new = common::serve(sessions);
+    let ivy = signed_in_under_actix_session(&old, "ivy").await;
+    let mut ivy = Client::with_jar(&new, ivy.jar);
+    let res = ivy.get("/get/user_id").await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(res.set_cookie("id").is_none());
+    assert_eq!(old_keys(&server).len(), 1, "not moved, not deleted");
+    assert!(our_keys(&server).is_empty());
 }

@@ -279,10 +279,14 @@ async fn corrupt_data_in_redis_gives_a_fresh_or_repaired_session_never_a_500() {
     assert_eq!(res.body, r#"{"keep":"yes"}"#);
     // A typed value that no longer fits its type starts from the default.
     assert_eq!(client.get("/cart").await.body, "[]");
-    for field in ["d:broken", "d:future", "d:empty", "d:latin1", "d:huge"] {
+    for field in ["d:broken", "d:empty", "d:latin1", "d:huge"] {
         let exists: bool = conn.hexists(&redis_key, field).unwrap();
         assert!(!exists, "{field} was deleted on the first load");
     }
+    // A format this build does not read (a later release's, a codec not named here) is
+    // hidden from the handler but left for the instances that read it.
+    let kept: Vec<u8> = conn.hget(&redis_key, "d:future").unwrap();
+    assert_eq!(kept, b"\x07whatever");
 
     // A corrupt creation marker: the record is not a session.
     let _: () = conn.hset(&redis_key, "m:c", "yesterday").unwrap();

@@ -30,8 +30,9 @@ pub const LAST_CUSTOM_ID: u8 = 15;
 /// [`read_codec`](crate::RedisSessionBuilder::read_codec).
 ///
 /// The methods work through serde without knowing the value's type: `encode` gets an
-/// [`Encode`] (a `Serialize`) to hand to the format's serializer, and `decode` a
-/// [`DecodeInto`] to hand the format's deserializer to.
+/// [`Encode`] (a `Serialize`) to hand to the format's serializer, once, appending to `out`;
+/// `decode` a [`DecodeInto`] to hand the format's deserializer to, once. They report errors
+/// rather than panic (a panic in a handler's `insert` or `get` is the handler's panic).
 ///
 /// # Examples
 ///

@@ -313,6 +313,19 @@ fn device(
     (agent, network)
 }
 
+/// Whether a session moved over from actix-session keeps within this middleware's limits
+/// (those a handler's `insert` and a load check): stored otherwise, its next load would
+/// discard it.
+fn fits(config: &SessionConfig, fields: &crate::store::Fields) -> bool {
+    let limits = &config.limits;
+    fields.len() <= limits.max_fields
+        && crate::state::record_size(fields) <= limits.max_session_size
+        && fields.iter().all(|(name, value)| {
+            name.len() - crate::record::DATA_PREFIX.len() <= limits.max_key_len
+                && value.len() <= limits.max_value_size
+        })
+}
+
 /// Logs a failed load or save: an error, except while the circuit breaker is open (its
 /// opening was logged once; a line per request would flood the log).
 fn log_failure(what: &'static str, e: &StoreError) {
@@ -457,6 +470,16 @@ impl Pending {
         span.record("outcome", outcome);
         telemetry::load(outcome, Some(started.elapsed()));
         match loaded {
+            Ok(Some((fields, _))) if !fits(config, &fields) => {
+                // Moved, it would be discarded on its next load: it stays where it is (and
+                // its cookie with it), and this request gets a fresh session.
+                tracing::warn!(
+                    values = fields.len(),
+                    "actix-session session over this middleware's limits (max_value_size, \
+                     max_key_len, max_fields, max_session_size); not moved"
+                );
+                Ok((self.fresh(), false))
+            }
             Ok(Some((fields, left))) => {
                 tracing::debug!(
                     values = fields.len(),
@@ -468,7 +491,13 @@ impl Pending {
                 }
                 Ok((session, false))
             }
-            Ok(None) => Ok((self.fresh(), false)),
+            Ok(None) => {
+                tracing::debug!(
+                    "actix-session cookie verified, but its session is not in Redis (expired, \
+                     ended, or under another key_prefix)"
+                );
+                Ok((self.fresh(), false))
+            }
             Err(e) => {
                 telemetry::store_error(e.kind());
                 log_failure("actix-session session load failed", &e);
@@ -506,7 +535,8 @@ impl Inner {
                     incoming = Incoming::Foreign(old);
                     old_cookie = true;
                 }
-                // Tampered, or under another key: a fresh session, and the cookie goes.
+                // Tampered, or under another key: a fresh session; the cookie goes once one of
+                // ours replaces it.
                 Some(OldCookie::Invalid) => old_cookie = true,
                 None => {}
             }
@@ -571,7 +601,6 @@ impl Inner {
             }
             (state.plan(), logout, change)
         };
-        let migrating = plan.kind() == "migrate";
         let saved = match &self.engine {
             Engine::Server(store) => {
                 let server = Server {
@@ -625,10 +654,16 @@ impl Inner {
                 });
             }
         };
-        // The actix-session cookie goes once its session has moved (or was not to be moved):
-        // not when the move found its old record ended meanwhile (a concurrent request of
-        // the same browser moved it first, and its response removes the cookie).
-        let old_removal = (pending.old_cookie && (cookie.is_some() || !migrating))
+        // The actix-session cookie goes when a session cookie of ours replaces it (its
+        // session moved, or a new one began) or on a logout: never for a cookie that did not verify or
+        // named no session, which a misconfigured bridge (another key, another prefix)
+        // would take every old user's cookie for; nor after a failed load, or a move that
+        // found its old record ended meanwhile (a concurrent request moved it first).
+        let replaced = cookie
+            .as_ref()
+            .is_some_and(|c| c.name() == config.cookie.name && !c.value().is_empty());
+        // A logout ends the old session too (its record is deleted with the plan).
+        let old_removal = (pending.old_cookie && (replaced || logout))
             .then(|| {
                 config
                     .bridge
