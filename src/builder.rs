@@ -33,6 +33,12 @@ const DEFAULT_STORE_BUDGET: Duration = Duration::from_secs(3);
 enum Backend {
     Url(String),
     Pool(r2d2::Pool<redis::Client>),
+    /// The master that these sentinels monitor under this name.
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
     /// A store given to [`RedisSession::builder_with`](crate::RedisSession::builder_with).
     Given(Choice),
     /// No store: [`SessionConfig::detached`].
@@ -932,6 +938,8 @@ impl RedisSessionBuilder {
                 };
                 let on_redis = match &self.backend {
                     Backend::Url(_) | Backend::Pool(_) => true,
+                    #[cfg(feature = "sentinel")]
+                    Backend::Sentinel { .. } => true,
                     Backend::Given(Choice::Server(store)) => {
                         matches!(store, Store::Redis(_) | Store::Multiplexed(_))
                     }
@@ -971,6 +979,15 @@ impl RedisSessionBuilder {
                     Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
                 }
             })),
+            #[cfg(feature = "sentinel")]
+            Backend::Sentinel {
+                ref sentinels,
+                ref master,
+            } => Engine::Server(self.guarded(Store::Redis(RedisStore::open_sentinel(
+                sentinels,
+                master,
+                &self.redis,
+            )?))),
             Backend::Pool(ref pool) => {
                 let store = Store::Redis(RedisStore::shared(pool.clone(), &self.redis));
                 Engine::Server(self.guarded(store))
@@ -1155,6 +1172,17 @@ impl RedisSessionBuilder {
                      presets refuse: trust the server's CA with redis_tls instead",
                 );
             }
+            #[cfg(feature = "sentinel")]
+            Backend::Sentinel { .. } if self.transport == Transport::Multiplexed => {
+                return invalid(
+                    "transport",
+                    "Sentinel runs on the pool transport (the multiplexed one is not there yet)",
+                );
+            }
+            #[cfg(feature = "sentinel")]
+            Backend::Sentinel { sentinels, .. } if sentinels.is_empty() => {
+                return invalid("builder_sentinel", "needs at least one sentinel");
+            }
             Backend::Pool(_) if self.transport == Transport::Multiplexed => {
                 return invalid(
                     "transport",
@@ -1258,6 +1286,49 @@ impl RedisSession {
     /// A builder for sessions in Redis through the application's own r2d2 pool.
     pub fn builder_from_pool(pool: r2d2::Pool<redis::Client>, key: Key) -> RedisSessionBuilder {
         RedisSessionBuilder::pool(pool, key)
+    }
+
+    /// A builder for sessions in the Redis master that the sentinels at `sentinels`
+    /// (`redis://host:port` URLs of the sentinels themselves) monitor as `master_name`
+    /// (feature `sentinel`).
+    ///
+    /// Every new connection asks the sentinels where the master is. After a failover the
+    /// old master's connections are retired as soon as one of them turns out dropped or
+    /// answers `READONLY` (a demoted master), and the operations that met it are retried
+    /// (see [`Retry`](crate::Retry)) on the new master: a failover costs the requests in
+    /// flight at the moment of it a retry, not an error, once the sentinels have promoted
+    /// the replica. Pool transport only, for now; [`build`](RedisSessionBuilder::build)
+    /// refuses the multiplexed one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder_sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "sessions",
+    ///     Key::from_env("SESSION_KEY")?,
+    /// )
+    /// .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn builder_sentinel(
+        sentinels: impl IntoIterator<Item = impl AsRef<str>>,
+        master_name: impl Into<String>,
+        key: Key,
+    ) -> RedisSessionBuilder {
+        RedisSessionBuilder::new(
+            Backend::Sentinel {
+                sentinels: sentinels
+                    .into_iter()
+                    .map(|s| s.as_ref().to_owned())
+                    .collect(),
+                master: master_name.into(),
+            },
+            key,
+        )
     }
 
     /// Sessions in this process's memory ([`MemoryStore`]), with default settings: for

@@ -90,7 +90,7 @@ pub(crate) struct TrackedConnection {
 }
 
 struct Manager {
-    client: redis::Client,
+    target: Target,
     connect_timeout: Duration,
     command_timeout: Duration,
     /// Moved on when a connection turns out to be dropped: connections of an older
@@ -103,9 +103,18 @@ impl r2d2::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> RedisResult<TrackedConnection> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)?;
+        let conn = match &self.target {
+            Target::Client(client) => client.get_connection_with_timeout(self.connect_timeout)?,
+            // The sentinels are asked for the master on every connect: after a failover
+            // (a connection found dropped, or a READONLY reply, retires the old ones) the
+            // next connection goes to the new master.
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel(sentinel) => sentinel
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_client()?
+                .get_connection_with_timeout(self.connect_timeout)?,
+        };
         conn.set_read_timeout(Some(self.command_timeout))?;
         conn.set_write_timeout(Some(self.command_timeout))?;
         Ok(TrackedConnection {
@@ -125,6 +134,14 @@ impl r2d2::ManageConnection for Manager {
             || !conn.conn.is_open()
             || conn.generation < self.generation.load(Ordering::Acquire)
     }
+}
+
+/// Where our own pool's connections go.
+enum Target {
+    Client(redis::Client),
+    /// The master that Redis Sentinel names, asked for on every connect.
+    #[cfg(feature = "sentinel")]
+    Sentinel(Mutex<redis::sentinel::SentinelClient>),
 }
 
 /// A client for `url`, refusing TLS URLs when TLS support is not compiled in.
@@ -169,8 +186,40 @@ pub(crate) fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client,
 impl RedisStore {
     pub(crate) fn open(url: &str, options: &RedisOptions) -> Result<RedisStore, ConfigError> {
         let client = client(url, options.tls.as_ref())?;
+        Ok(RedisStore::own(Target::Client(client), options))
+    }
+
+    /// A store on the master that the sentinels at `sentinels` monitor as `master`.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn open_sentinel(
+        sentinels: &[String],
+        master: &str,
+        options: &RedisOptions,
+    ) -> Result<RedisStore, ConfigError> {
+        if options.tls.is_some() {
+            return Err(ConfigError::InvalidOption {
+                option: "redis_tls",
+                reason: "not available with Sentinel yet",
+            });
+        }
+        // An owned name: without `tls`, redis-rs takes a `String`.
+        let service = master.to_owned();
+        let sentinel = redis::sentinel::SentinelClient::build(
+            sentinels.to_vec(),
+            service,
+            None,
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(ConfigError::InvalidUrl)?;
+        Ok(RedisStore::own(
+            Target::Sentinel(Mutex::new(sentinel)),
+            options,
+        ))
+    }
+
+    fn own(target: Target, options: &RedisOptions) -> RedisStore {
         let manager = Manager {
-            client,
+            target,
             connect_timeout: options.connect_timeout,
             command_timeout: options.command_timeout,
             generation: Arc::new(AtomicU64::new(0)),
@@ -182,7 +231,7 @@ impl RedisStore {
             .connection_timeout(options.checkout_timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(RedisStore::with_pool(Pool::Own { pool, generation }))
+        RedisStore::with_pool(Pool::Own { pool, generation })
     }
 
     pub(crate) fn shared(pool: r2d2::Pool<redis::Client>, options: &RedisOptions) -> RedisStore {
@@ -324,6 +373,18 @@ impl Inner {
             Pool::Own { pool, generation } => {
                 let mut pooled = checkout(pool, generation)?;
                 let result = exchange(&mut pooled.conn, packed, count);
+                if result.as_deref().is_ok_and(demoted) {
+                    // The server is a replica now (a failover: Sentinel, or a cluster's):
+                    // this connection and its idle siblings go, and the next ones are opened
+                    // where the master is now. The READONLY replies are retried.
+                    pooled.broken = true;
+                    let _ = generation.compare_exchange(
+                        pooled.generation,
+                        pooled.generation + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
                 if let Err(failed) = &result {
                     pooled.broken = true;
                     if failed.left == Left::Dead {
@@ -388,6 +449,13 @@ fn checkout(
     // Every connection we saw was old: one more, used as it is.
     pool.get()
         .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))
+}
+
+/// Whether a reply says the server is no longer the master (`READONLY`).
+fn demoted(replies: &[Value]) -> bool {
+    replies
+        .iter()
+        .any(|reply| matches!(reply, Value::ServerError(e) if e.code() == "READONLY"))
 }
 
 /// What a failed exchange left on its connection.
@@ -524,5 +592,21 @@ fn drain(conn: &mut Connection) -> RedisResult<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readonly_reply_marks_a_demoted_master() {
+        let readonly =
+            redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n")
+                .unwrap();
+        let other = redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap();
+        assert!(demoted(&[Value::Int(1), readonly]));
+        assert!(!demoted(&[Value::Int(1), other, Value::Nil]));
+        assert!(!demoted(&[]));
     }
 }

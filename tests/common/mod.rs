@@ -6,6 +6,7 @@ pub mod blackhole;
 pub mod logs;
 pub mod proxy;
 pub mod redis_server;
+pub mod sentinel;
 pub mod tls;
 pub mod user_store;
 

@@ -71,12 +71,17 @@ impl RedisServer {
 
     /// A server on a free loopback TCP port.
     pub fn start_tcp() -> RedisServer {
+        RedisServer::start_tcp_with(Vec::new())
+    }
+
+    /// A server on a free loopback TCP port with more arguments (`--replicaof`).
+    pub fn start_tcp_with(extra: Vec<String>) -> RedisServer {
         on_free_port("redis-server", |port| {
             let mut server = RedisServer {
                 child: None,
                 listen: Listen::Tcp(port),
                 dir: tempfile::tempdir().expect("temp dir"),
-                extra: Vec::new(),
+                extra: extra.clone(),
             };
             server.spawn().map(|()| server)
         })

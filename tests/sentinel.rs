@@ -1,0 +1,142 @@
+//! Redis Sentinel: a real deployment on loopback (master, replica, three sentinels, started
+//! by the test), sessions written through the middleware, then a failover, asked for
+//! (`SENTINEL FAILOVER`) and forced (the master killed): sessions written and replicated
+//! before are read after, and writes work again on the new master within a bound.
+#![cfg(feature = "sentinel")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_redis_session::RedisSession;
+
+use self::common::{
+    key,
+    sentinel::{SentinelSetup, DOWN_AFTER, MASTER_NAME},
+    serve_concurrent, Client,
+};
+
+/// How long after the sentinels have promoted the replica every request must succeed: the
+/// retries of the requests that met the old master, and a new connection.
+const SETTLE: Duration = Duration::from_secs(3);
+
+fn sessions(setup: &SentinelSetup) -> RedisSession {
+    RedisSession::builder_sentinel(setup.sentinel_urls(), MASTER_NAME, key(1))
+        .connect_timeout(Duration::from_millis(300))
+        .command_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_millis(500))
+        .build()
+        .expect("valid sentinel configuration")
+}
+
+/// Waits until the replica has every write the master acknowledged (what `WAIT` would
+/// make sure of per request).
+fn replicated(setup: &SentinelSetup) {
+    let offset = |url: String, field: &str| -> Option<i64> {
+        let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut conn)
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let master = setup.master().url();
+    let replica = setup
+        .nodes
+        .iter()
+        .find(|n| n.url() != master)
+        .unwrap()
+        .url();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = offset(master.clone(), "master_repl_offset:");
+        let r = offset(replica.clone(), "slave_repl_offset:");
+        if m.is_some() && m == r {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replica behind: {m:?} vs {r:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn write_sessions(srv: &actix_test::TestServer, n: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut client = Client::new(srv);
+        assert_eq!(client.get(&format!("/set/n/{i}")).await.body, "ok");
+        clients.push(client);
+    }
+    clients
+}
+
+/// Every request succeeds within `bound` from now: each client reads its value, then writes.
+async fn all_served_within(clients: &mut [Client], bound: Duration) {
+    let deadline = Instant::now() + bound;
+    for (i, client) in clients.iter_mut().enumerate() {
+        loop {
+            let res = client.get("/get/n").await;
+            if res.status == 200 {
+                assert_eq!(res.body, format!("\"{i}\""), "session {i} kept its value");
+                break;
+            }
+            assert_eq!(res.status, 503, "only 200 or 503: {res:?}");
+            assert!(
+                Instant::now() < deadline,
+                "session {i} not served within {bound:?}"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(client.get(&format!("/set/after/{i}")).await.body, "ok");
+        assert_eq!(client.get("/get/after").await.body, format!("\"{i}\""));
+    }
+}
+
+#[actix_web::test]
+async fn sessions_survive_an_asked_for_failover() {
+    let setup = SentinelSetup::start();
+    let srv = serve_concurrent(sessions(&setup));
+    let mut clients = write_sessions(&srv, 30).await;
+    replicated(&setup);
+    let before = setup.master_port();
+    setup.failover();
+    assert_ne!(setup.master_port(), before);
+    // The old master is a replica now: the pooled connections to it answer READONLY to the
+    // first write, which retires them; the retry goes to the new master.
+    all_served_within(&mut clients, SETTLE).await;
+    // New sessions work on the new master.
+    let mut fresh = write_sessions(&srv, 5).await;
+    all_served_within(&mut fresh, SETTLE).await;
+}
+
+#[actix_web::test]
+async fn sessions_survive_a_killed_master() {
+    let mut setup = SentinelSetup::start();
+    let srv = serve_concurrent(sessions(&setup));
+    let mut clients = write_sessions(&srv, 30).await;
+    replicated(&setup);
+    let killed = Instant::now();
+    setup.kill_master();
+    let promoted = killed.elapsed();
+    assert!(
+        promoted < DOWN_AFTER + Duration::from_secs(10),
+        "the sentinels took {promoted:?} to promote the replica"
+    );
+    all_served_within(&mut clients, SETTLE).await;
+    let mut fresh = write_sessions(&srv, 5).await;
+    all_served_within(&mut fresh, SETTLE).await;
+}
+
+#[test]
+fn the_multiplexed_transport_is_refused_for_now() {
+    let e = RedisSession::builder_sentinel(["redis://127.0.0.1:1"], MASTER_NAME, key(1))
+        .transport(actix_redis_session::Transport::Multiplexed)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("transport"), "{e}");
+    let none: [&str; 0] = [];
+    assert!(RedisSession::builder_sentinel(none, MASTER_NAME, key(1))
+        .build()
+        .is_err());
+}
