@@ -907,6 +907,26 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// After every write, wait until `replicas` replicas have it (Redis's `WAIT`), at most
+    /// `timeout`; a write that fewer replicas acknowledged in time is not answered as
+    /// saved: [`StoreErrorKind::NotReplicated`](crate::StoreErrorKind::NotReplicated), not
+    /// retried, a `503` with [`OnStoreError::FailClosed`] (a logout so answered removes the
+    /// cookie anyway). Default: off.
+    ///
+    /// Redis replicates asynchronously: without it, a write that the master acknowledged and
+    /// lost before a replica had it (the master crashed, then a failover) is lost. With it,
+    /// an acknowledged save is on `replicas` replicas, so a failover to one of them keeps it.
+    /// Cost: each request that writes waits for a replication round trip (on loopback
+    /// tens of microseconds; across zones a millisecond or more), and with too few replicas
+    /// reachable, writes fail after `timeout` while reads go on. Redis only; `build` refuses
+    /// zero replicas, and a timeout that is zero or not below
+    /// [`command_timeout`](Self::command_timeout).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.redis_only.get_or_insert("wait_for_replicas");
+        self.redis.wait = Some((replicas, timeout));
+        self
+    }
+
     /// The middleware.
     ///
     /// Connections are opened in the background, so a Redis server that is down at start-up
@@ -1151,6 +1171,17 @@ impl RedisSessionBuilder {
         }
         if let Some(Err(reason)) = self.bind_to_ip.as_ref().map(ClientIp::check) {
             return invalid("bind_to_ip", reason);
+        }
+        if let Some((replicas, timeout)) = self.redis.wait {
+            if replicas == 0 {
+                return invalid("wait_for_replicas", "needs at least one replica");
+            }
+            if timeout.is_zero() || timeout >= self.redis.command_timeout {
+                return invalid(
+                    "wait_for_replicas",
+                    "the timeout must be above zero and below command_timeout",
+                );
+            }
         }
         if self.flash.max_messages == 0 || self.flash.max_message_size == 0 {
             return invalid(

@@ -232,6 +232,11 @@ pub enum StoreErrorKind {
     /// The store cannot do this: listing the sessions of the cookie store or of a store
     /// of your own ([`SessionAdmin`](crate::SessionAdmin)).
     Unsupported,
+    /// The write is on the Redis master, but fewer replicas than
+    /// [`wait_for_replicas`](crate::RedisSessionBuilder::wait_for_replicas) asks for had it
+    /// in time: not answered as saved. Not retried (a retried delete would find nothing and
+    /// read as "ended meanwhile").
+    NotReplicated,
 }
 
 impl StoreError {
@@ -354,6 +359,9 @@ impl std::fmt::Display for StoreError {
                 "the session store is failing; the circuit breaker is open"
             }
             StoreErrorKind::Unsupported => "the session store cannot do this",
+            StoreErrorKind::NotReplicated => {
+                "the session store did not replicate the write in time"
+            }
         })
     }
 }

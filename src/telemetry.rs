@@ -60,6 +60,7 @@ fn kind_label(kind: StoreErrorKind) -> &'static str {
         StoreErrorKind::Full => "full",
         StoreErrorKind::CircuitOpen => "circuit_open",
         StoreErrorKind::Unsupported => "unsupported",
+        StoreErrorKind::NotReplicated => "not_replicated",
         _ => "other",
     }
 }

@@ -29,6 +29,16 @@ fn sessions(setup: &SentinelSetup) -> RedisSession {
         .expect("valid sentinel configuration")
 }
 
+/// The same, answering a write as saved only once the replica has it.
+fn waiting_sessions(setup: &SentinelSetup) -> RedisSession {
+    RedisSession::builder_sentinel(setup.sentinel_urls(), MASTER_NAME, key(1))
+        .connect_timeout(Duration::from_millis(300))
+        .command_timeout(Duration::from_millis(500))
+        .wait_for_replicas(1, Duration::from_millis(200))
+        .build()
+        .expect("valid sentinel configuration")
+}
+
 /// Waits until the replica has every write the master acknowledged (what `WAIT` would
 /// make sure of per request).
 fn replicated(setup: &SentinelSetup) {
@@ -110,12 +120,20 @@ async fn sessions_survive_an_asked_for_failover() {
     all_served_within(&mut fresh, SETTLE).await;
 }
 
+/// Written with `WAIT`: every acknowledged write is on the replica when the master dies,
+/// with no waiting for replication by the test.
 #[actix_web::test]
 async fn sessions_survive_a_killed_master() {
     let mut setup = SentinelSetup::start();
+    let writer = serve_concurrent(waiting_sessions(&setup));
+    let clients = write_sessions(&writer, 30).await;
+    // Read (and written again) through a middleware without WAIT: the killed master leaves
+    // the new one without a replica.
     let srv = serve_concurrent(sessions(&setup));
-    let mut clients = write_sessions(&srv, 30).await;
-    replicated(&setup);
+    let mut clients: Vec<Client> = clients
+        .into_iter()
+        .map(|c| Client::with_jar(&srv, c.jar))
+        .collect();
     let killed = Instant::now();
     setup.kill_master();
     let promoted = killed.elapsed();

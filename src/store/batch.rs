@@ -45,7 +45,7 @@ pub(crate) trait Sender {
         let replies = self
             .query(|pipe| self.commands().write(pipe, write))
             .await?;
-        commands::answer(write, &replies).map_err(StoreError::redis)
+        self.commands().answer(write, &replies)
     }
 
     /// Applies `write` without waiting for the answer.

@@ -54,6 +54,8 @@ pub(crate) struct RedisOptions {
     pub(crate) command_timeout: Duration,
     /// Certificates of its own for `rediss://`.
     pub(crate) tls: Option<RedisTls>,
+    /// `WAIT` for this many replicas, this long, after every write.
+    pub(crate) wait: Option<(u32, Duration)>,
 }
 
 impl Default for RedisOptions {
@@ -64,6 +66,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
             tls: None,
+            wait: None,
         }
     }
 }
@@ -117,14 +120,47 @@ fn variant(value: &Value) -> &'static str {
 pub(crate) struct Commands {
     create: Script,
     empty: Script,
+    /// After every write, `WAIT <replicas> <ms>`
+    /// ([`wait_for_replicas`](crate::RedisSessionBuilder::wait_for_replicas)).
+    wait: Option<(u32, u64)>,
 }
 
 impl Commands {
-    pub(crate) fn new() -> Commands {
+    pub(crate) fn new(options: &RedisOptions) -> Commands {
         Commands {
             create: Script::new(CREATE_SCRIPT),
             empty: Script::new(EMPTY_SCRIPT),
+            wait: options
+                .wait
+                .map(|(replicas, timeout)| (replicas, millis(timeout))),
         }
+    }
+
+    /// The outcome of `write` from its replies ([`answer`]); with
+    /// [`wait_for_replicas`](crate::RedisSessionBuilder::wait_for_replicas), an error if
+    /// fewer replicas than asked acknowledged it in time (the write is on the master; the
+    /// request is not answered as saved).
+    pub(crate) fn answer(&self, write: &Write, replies: &[Value]) -> Result<Outcome, StoreError> {
+        let outcome = answer(write, replies).map_err(StoreError::redis)?;
+        if let Some((replicas, ms)) = self.wait {
+            let acknowledged = match replies.last() {
+                Some(&Value::Int(n)) => n,
+                _ => -1,
+            };
+            if acknowledged < i64::from(replicas) {
+                tracing::warn!(
+                    acknowledged,
+                    wanted = replicas,
+                    timeout_ms = ms,
+                    "a session write was not acknowledged by enough replicas in time"
+                );
+                return Err(StoreError::new(
+                    crate::error::StoreErrorKind::NotReplicated,
+                    "the write was not acknowledged by enough replicas in time (WAIT)",
+                ));
+            }
+        }
+        Ok(outcome)
     }
 
     /// Appends the load of `key` to `pipe`: HGETALL, and the TTL refresh if `ttl` is given.
@@ -179,6 +215,10 @@ impl Commands {
             Write::Delete { key } => {
                 pipe.cmd("DEL").arg(key);
             }
+        }
+        if let Some((replicas, ms)) = self.wait {
+            // Its reply is the write's last ([`Commands::answer`]).
+            pipe.cmd("WAIT").arg(replicas).arg(ms);
         }
     }
 

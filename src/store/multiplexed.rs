@@ -87,7 +87,7 @@ impl MultiplexedStore {
             shared: Arc::new(Shared {
                 client,
                 config,
-                commands: Commands::new(),
+                commands: Commands::new(options),
             }),
             worker: None,
         })

@@ -231,17 +231,20 @@ impl RedisStore {
             .connection_timeout(options.checkout_timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        RedisStore::with_pool(Pool::Own { pool, generation })
+        RedisStore::with_pool(Pool::Own { pool, generation }, options)
     }
 
     pub(crate) fn shared(pool: r2d2::Pool<redis::Client>, options: &RedisOptions) -> RedisStore {
-        RedisStore::with_pool(Pool::Shared {
-            pool,
-            command_timeout: options.command_timeout,
-        })
+        RedisStore::with_pool(
+            Pool::Shared {
+                pool,
+                command_timeout: options.command_timeout,
+            },
+            options,
+        )
     }
 
-    fn with_pool(pool: Pool) -> RedisStore {
+    fn with_pool(pool: Pool, options: &RedisOptions) -> RedisStore {
         let size = match &pool {
             Pool::Own { pool, .. } => pool.max_size(),
             Pool::Shared { pool, .. } => pool.max_size().min(MAX_SHARED_RUNNERS as u32),
@@ -249,7 +252,7 @@ impl RedisStore {
         RedisStore {
             inner: Arc::new(Inner {
                 pool,
-                commands: Commands::new(),
+                commands: Commands::new(options),
                 queue: Mutex::default(),
                 max_runners: usize::try_from(size).unwrap_or(usize::MAX).max(1),
             }),
