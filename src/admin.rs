@@ -787,7 +787,7 @@ async fn redis_meta(
                 _ => None,
             })
             .collect();
-        metas.push((!fields.is_empty()).then(|| (fields, pttl(ttl))));
+        metas.push((!fields.is_empty()).then(|| (fields, crate::store::commands::pttl(ttl))));
     }
     Ok(metas)
 }
@@ -799,14 +799,6 @@ const META: [&str; 5] = [CREATED, TOUCHED, USER, AGENT, NETWORK];
 fn meta_of(mut fields: Fields) -> Fields {
     fields.retain(|name, _| META.contains(&name.as_str()));
     fields
-}
-
-/// A `PTTL` reply as the time left: `None` for no expiry or no key.
-fn pttl(reply: Option<Value>) -> Option<Duration> {
-    match reply {
-        Some(Value::Int(ms)) if ms > 0 => Some(Duration::from_millis(ms as u64)),
-        _ => None,
-    }
 }
 
 /// The record under `key` and its time left, without moving its expiry (`HGETALL` + `PTTL`).
@@ -825,7 +817,7 @@ async fn redis_get(
             let mut replies = replies.into_iter();
             let first = replies.next().into_iter().collect();
             let record = crate::store::commands::loaded(Ok(first))?;
-            Ok(record.map(|fields| (fields, pttl(replies.next()))))
+            Ok(record.map(|fields| (fields, crate::store::commands::pttl(replies.next()))))
         }
         // Another type under the key comes back as an empty record: no session.
         Err(e) => Ok(crate::store::commands::loaded(Err(e))?.map(|fields| (fields, None))),

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     codec,
-    cookie::CookieConfig,
+    cookie::{self, CookieConfig},
     record::DATA_PREFIX,
     store::{Budget, Fields, Guarded, StoreError},
 };
@@ -153,16 +153,14 @@ impl FromActixSession {
         if self.master.len() < 64 {
             return Err("actix-session's key is 64 bytes (cookie::Key::master())");
         }
-        let name_ok = !self.cookie_name.is_empty()
-            && self
-                .cookie_name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        if !name_ok {
+        if !cookie::is_token(&self.cookie_name) {
             return Err("the actix-session cookie name must be a non-empty HTTP token");
         }
-        if !self.cookie_path.starts_with('/') || self.cookie_path.contains(';') {
-            return Err("the actix-session cookie path must start with '/' and hold no ';'");
+        if !cookie::is_safe_path(&self.cookie_path) {
+            return Err(
+                "the actix-session cookie path must start with '/' and hold visible ASCII \
+                 without ';'",
+            );
         }
         let mut signing = Zeroizing::new([0u8; 32]);
         signing.copy_from_slice(&self.master[..32]);
@@ -224,7 +222,7 @@ impl Bridge {
         let mut seen = 0;
         for value in headers
             .get_all(header::COOKIE)
-            .flat_map(|h| crate::cookie::cookie_values(h.as_bytes(), name))
+            .flat_map(|h| cookie::cookie_values(h.as_bytes(), name))
         {
             if seen == MAX_OLD_COOKIES {
                 break;
@@ -345,11 +343,7 @@ pub(crate) async fn load(
     let (Some(Value::BulkString(state)), ttl) = (replies.next(), replies.next()) else {
         return Ok(None);
     };
-    let ttl = match ttl {
-        Some(Value::Int(ms)) if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
-        _ => None,
-    };
-    Ok(convert(&state).map(|fields| (fields, ttl)))
+    Ok(convert(&state).map(|fields| (fields, crate::store::commands::pttl(ttl))))
 }
 
 /// The values of an actix-session state (a JSON map of key to the JSON of each value) as

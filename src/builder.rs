@@ -1083,20 +1083,10 @@ impl RedisSessionBuilder {
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |option, reason| Err(ConfigError::InvalidOption { option, reason });
         let cookie = &self.cookie;
-        let name_ok = !cookie.name.is_empty()
-            && cookie
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        if !name_ok {
+        if !crate::cookie::is_token(&cookie.name) {
             return invalid("cookie_name", "must be a non-empty HTTP token");
         }
-        let path_ok = cookie.path.starts_with('/')
-            && cookie
-                .path
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b';');
-        if !path_ok {
+        if !crate::cookie::is_safe_path(&cookie.path) {
             return invalid(
                 "cookie_path",
                 "must start with '/' and hold visible ASCII without ';'",

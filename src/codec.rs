@@ -81,17 +81,8 @@ impl DecodeError {
     }
 }
 
-/// The format a middleware writes in.
-#[derive(Clone)]
-enum Writer {
-    Json,
-    #[cfg(feature = "msgpack")]
-    MessagePack,
-    Custom(Arc<dyn Codec>),
-}
-
-/// A codec handed to the builder: one of the built-in formats (dispatched statically), or
-/// the application's own.
+/// A codec handed to the builder, and the one a middleware writes with: one of the
+/// built-in formats (dispatched statically), or the application's own.
 #[derive(Clone)]
 pub(crate) enum Chosen {
     Json,
@@ -118,7 +109,7 @@ impl Chosen {
 /// The formats of one middleware: the one it writes, and every one it reads.
 #[derive(Clone)]
 pub(crate) struct Codecs {
-    writer: Writer,
+    writer: Chosen,
     /// The writer's id, as checked when built (a codec's `id()` is asked once).
     write_id: u8,
     custom: [Option<Arc<dyn Codec>>; CUSTOM_SLOTS],
@@ -137,7 +128,7 @@ impl std::fmt::Debug for Codecs {
 impl Default for Codecs {
     fn default() -> Codecs {
         Codecs {
-            writer: Writer::Json,
+            writer: Chosen::Json,
             write_id: JSON_ID,
             custom: Default::default(),
             rewrite_on_load: false,
@@ -157,7 +148,7 @@ impl Codecs {
         rewrite_on_load: bool,
     ) -> Result<Codecs, &'static str> {
         let mut codecs = Codecs {
-            writer: Writer::Json,
+            writer: Chosen::Json,
             write_id: JSON_ID,
             custom: Default::default(),
             rewrite_on_load,
@@ -181,24 +172,22 @@ impl Codecs {
                 }
             }
         }
-        (codecs.writer, codecs.write_id) = match write {
-            Chosen::Json => (Writer::Json, JSON_ID),
+        codecs.write_id = match &write {
+            Chosen::Json => JSON_ID,
             #[cfg(feature = "msgpack")]
-            Chosen::MessagePack => (Writer::MessagePack, MSGPACK_ID),
-            Chosen::Custom(codec, _) => {
-                let id = codec.id();
-                (Writer::Custom(codec), id)
-            }
+            Chosen::MessagePack => MSGPACK_ID,
+            Chosen::Custom(codec, _) => codec.id(),
         };
+        codecs.writer = write;
         Ok(codecs)
     }
 
     fn write_codec(&self) -> &dyn Codec {
         match &self.writer {
-            Writer::Json => &Json,
+            Chosen::Json => &Json,
             #[cfg(feature = "msgpack")]
-            Writer::MessagePack => &MessagePack,
-            Writer::Custom(codec) => &**codec,
+            Chosen::MessagePack => &MessagePack,
+            Chosen::Custom(codec, _) => &**codec,
         }
     }
 
@@ -230,15 +219,15 @@ impl Codecs {
     /// `Serialize` that fails.
     pub(crate) fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         match &self.writer {
-            Writer::Json => encode(value),
+            Chosen::Json => encode(value),
             #[cfg(feature = "msgpack")]
-            Writer::MessagePack => {
+            Chosen::MessagePack => {
                 let mut out = Vec::with_capacity(32);
                 out.push(MSGPACK_ID);
                 msgpack_encode(value, &mut out).map_err(|e| CodecError::new("msgpack", e))?;
                 Ok(out)
             }
-            Writer::Custom(codec) => {
+            Chosen::Custom(codec, _) => {
                 let id = self.write_id;
                 let mut out = Vec::with_capacity(32);
                 out.push(id);

@@ -300,6 +300,20 @@ impl CookieConfig {
     }
 }
 
+/// Whether `name` can be a cookie's name: a non-empty HTTP token (RFC 6265).
+pub(crate) fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Whether `path` can be a cookie's `Path` without injecting an attribute: starts with `/`,
+/// visible ASCII, no `;`.
+pub(crate) fn is_safe_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+}
+
 /// The values of the cookies called `name` in one Cookie header (`a=1; b=2`), surrounding
 /// whitespace and optional double quotes removed.
 pub(crate) fn cookie_values<'a>(

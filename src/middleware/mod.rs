@@ -428,16 +428,7 @@ impl Pending {
                         }
                         Ok((session, stale_key))
                     }
-                    Err((e, key)) => {
-                        log_failure("session load failed", &e);
-                        *self.failure.borrow_mut() = Some(e.clone());
-                        match config.on_store_error {
-                            OnStoreError::FailOpen => {
-                                Ok((Session::degraded(Arc::clone(config), key), false))
-                            }
-                            _ => Err(e),
-                        }
-                    }
+                    Err((e, key)) => self.load_failed("session load failed", e, key),
                 }
             }
             Incoming::Foreign(old) => self.migrate(old).await,
@@ -500,16 +491,28 @@ impl Pending {
             }
             Err(e) => {
                 telemetry::store_error(e.kind());
-                log_failure("actix-session session load failed", &e);
-                *self.failure.borrow_mut() = Some(e.clone());
-                match config.on_store_error {
-                    // A logout then still deletes the old record.
-                    OnStoreError::FailOpen => {
-                        Ok((Session::degraded(Arc::clone(config), old.to_owned()), false))
-                    }
-                    _ => Err(e),
-                }
+                // Degraded, a logout still deletes the old record.
+                self.load_failed("actix-session session load failed", e, old.to_owned())
             }
+        }
+    }
+
+    /// A load that failed: logged, reported after the handler, and answered by the
+    /// [`OnStoreError`] policy (fail-open: a degraded session whose purge deletes `key`).
+    fn load_failed(
+        &self,
+        what: &'static str,
+        e: StoreError,
+        key: String,
+    ) -> Result<(Session, bool), StoreError> {
+        log_failure(what, &e);
+        *self.failure.borrow_mut() = Some(e.clone());
+        match self.inner.config.on_store_error {
+            OnStoreError::FailOpen => Ok((
+                Session::degraded(Arc::clone(&self.inner.config), key),
+                false,
+            )),
+            _ => Err(e),
         }
     }
 }

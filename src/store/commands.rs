@@ -266,22 +266,17 @@ pub(crate) fn loaded(reply: Result<Vec<Value>, StoreError>) -> Result<Option<Fie
             let fields = to_fields(replies.into_iter().next().unwrap_or(Value::Nil));
             Ok((!fields.is_empty()).then_some(fields))
         }
-        Err(e)
-            if e.source_as::<RedisError>()
-                .is_some_and(|e| has_server_code(e, "WRONGTYPE")) =>
-        {
-            Ok(Some(Fields::new()))
-        }
+        Err(e) if e.is_wrong_type() => Ok(Some(Fields::new())),
         Err(e) => Err(e),
     }
 }
 
-/// Whether Redis answered `code` to the command, or to one of the pipeline's commands.
-fn has_server_code(e: &RedisError, code: &str) -> bool {
-    e.code() == Some(code)
-        || e.clone()
-            .into_server_errors()
-            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
+/// A `PTTL` reply as the time left: `None` for no expiry or no key.
+pub(crate) fn pttl(reply: Option<Value>) -> Option<Duration> {
+    match reply {
+        Some(Value::Int(ms)) if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+        _ => None,
+    }
 }
 
 /// A command sized for its arguments up front: building it costs one allocation for the
