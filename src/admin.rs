@@ -37,8 +37,8 @@ use crate::{
     cookie::Handle,
     error::{SessionError, StoreError, StoreErrorKind},
     record::{self, AGENT, CREATED, DATA_PREFIX, NETWORK, TOUCHED, USER},
+    store::{ClusterStore, FileStore, MultiplexedStore, RedisStore},
     store::{Fields, MemoryStore, Outcome, Store, Write},
-    store::{FileStore, MultiplexedStore, RedisStore},
 };
 
 /// Keys per `SCAN` step, hence per batch of metadata reads and of `UNLINK`s, by default.
@@ -92,6 +92,8 @@ struct Inner {
 pub(crate) enum Lister {
     Redis(RedisStore),
     Multiplexed(MultiplexedStore),
+    /// A Redis Cluster: listings go through every master in turn.
+    Cluster(ClusterStore),
     Memory(MemoryStore),
     File(FileStore),
     /// A store of the application's: it can delete, not list.
@@ -107,6 +109,7 @@ impl Lister {
         match store {
             Some(Store::Redis(s)) => Lister::Redis(s.clone()),
             Some(Store::Multiplexed(s)) => Lister::Multiplexed(s.for_worker()),
+            Some(Store::Cluster(s)) => Lister::Cluster(s.for_worker()),
             Some(Store::Memory(s)) => Lister::Memory(s.clone()),
             Some(Store::File(s)) => Lister::File(s.clone()),
             Some(store) => Lister::Other(store.clone()),
@@ -216,6 +219,8 @@ impl SessionView {
 enum Cursor {
     Start,
     Redis(u64),
+    /// The masters of a cluster (node indices), the one being scanned, its `SCAN` cursor.
+    Cluster(Vec<usize>, usize, u64),
     Memory(std::vec::IntoIter<String>),
     File(fs::ReadDir),
     Done,
@@ -354,6 +359,7 @@ impl SessionAdmin {
         let found = match &self.inner.store {
             Lister::Redis(s) => redis_get(s, &key).await?,
             Lister::Multiplexed(s) => redis_get(s, &key).await?,
+            Lister::Cluster(s) => redis_get(s, &key).await?,
             Lister::Memory(s) => s.peek(&key).map(|(fields, left)| (fields, Some(left))),
             Lister::File(s) => s
                 .peek(&key)
@@ -426,6 +432,13 @@ impl SessionAdmin {
             (Lister::Multiplexed(s), cursor @ (Cursor::Start | Cursor::Redis(_))) => {
                 redis_scan(s, cursor.scan_at(), self.prefix(), count).await?
             }
+            (Lister::Cluster(s), Cursor::Start) => {
+                let masters = s.masters().await?;
+                cluster_scan(s, masters, 0, 0, self.prefix(), count).await?
+            }
+            (Lister::Cluster(s), Cursor::Cluster(masters, at, scan)) => {
+                cluster_scan(s, masters, at, scan, self.prefix(), count).await?
+            }
             (Lister::Memory(s), Cursor::Start) => {
                 let mut keys = s.keys(self.prefix()).into_iter();
                 let page: Vec<String> = keys.by_ref().take(count).collect();
@@ -468,6 +481,16 @@ impl SessionAdmin {
         let metas: Vec<Option<(Fields, Option<Duration>)>> = match &self.inner.store {
             Lister::Redis(s) => redis_meta(s, &keys).await?,
             Lister::Multiplexed(s) => redis_meta(s, &keys).await?,
+            // One query per key, all in flight at once: each goes to its node, and those of
+            // one node share its batches.
+            Lister::Cluster(s) => {
+                let metas = futures_util::future::try_join_all(
+                    keys.iter()
+                        .map(|key| redis_meta(s, std::slice::from_ref(key))),
+                )
+                .await?;
+                metas.into_iter().flatten().collect()
+            }
             Lister::Memory(s) => keys
                 .iter()
                 .map(|key| {
@@ -540,6 +563,7 @@ impl SessionAdmin {
         Ok(match &self.inner.store {
             Lister::Redis(s) => redis_get(s, key).await?.map(|(fields, _)| fields),
             Lister::Multiplexed(s) => redis_get(s, key).await?.map(|(fields, _)| fields),
+            Lister::Cluster(s) => redis_get(s, key).await?.map(|(fields, _)| fields),
             Lister::Memory(s) => s.peek(key).map(|(fields, _)| fields),
             Lister::File(s) => s.peek(key).await?.map(|(fields, _)| fields),
             Lister::Other(s) => s.load(key, None).await?,
@@ -552,6 +576,7 @@ impl SessionAdmin {
         Ok(match &self.inner.store {
             Lister::Redis(s) => Store::Redis(s.clone()),
             Lister::Multiplexed(s) => Store::Multiplexed(s.clone()),
+            Lister::Cluster(s) => Store::Cluster(s.clone()),
             Lister::Memory(s) => Store::Memory(s.clone()),
             Lister::File(s) => Store::File(s.clone()),
             Lister::Other(s) => s.clone(),
@@ -675,6 +700,14 @@ impl SessionAdmin {
         match &self.inner.store {
             Lister::Redis(s) => redis_unlink(s, &keys).await,
             Lister::Multiplexed(s) => redis_unlink(s, &keys).await,
+            // No multi-key command across slots: one UNLINK per key, all in flight at once.
+            Lister::Cluster(s) => Ok(futures_util::future::try_join_all(
+                keys.iter()
+                    .map(|key| redis_unlink(s, std::slice::from_ref(key))),
+            )
+            .await?
+            .into_iter()
+            .sum()),
             Lister::Memory(_) | Lister::File(_) => {
                 let store = self.store()?;
                 let mut removed = 0;
@@ -720,7 +753,7 @@ async fn redis_scan(
 ) -> Result<(Vec<String>, Cursor), StoreError> {
     let pattern = match_pattern(prefix);
     let replies = sender
-        .query(|pipe| {
+        .query("", |pipe| {
             pipe.cmd("SCAN")
                 .arg(at)
                 .arg("MATCH")
@@ -754,14 +787,38 @@ async fn redis_scan(
     Ok((keys, Cursor::Redis(next)))
 }
 
+/// One `SCAN` step on a cluster: on master `at` of `masters` from `scan`, then on the next
+/// master once that one is done.
+async fn cluster_scan(
+    cluster: &ClusterStore,
+    masters: Vec<usize>,
+    at: usize,
+    scan: u64,
+    prefix: &str,
+    count: usize,
+) -> Result<(Vec<String>, Cursor), StoreError> {
+    let Some(&master) = masters.get(at) else {
+        return Ok((Vec::new(), Cursor::Done));
+    };
+    let (keys, next) = redis_scan(&cluster.node(master), scan, prefix, count).await?;
+    let next = match next {
+        Cursor::Redis(0) if at + 1 == masters.len() => Cursor::Done,
+        Cursor::Redis(0) => Cursor::Cluster(masters, at + 1, 0),
+        Cursor::Redis(scan) => Cursor::Cluster(masters, at, scan),
+        other => other,
+    };
+    Ok((keys, next))
+}
+
 /// The metadata fields of each key and its time left (`HMGET` + `PTTL` per key, one batch);
 /// `None` for a key that is gone.
 async fn redis_meta(
     sender: &impl crate::store::batch::Sender,
     keys: &[String],
 ) -> Result<Vec<Option<(Fields, Option<Duration>)>>, StoreError> {
+    let route = keys.first().map_or("", String::as_str);
     let replies = sender
-        .query(|pipe| {
+        .query(route, |pipe| {
             for key in keys {
                 let hmget = pipe.cmd("HMGET").arg(key);
                 for name in META {
@@ -807,7 +864,7 @@ async fn redis_get(
     key: &str,
 ) -> Result<Option<(Fields, Option<Duration>)>, StoreError> {
     let replies = sender
-        .query(|pipe| {
+        .query(key, |pipe| {
             pipe.cmd("HGETALL").arg(key);
             pipe.cmd("PTTL").arg(key);
         })
@@ -829,8 +886,9 @@ async fn redis_unlink(
     sender: &impl crate::store::batch::Sender,
     keys: &[String],
 ) -> Result<u64, StoreError> {
+    let route = keys.first().map_or("", String::as_str);
     let replies = sender
-        .query(|pipe| {
+        .query(route, |pipe| {
             let unlink = pipe.cmd("UNLINK");
             for key in keys {
                 unlink.arg(key);

@@ -328,7 +328,7 @@ pub(crate) async fn load(
     key: &str,
 ) -> Result<Option<(Fields, Option<Duration>)>, StoreError> {
     let replies = store
-        .query("migrate", budget, |pipe| {
+        .query("migrate", budget, key, |pipe| {
             pipe.cmd("GET").arg(key);
             pipe.cmd("PTTL").arg(key);
         })

@@ -39,6 +39,9 @@ enum Backend {
         sentinels: Vec<String>,
         master: String,
     },
+    /// The Redis Cluster these nodes belong to.
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
     /// A store given to [`RedisSession::builder_with`](crate::RedisSession::builder_with).
     Given(Choice),
     /// No store: [`SessionConfig::detached`].
@@ -960,6 +963,8 @@ impl RedisSessionBuilder {
                     Backend::Url(_) | Backend::Pool(_) => true,
                     #[cfg(feature = "sentinel")]
                     Backend::Sentinel { .. } => true,
+                    #[cfg(feature = "cluster")]
+                    Backend::Cluster(_) => true,
                     Backend::Given(Choice::Server(store)) => {
                         matches!(store, Store::Redis(_) | Store::Multiplexed(_))
                     }
@@ -1008,6 +1013,10 @@ impl RedisSessionBuilder {
                 master,
                 &self.redis,
             )?))),
+            #[cfg(feature = "cluster")]
+            Backend::Cluster(ref nodes) => Engine::Server(self.guarded(Store::Cluster(
+                crate::store::ClusterStore::open(nodes, &self.redis, self.transport)?,
+            ))),
             Backend::Pool(ref pool) => {
                 let store = Store::Redis(RedisStore::shared(pool.clone(), &self.redis));
                 Engine::Server(self.guarded(store))
@@ -1204,6 +1213,20 @@ impl RedisSessionBuilder {
             Backend::Sentinel { sentinels, .. } if sentinels.is_empty() => {
                 return invalid("builder_sentinel", "needs at least one sentinel");
             }
+            #[cfg(feature = "cluster")]
+            Backend::Cluster(nodes) if nodes.is_empty() => {
+                return invalid("builder_cluster", "needs the URL of at least one node");
+            }
+            #[cfg(feature = "cluster")]
+            Backend::Cluster(nodes)
+                if self.refuse_insecure_tls && nodes.iter().any(|url| insecure_tls(url)) =>
+            {
+                return invalid(
+                    "builder_cluster",
+                    "#insecure turns off TLS certificate verification, which the production \
+                     presets refuse: trust the server's CA with redis_tls instead",
+                );
+            }
             Backend::Pool(_) if self.transport == Transport::Multiplexed => {
                 return invalid(
                     "transport",
@@ -1348,6 +1371,43 @@ impl RedisSession {
                     .collect(),
                 master: master_name.into(),
             },
+            key,
+        )
+    }
+
+    /// A builder for sessions in a Redis Cluster (feature `cluster`), reached first through
+    /// the nodes at `nodes` (`redis://host:port` or `rediss://` URLs; one is enough, more
+    /// are asked when it does not answer; credentials and TLS settings of the first apply
+    /// to every node).
+    ///
+    /// Both transports. Every session is one key, in one slot: a request's commands go to
+    /// the master serving it, and concurrent requests whose sessions live on one master
+    /// share that master's round trips as on a single Redis, so a request costs the same one
+    /// round trip. `MOVED` and `ASK` (a resharding) are followed; after a node fails, the
+    /// slot map is asked for again and the operation retried (see [`Retry`](crate::Retry)),
+    /// so a failover costs the requests in flight a retry once the replica is promoted.
+    /// Pair it with [`wait_for_replicas`](RedisSessionBuilder::wait_for_replicas) to keep
+    /// every acknowledged write through a failover.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder_cluster(
+    ///     ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"],
+    ///     Key::from_env("SESSION_KEY")?,
+    /// )
+    /// .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn builder_cluster(
+        nodes: impl IntoIterator<Item = impl AsRef<str>>,
+        key: Key,
+    ) -> RedisSessionBuilder {
+        RedisSessionBuilder::new(
+            Backend::Cluster(nodes.into_iter().map(|n| n.as_ref().to_owned()).collect()),
             key,
         )
     }

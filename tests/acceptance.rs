@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::{cookie::SameSite, App};
 use common::{all_at_once, key, serve, serve_concurrent, Backend, Client, WORKERS};
 
-per_backend!(
+per_backend_and_cluster!(
     a_visitor_without_data_gets_no_cookie_and_nothing_is_stored,
     values_persist_and_the_cookie_has_safe_defaults,
     a_request_that_changes_nothing_sets_no_cookie,

@@ -29,33 +29,37 @@ pub(crate) trait Sender {
     fn commands(&self) -> &Commands;
 
     /// Adds the commands `build` makes to the batch being filled and makes sure that batch
-    /// will be sent; the receiver gets the replies.
+    /// will be sent; the receiver gets the replies. Every command touches `key` alone (or
+    /// no key): a cluster sends them to the node that serves it, one server ignores it.
     fn enqueue(
         &self,
-        build: impl FnOnce(&mut Pipeline),
+        key: &str,
+        build: impl Fn(&mut Pipeline),
     ) -> Result<oneshot::Receiver<Replies>, StoreError>;
 
     /// See [`super::Store::load`].
     async fn load(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Fields>, StoreError> {
-        commands::loaded(self.query(|pipe| Commands::load(pipe, key, ttl)).await)
+        commands::loaded(self.query(key, |pipe| Commands::load(pipe, key, ttl)).await)
     }
 
     /// See [`super::Store::write`].
     async fn write(&self, write: &Write) -> Result<Outcome, StoreError> {
         let replies = self
-            .query(|pipe| self.commands().write(pipe, write))
+            .query(write.key(), |pipe| self.commands().write(pipe, write))
             .await?;
         self.commands().answer(write, &replies)
     }
 
     /// Applies `write` without waiting for the answer.
     fn write_detached(&self, write: &Write) {
-        drop(self.enqueue(|pipe| self.commands().write(pipe, write)));
+        drop(self.enqueue(write.key(), |pipe| self.commands().write(pipe, write)));
     }
 
-    /// Adds the commands `build` makes to the next batch and awaits the replies.
-    async fn query(&self, build: impl FnOnce(&mut Pipeline)) -> Replies {
-        replies(self.enqueue(build)?).await
+    /// Adds the commands `build` makes (on `key` alone, see [`Sender::enqueue`]) to the next
+    /// batch and awaits the replies. `build` may be called again: a cluster that redirects
+    /// them sends them to another node.
+    async fn query(&self, key: &str, build: impl Fn(&mut Pipeline)) -> Replies {
+        replies(self.enqueue(key, build)?).await
     }
 }
 
@@ -195,7 +199,7 @@ fn first_error(replies: &[Value]) -> Option<RedisError> {
 
 /// What a request awaits: the replies, or an error if the sender went away (runtime or
 /// blocking pool shutting down).
-async fn replies(replied: oneshot::Receiver<Replies>) -> Replies {
+pub(crate) async fn replies(replied: oneshot::Receiver<Replies>) -> Replies {
     replied
         .await
         .map_err(|_| StoreError::from_kind(StoreErrorKind::Unavailable))?

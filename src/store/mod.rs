@@ -18,6 +18,10 @@
 //!   [`RedisSession::builder_with`](crate::RedisSession::builder_with).
 
 pub(crate) mod batch;
+// Compiled without the `cluster` feature too (it needs no dependency of its own), so that
+// the store's code has one shape; only `builder_cluster` is behind the feature.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) mod cluster;
 pub(crate) mod commands;
 pub(crate) mod cookie;
 pub(crate) mod file;
@@ -30,17 +34,18 @@ mod tls;
 use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use self::batch::Sender as _;
+pub(crate) use self::{
+    cluster::ClusterStore,
+    multiplexed::MultiplexedStore,
+    redis::RedisStore,
+    resilience::{Budget, Guarded},
+};
 pub use self::{
     cookie::CookieStore,
     file::FileStore,
     memory::MemoryStore,
     resilience::{BreakerState, CircuitBreaker, Retry, StoreHealth},
     tls::RedisTls,
-};
-pub(crate) use self::{
-    multiplexed::MultiplexedStore,
-    redis::RedisStore,
-    resilience::{Budget, Guarded},
 };
 pub use crate::error::{StoreError, StoreErrorKind};
 
@@ -505,6 +510,16 @@ pub(crate) enum Outcome {
 }
 
 impl Write {
+    /// The key the write touches (its only one).
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Write::Update { key, .. }
+            | Write::Create { key, .. }
+            | Write::Empty { key, .. }
+            | Write::Delete { key } => key,
+        }
+    }
+
     fn update(key: &str, set: &[(String, Vec<u8>)], del: &[String], ttl: Duration) -> Write {
         Write::Update {
             key: key.to_owned(),
@@ -543,6 +558,8 @@ impl Write {
 pub(crate) enum Store {
     Redis(RedisStore),
     Multiplexed(MultiplexedStore),
+    /// Redis Cluster, over either transport.
+    Cluster(ClusterStore),
     Memory(MemoryStore),
     File(FileStore),
     Dyn(Arc<dyn DynStore>),
@@ -558,6 +575,7 @@ impl Store {
         match self {
             Store::Redis(s) => batch::Sender::load(s, key, ttl).await,
             Store::Multiplexed(s) => batch::Sender::load(s, key, ttl).await,
+            Store::Cluster(s) => batch::Sender::load(s, key, ttl).await,
             Store::Memory(s) => Ok(s.load_now(key, ttl)),
             Store::File(s) => SessionStore::load(s, key, ttl).await,
             Store::Dyn(s) => s.load(key, ttl).await,
@@ -569,6 +587,7 @@ impl Store {
         match self {
             Store::Redis(s) => s.write_detached(write),
             Store::Multiplexed(s) => s.write_detached(write),
+            Store::Cluster(s) => s.write_detached(write),
             Store::Memory(s) => {
                 s.write_now(write);
             }
@@ -591,15 +610,17 @@ impl Store {
         }
     }
 
-    /// The replies to the commands `build` makes, sent with the next batch: Redis only
-    /// (others answer [`StoreErrorKind::Unsupported`]).
+    /// The replies to the commands `build` makes (on `key` alone), sent with the next batch:
+    /// Redis only (others answer [`StoreErrorKind::Unsupported`]).
     pub(crate) async fn query(
         &self,
-        build: impl FnOnce(&mut ::redis::Pipeline),
+        key: &str,
+        build: impl Fn(&mut ::redis::Pipeline),
     ) -> Result<Vec<::redis::Value>, StoreError> {
         match self {
-            Store::Redis(s) => batch::Sender::query(s, build).await,
-            Store::Multiplexed(s) => batch::Sender::query(s, build).await,
+            Store::Redis(s) => batch::Sender::query(s, key, build).await,
+            Store::Multiplexed(s) => batch::Sender::query(s, key, build).await,
+            Store::Cluster(s) => batch::Sender::query(s, key, build).await,
             _ => Err(StoreErrorKind::Unsupported.into()),
         }
     }
@@ -609,6 +630,7 @@ impl Store {
         match self {
             Store::Redis(s) => batch::Sender::write(s, write).await,
             Store::Multiplexed(s) => batch::Sender::write(s, write).await,
+            Store::Cluster(s) => batch::Sender::write(s, write).await,
             Store::Memory(s) => Ok(s.write_now(write)),
             Store::File(s) => write_through(s, write).await,
             Store::Dyn(s) => s.write(write).await,
@@ -620,6 +642,7 @@ impl Store {
     pub(crate) fn for_worker(&self) -> Store {
         match self {
             Store::Multiplexed(s) => Store::Multiplexed(s.for_worker()),
+            Store::Cluster(s) => Store::Cluster(s.for_worker()),
             other => other.clone(),
         }
     }

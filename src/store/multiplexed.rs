@@ -75,6 +75,11 @@ impl Drop for Worker {
 impl MultiplexedStore {
     pub(crate) fn open(url: &str, options: &RedisOptions) -> Result<MultiplexedStore, ConfigError> {
         let client = super::redis::client(url, options.tls.as_ref())?;
+        Ok(MultiplexedStore::for_client(client, options))
+    }
+
+    /// A store on the server `client` names (a cluster's node); connections per worker.
+    pub(crate) fn for_client(client: redis::Client, options: &RedisOptions) -> MultiplexedStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout))
@@ -83,14 +88,14 @@ impl MultiplexedStore {
             // retries would multiply it. A request that meets a dropped connection fails,
             // and the manager reconnects for the next one.
             .set_number_of_retries(0);
-        Ok(MultiplexedStore {
+        MultiplexedStore {
             shared: Arc::new(Shared {
                 client,
                 config,
                 commands: Commands::new(options),
             }),
             worker: None,
-        })
+        }
     }
 
     /// A copy for one actix worker with its own connection, opened on first use on that
@@ -124,7 +129,8 @@ impl Sender for MultiplexedStore {
     /// Wakes or starts this worker's senders.
     fn enqueue(
         &self,
-        build: impl FnOnce(&mut Pipeline),
+        _key: &str,
+        build: impl Fn(&mut Pipeline),
     ) -> Result<oneshot::Receiver<Replies>, StoreError> {
         let Some(worker) = &self.worker else {
             // Only the per-worker copies serve requests; this one could not be set up.

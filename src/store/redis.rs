@@ -186,7 +186,12 @@ pub(crate) fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client,
 impl RedisStore {
     pub(crate) fn open(url: &str, options: &RedisOptions) -> Result<RedisStore, ConfigError> {
         let client = client(url, options.tls.as_ref())?;
-        Ok(RedisStore::own(Target::Client(client), options))
+        Ok(RedisStore::for_client(client, options))
+    }
+
+    /// A store with a pool of its own on the server `client` names (a cluster's node).
+    pub(crate) fn for_client(client: redis::Client, options: &RedisOptions) -> RedisStore {
+        RedisStore::own(Target::Client(client), options)
     }
 
     /// A store on the master that the sentinels at `sentinels` monitor as `master`.
@@ -268,7 +273,8 @@ impl Sender for RedisStore {
     /// Starts a runner if too few run.
     fn enqueue(
         &self,
-        build: impl FnOnce(&mut Pipeline),
+        _key: &str,
+        build: impl Fn(&mut Pipeline),
     ) -> Result<oneshot::Receiver<Replies>, StoreError> {
         let (replied, start) = {
             let mut queue = self.inner.queue();

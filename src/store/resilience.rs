@@ -560,16 +560,21 @@ impl Guarded {
     }
 
     /// See [`Store::query`]: under the budget, the breaker and the retry policy, as `op`.
-    /// Only for commands that are safe to repeat.
+    /// Only for commands that are safe to repeat, on `key` alone.
     pub(crate) async fn query(
         &self,
         op: &'static str,
         budget: &Budget,
+        key: &str,
         build: impl Fn(&mut redis::Pipeline),
     ) -> Result<Vec<redis::Value>, StoreError> {
         match &self.policy {
-            None => self.store.query(&build).await,
-            Some(policy) => policy.run(op, budget, |_| self.store.query(&build)).await,
+            None => self.store.query(key, &build).await,
+            Some(policy) => {
+                policy
+                    .run(op, budget, |_| self.store.query(key, &build))
+                    .await
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod blackhole;
+pub mod cluster;
 pub mod logs;
 pub mod proxy;
 pub mod redis_server;
@@ -73,6 +74,44 @@ macro_rules! per_backend {
     };
 }
 
+/// Runs each listed test of `suite` against a Redis Cluster (3 masters, 3 replicas) on both
+/// transports (`cluster::name`, `cluster_multiplexed::name`): one cluster for the whole test
+/// binary, each test under a key prefix of its own. Feature `cluster`.
+#[allow(unused_macros)]
+macro_rules! on_cluster {
+    ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "cluster")]
+        mod cluster {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::cluster(
+                    actix_redis_session::Transport::Pool,
+                ))
+                .await;
+            })*
+        }
+        #[cfg(feature = "cluster")]
+        mod cluster_multiplexed {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::cluster(
+                    actix_redis_session::Transport::Multiplexed,
+                ))
+                .await;
+            })*
+        }
+    };
+}
+
+/// [`per_backend!`] and [`on_cluster!`] for one list of tests.
+#[allow(unused_macros)]
+macro_rules! per_backend_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        per_backend!($($name),*);
+        on_cluster!($($name),*);
+    };
+}
+
 /// Runs each listed test of `suite` against the cookie store too (`cookie_store::name`):
 /// the cases that hold without server state.
 #[allow(unused_macros)]
@@ -97,6 +136,15 @@ pub enum Backend {
     User(user_store::MapStore),
     /// No server state: the session is sealed in the cookie.
     Cookie,
+    /// The test binary's shared Redis Cluster, under a key prefix of this test's own.
+    Cluster(&'static cluster::ClusterSetup, Transport, String),
+}
+
+/// The cluster of this test binary, started by its first cluster test; its nodes end with
+/// the process.
+pub fn shared_cluster() -> &'static cluster::ClusterSetup {
+    static CLUSTER: std::sync::OnceLock<cluster::ClusterSetup> = std::sync::OnceLock::new();
+    CLUSTER.get_or_init(cluster::ClusterSetup::start)
 }
 
 impl Backend {
@@ -110,6 +158,13 @@ impl Backend {
 
     pub fn multiplexed() -> Backend {
         Backend::Redis(RedisServer::start(), Transport::Multiplexed)
+    }
+
+    /// The shared cluster ([`shared_cluster`]) over `transport`.
+    pub fn cluster(transport: Transport) -> Backend {
+        static TESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = TESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Backend::Cluster(shared_cluster(), transport, format!("test{n}:"))
     }
 
     pub fn file() -> Backend {
@@ -146,6 +201,15 @@ impl Backend {
                 .compress_above(16)
                 .bind_to_user_agent(true)
                 .bind_to_ip(ClientIp::peer().network(24, 64)),
+            #[cfg(not(feature = "cluster"))]
+            Backend::Cluster(..) => unreachable!("cluster tests need the cluster feature"),
+            #[cfg(feature = "cluster")]
+            Backend::Cluster(cluster, transport, prefix) => {
+                RedisSession::builder_cluster(cluster.urls(), key)
+                    .transport(*transport)
+                    .key_prefix(prefix.clone())
+                    .checkout_timeout(Duration::from_millis(500))
+            }
         }
     }
 
@@ -168,6 +232,7 @@ impl Backend {
                 })
                 .count(),
             Backend::User(store) => store.len(),
+            Backend::Cluster(cluster, _, prefix) => cluster.keys(prefix).len(),
             // Nothing on the server, ever.
             Backend::Cookie => 0,
         }

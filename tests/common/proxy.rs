@@ -63,6 +63,11 @@ impl Proxy {
         Proxy { addr, shared }
     }
 
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// `redis://` URL through the proxy.
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
@@ -104,12 +109,16 @@ impl Drop for Proxy {
 
 fn forward_requests(mut from: TcpStream, mut to: TcpStream, shared: &Shared, last: &AtomicU8) {
     let mut buf = vec![0u8; 64 * 1024];
+    // A cluster replica's link to its master (through the master's proxy, at the port the
+    // master announces) is not the client's traffic: its acknowledgements are not counted.
+    let mut replication = false;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if last.swap(CLIENT_SENT, Ordering::SeqCst) != CLIENT_SENT {
+        replication = replication || buf[..n].windows(8).any(|w| w == b"REPLCONF");
+        if last.swap(CLIENT_SENT, Ordering::SeqCst) != CLIENT_SENT && !replication {
             shared.round_trips.fetch_add(1, Ordering::SeqCst);
         }
         if to.write_all(&buf[..n]).is_err() {
