@@ -3,6 +3,7 @@
 //! real HTTP requests; the admin counts, lists, reads and ends them, and their clients see it
 //! on their next request.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -262,6 +263,15 @@ mod suite {
         assert_eq!(admin.count().await.unwrap(), 0);
     }
 }
+
+// Every master of a cluster is listed in turn; the per-user index is a key of its own, on
+// another slot than the sessions in it.
+on_cluster!(
+    the_user_index_follows_login_renew_logout_and_signs_out_everywhere,
+    expired_sessions_leave_their_users_index,
+    admin_counts_lists_reads_and_ends_sessions,
+    admin_lists_in_small_steps,
+);
 
 mod memory {
     #[actix_web::test]

@@ -185,14 +185,19 @@ impl ClusterSetup {
     /// The node serving `slot` now (asked of a live node).
     pub fn serving(&self, slot: u16) -> &ClusterNode {
         let port = self.live_conn_do(|conn| {
-            let slots: Vec<(u16, u16, Vec<redis::Value>)> =
+            let ranges: Vec<Vec<redis::Value>> =
                 redis::cmd("CLUSTER").arg("SLOTS").query(conn).ok()?;
-            slots.into_iter().find_map(|(start, end, master)| {
-                if !(start..=end).contains(&slot) {
+            ranges.into_iter().find_map(|range| {
+                let int = |v: Option<&redis::Value>| match v {
+                    Some(redis::Value::Int(n)) => Some(*n),
+                    _ => None,
+                };
+                let (start, end) = (int(range.first())?, int(range.get(1))?);
+                if !(start..=end).contains(&i64::from(slot)) {
                     return None;
                 }
-                match master.get(1) {
-                    Some(redis::Value::Int(port)) => u16::try_from(*port).ok(),
+                match range.get(2) {
+                    Some(redis::Value::Array(master)) => u16::try_from(int(master.get(1))?).ok(),
                     _ => None,
                 }
             })
