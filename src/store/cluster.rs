@@ -17,7 +17,11 @@
 //! whose keys span slots; neither could keep our batches.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Weak,
+    },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -50,6 +54,13 @@ const MAX_REDIRECTS: usize = 5;
 /// Two slot-map refreshes are at least this far apart: requests that failed on one node
 /// together ask once.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(50);
+
+/// After a node failed, the map is asked for this often (a replica's promotion is seen
+/// within this, even while the circuit breaker keeps requests away)...
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// ...for this long after the last failure.
+const KEEP_ASKING: Duration = Duration::from_secs(10);
 
 /// The slot of `key`, as Redis Cluster computes it: CRC16 (XMODEM) of the key, or of its
 /// hash tag (the part between the first `{` and the next `}`, if not empty), modulo 16384.
@@ -137,8 +148,33 @@ struct Shared {
     /// Builds the writes and reads their answers ([`Sender::commands`]).
     commands: Commands,
     topology: RwLock<Topology>,
-    /// Held by the one request that refreshes the slot map; the others wait, then use it.
+    /// Held by the one request that asks for the first slot map; the others wait, then use
+    /// it.
     refreshing: tokio::sync::Mutex<()>,
+    /// Wakes the thread that asks for the map again after a failure ([`watch`]).
+    signal: Arc<Signal>,
+}
+
+/// Between the requests and the map's thread: failures seen, and whether the store is gone.
+#[derive(Default)]
+struct Signal {
+    state: Mutex<Kicks>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Kicks {
+    kicked: bool,
+    last: Option<Instant>,
+    closed: bool,
+}
+
+impl Drop for Shared {
+    /// Ends the map's thread.
+    fn drop(&mut self) {
+        lock(&self.signal.state).closed = true;
+        self.signal.changed.notify_all();
+    }
 }
 
 struct Topology {
@@ -204,12 +240,21 @@ impl ClusterStore {
                     next_asked: 0,
                 }),
                 refreshing: tokio::sync::Mutex::new(()),
+                signal: Arc::default(),
             }),
             worker: None,
         };
         for (_, host, port) in &seeds {
-            cluster.index_of(host, *port);
+            cluster.shared.index_of(host, *port);
         }
+        let (shared, signal) = (
+            Arc::downgrade(&cluster.shared),
+            Arc::clone(&cluster.shared.signal),
+        );
+        thread::Builder::new()
+            .name("redis-cluster-map".into())
+            .spawn(move || watch(&shared, &signal))
+            .map_err(|_| invalid("could not start the thread that follows the slot map"))?;
         Ok(cluster)
     }
 
@@ -223,16 +268,148 @@ impl ClusterStore {
         }
     }
 
+    /// The store of node `index` as this worker uses it.
+    pub(crate) fn node(&self, index: usize) -> Node {
+        let node = self.shared.topology().nodes[index].node.clone();
+        match (&self.worker, node) {
+            (Some(worker), Node::Multiplexed(shared)) => {
+                let mut mine = lock(worker);
+                if mine.len() <= index {
+                    mine.resize(index + 1, None);
+                }
+                mine[index]
+                    .get_or_insert_with(|| Node::Multiplexed(shared.for_worker()))
+                    .clone()
+            }
+            (_, node) => node,
+        }
+    }
+
+    /// The node serving `slot` and the map's epoch, asking the cluster first if no node is
+    /// known for it.
+    async fn serving(&self, slot: u16) -> Result<(usize, u64), StoreError> {
+        let (served, epoch) = self.shared.topology().serving(slot);
+        if let Some(index) = served {
+            return Ok((index, epoch));
+        }
+        self.refresh(epoch).await;
+        match self.shared.topology().serving(slot) {
+            (Some(index), epoch) => Ok((index, epoch)),
+            (None, _) => Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "no node of the Redis cluster is known to serve this key's slot",
+            )),
+        }
+    }
+
+    /// The masters serving slots now (asking the cluster first if no map is known), in
+    /// index order: for listings, which go through every master in turn.
+    pub(crate) async fn masters(&self) -> Result<Vec<usize>, StoreError> {
+        let epoch = self.shared.topology().epoch;
+        if epoch == 0 {
+            self.refresh(epoch).await;
+        }
+        let topology = self.shared.topology();
+        if topology.epoch == 0 {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "no node of the Redis cluster answered",
+            ));
+        }
+        let mut masters: Vec<usize> = topology
+            .slots
+            .iter()
+            .filter(|&&index| index != UNSERVED)
+            .map(|&index| usize::from(index))
+            .collect();
+        masters.sort_unstable();
+        masters.dedup();
+        Ok(masters)
+    }
+
+    /// Asks the cluster for its slot map (`CLUSTER SLOTS`), node after node until one
+    /// answers, unless another request did since the map of `epoch`: the first map, asked
+    /// by the first requests. After a failure the map's thread asks ([`watch`]).
+    async fn refresh(&self, epoch: u64) {
+        let _one = self.shared.refreshing.lock().await;
+        if self.shared.topology().epoch != epoch {
+            return;
+        }
+        for (host, port) in self.shared.candidates() {
+            match self.shared.ask_slots(&host, port).await {
+                Ok(ranges) => {
+                    self.shared.apply(&ranges);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, port, "a cluster node did not give its slot map");
+                }
+            }
+        }
+        tracing::warn!("no node of the Redis cluster answered CLUSTER SLOTS");
+        self.shared.kick();
+    }
+}
+
+impl Shared {
+    /// Every known node, starting with another one each time (so that one dead node is not
+    /// always asked first).
+    fn candidates(&self) -> Vec<(String, u16)> {
+        let mut topology = self.topology_mut();
+        let count = topology.nodes.len();
+        let start = topology.next_asked % count.max(1);
+        topology.next_asked = topology.next_asked.wrapping_add(1);
+        (0..count)
+            .map(|i| {
+                let node = &topology.nodes[(start + i) % count];
+                (node.host.clone(), node.port)
+            })
+            .collect()
+    }
+
+    /// A node failed (or an operation on it was given up): the map's thread asks for the
+    /// map again, and keeps asking for a while.
+    fn kick(&self) {
+        let mut kicks = lock(&self.signal.state);
+        kicks.kicked = true;
+        kicks.last = Some(Instant::now());
+        self.signal.changed.notify_one();
+    }
+
+    /// The map asked of one node after the other until one answers, on connections of the
+    /// map's thread's own.
+    fn refresh_blocking(&self) {
+        for (host, port) in self.candidates() {
+            match self.ask_slots_blocking(&host, port) {
+                Ok(ranges) => return self.apply(&ranges),
+                Err(e) => {
+                    tracing::debug!(error = %e, port, "a cluster node did not give its slot map");
+                }
+            }
+        }
+        tracing::warn!("no node of the Redis cluster answered CLUSTER SLOTS");
+    }
+
+    fn ask_slots_blocking(&self, host: &str, port: u16) -> Result<Vec<Range>, RedisError> {
+        let client = redis::Client::open(self.node_info(host, port))?;
+        let mut conn = client.get_connection_with_timeout(self.options.connect_timeout)?;
+        conn.set_read_timeout(Some(self.options.command_timeout))?;
+        conn.set_write_timeout(Some(self.options.command_timeout))?;
+        let reply: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+        parse_slots(reply, host).ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "unexpected CLUSTER SLOTS reply",
+            ))
+        })
+    }
+
     fn topology(&self) -> RwLockReadGuard<'_, Topology> {
-        self.shared
-            .topology
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.topology.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn topology_mut(&self) -> RwLockWriteGuard<'_, Topology> {
-        self.shared
-            .topology
+        self.topology
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -258,7 +435,7 @@ impl ClusterStore {
 
     /// How to reach the node at `host:port`: the first node's settings at that address.
     fn node_info(&self, host: &str, port: u16) -> ConnectionInfo {
-        let addr = match self.shared.base.addr() {
+        let addr = match self.base.addr() {
             ConnectionAddr::TcpTls {
                 insecure,
                 tls_params,
@@ -271,118 +448,18 @@ impl ClusterStore {
             },
             _ => ConnectionAddr::Tcp(host.to_owned(), port),
         };
-        self.shared.base.clone().set_addr(addr)
+        self.base.clone().set_addr(addr)
     }
 
     fn open_node(&self, host: &str, port: u16) -> Node {
         let client = redis::Client::open(self.node_info(host, port))
             .expect("a connection info built from a valid one");
-        match self.shared.transport {
-            Transport::Pool => Node::Pool(RedisStore::for_client(client, &self.shared.options)),
+        match self.transport {
+            Transport::Pool => Node::Pool(RedisStore::for_client(client, &self.options)),
             Transport::Multiplexed => {
-                Node::Multiplexed(MultiplexedStore::for_client(client, &self.shared.options))
+                Node::Multiplexed(MultiplexedStore::for_client(client, &self.options))
             }
         }
-    }
-
-    /// The store of node `index` as this worker uses it.
-    pub(crate) fn node(&self, index: usize) -> Node {
-        let node = self.topology().nodes[index].node.clone();
-        match (&self.worker, node) {
-            (Some(worker), Node::Multiplexed(shared)) => {
-                let mut mine = lock(worker);
-                if mine.len() <= index {
-                    mine.resize(index + 1, None);
-                }
-                mine[index]
-                    .get_or_insert_with(|| Node::Multiplexed(shared.for_worker()))
-                    .clone()
-            }
-            (_, node) => node,
-        }
-    }
-
-    /// The node serving `slot` and the map's epoch, asking the cluster first if no node is
-    /// known for it.
-    async fn serving(&self, slot: u16) -> Result<(usize, u64), StoreError> {
-        let (served, epoch) = self.topology().serving(slot);
-        if let Some(index) = served {
-            return Ok((index, epoch));
-        }
-        self.refresh(epoch, None).await;
-        match self.topology().serving(slot) {
-            (Some(index), epoch) => Ok((index, epoch)),
-            (None, _) => Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "no node of the Redis cluster is known to serve this key's slot",
-            )),
-        }
-    }
-
-    /// The masters serving slots now (asking the cluster first if no map is known), in
-    /// index order: for listings, which go through every master in turn.
-    pub(crate) async fn masters(&self) -> Result<Vec<usize>, StoreError> {
-        let epoch = self.topology().epoch;
-        if epoch == 0 {
-            self.refresh(epoch, None).await;
-        }
-        let topology = self.topology();
-        if topology.epoch == 0 {
-            return Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "no node of the Redis cluster answered",
-            ));
-        }
-        let mut masters: Vec<usize> = topology
-            .slots
-            .iter()
-            .filter(|&&index| index != UNSERVED)
-            .map(|&index| usize::from(index))
-            .collect();
-        masters.sort_unstable();
-        masters.dedup();
-        Ok(masters)
-    }
-
-    /// Asks the cluster for its slot map (`CLUSTER SLOTS`), node after node until one
-    /// answers, unless another request did since the map of `epoch` (or very recently).
-    /// `failed`, the node that just failed, is asked last.
-    async fn refresh(&self, epoch: u64, failed: Option<usize>) {
-        let _one = self.shared.refreshing.lock().await;
-        let order = {
-            let mut topology = self.topology_mut();
-            let recent = topology
-                .refreshed
-                .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY);
-            if topology.epoch != epoch || recent {
-                return;
-            }
-            let count = topology.nodes.len();
-            let start = topology.next_asked % count.max(1);
-            topology.next_asked = topology.next_asked.wrapping_add(1);
-            let mut order: Vec<usize> = (0..count).map(|i| (start + i) % count).collect();
-            if let Some(failed) = failed {
-                order.retain(|&i| i != failed);
-                order.push(failed);
-            }
-            order
-                .into_iter()
-                .map(|i| (topology.nodes[i].host.clone(), topology.nodes[i].port))
-                .collect::<Vec<_>>()
-        };
-        for (host, port) in order {
-            match self.ask_slots(&host, port).await {
-                Ok(ranges) => {
-                    self.apply(&ranges);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, port, "a cluster node did not give its slot map");
-                }
-            }
-        }
-        tracing::warn!("no node of the Redis cluster answered CLUSTER SLOTS");
-        self.topology_mut().refreshed = Some(Instant::now());
     }
 
     /// `CLUSTER SLOTS` of the node at `host:port`, on a connection of its own (a node that
@@ -390,8 +467,8 @@ impl ClusterStore {
     async fn ask_slots(&self, host: &str, port: u16) -> Result<Vec<Range>, RedisError> {
         let client = redis::Client::open(self.node_info(host, port))?;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.shared.options.connect_timeout))
-            .set_response_timeout(Some(self.shared.options.command_timeout));
+            .set_connection_timeout(Some(self.options.connect_timeout))
+            .set_response_timeout(Some(self.options.command_timeout));
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
@@ -463,7 +540,7 @@ impl Sender for ClusterStore {
         key: &str,
         build: impl Fn(&mut Pipeline),
     ) -> Result<oneshot::Receiver<Replies>, StoreError> {
-        let (served, _) = self.topology().serving(slot(key.as_bytes()));
+        let (served, _) = self.shared.topology().serving(slot(key.as_bytes()));
         let Some(index) = served else {
             return Err(StoreErrorKind::Unavailable.into());
         };
@@ -477,14 +554,17 @@ impl Sender for ClusterStore {
         let slot = slot(key.as_bytes());
         let mut asked: Option<usize> = None;
         for _ in 0..=MAX_REDIRECTS {
-            let (index, epoch, asking) = match asked.take() {
-                Some(index) => (index, self.topology().epoch, true),
-                None => {
-                    let (index, epoch) = self.serving(slot).await?;
-                    (index, epoch, false)
-                }
+            let (index, asking) = match asked.take() {
+                Some(index) => (index, true),
+                None => (self.serving(slot).await?.0, false),
             };
             let node = self.node(index);
+            // Given up while waiting (the request's budget ran out): most likely a node that
+            // does not answer, so the map is asked for again.
+            let mut waiting = Waiting {
+                shared: &self.shared,
+                answered: false,
+            };
             let replies = if asking {
                 node.query(key, |pipe| each_asking(pipe, &build))
                     .await
@@ -492,6 +572,7 @@ impl Sender for ClusterStore {
             } else {
                 node.query(key, &build).await
             };
+            waiting.answered = true;
             let e = match replies {
                 Ok(replies) => return Ok(replies),
                 Err(e) => e,
@@ -499,13 +580,13 @@ impl Sender for ClusterStore {
             match redirect(&e) {
                 Some(Redirect { moved, host, port }) => {
                     let host = if host.is_empty() || host == "?" {
-                        self.topology().nodes[index].host.clone()
+                        self.shared.topology().nodes[index].host.clone()
                     } else {
                         host
                     };
-                    let to = self.index_of(&host, port);
+                    let to = self.shared.index_of(&host, port);
                     if moved {
-                        let mut topology = self.topology_mut();
+                        let mut topology = self.shared.topology_mut();
                         topology.slots[usize::from(slot)] = u16::try_from(to).unwrap_or(UNSERVED);
                     } else {
                         asked = Some(to);
@@ -516,7 +597,9 @@ impl Sender for ClusterStore {
                         e.kind(),
                         StoreErrorKind::Unavailable | StoreErrorKind::Timeout
                     ) {
-                        self.refresh(epoch, Some(index)).await;
+                        // The node may be gone, its slots on a promoted replica: the retry
+                        // finds the map asked for again.
+                        self.shared.kick();
                     }
                     return Err(e);
                 }
@@ -526,6 +609,63 @@ impl Sender for ClusterStore {
             StoreErrorKind::Unavailable,
             "the Redis cluster redirected an operation too often",
         ))
+    }
+}
+
+/// Kicks the map's thread if dropped before the node answered.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.kick();
+        }
+    }
+}
+
+/// The map's thread: asks for the slot map when a request saw a node fail, then every
+/// [`POLL_EVERY`] for [`KEEP_ASKING`] after the last failure (a failover takes the
+/// cluster a few seconds), and ends with the store. A thread of its own, not a task: it
+/// works for both transports, and no request that gives up can cancel it.
+fn watch(shared: &Weak<Shared>, signal: &Signal) {
+    loop {
+        {
+            let mut kicks = lock(&signal.state);
+            loop {
+                if kicks.closed {
+                    return;
+                }
+                if kicks.kicked {
+                    break;
+                }
+                let troubled = kicks.last.is_some_and(|at| at.elapsed() < KEEP_ASKING);
+                if troubled {
+                    let (next, waited) = signal
+                        .changed
+                        .wait_timeout(kicks, POLL_EVERY)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    kicks = next;
+                    if waited.timed_out() {
+                        break;
+                    }
+                } else {
+                    kicks = signal
+                        .changed
+                        .wait(kicks)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            kicks.kicked = false;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.refresh_blocking();
+        drop(shared);
+        thread::sleep(REFRESH_AT_MOST_EVERY);
     }
 }
 

@@ -69,6 +69,14 @@ impl ClusterNode {
         }
     }
 
+    /// Starts a killed node again on its port with its cluster state: it rejoins (a master
+    /// that was failed over comes back as a replica of the one that took over).
+    pub fn restart(&mut self) {
+        let (child, stdin) = spawn_node(self.port, self._dir.path()).expect("the node restarted");
+        self.child = child;
+        self.stdin = Some(stdin);
+    }
+
     /// Kills the node at once (SIGKILL): no shutdown, no goodbye to the cluster.
     pub fn kill(&mut self) {
         if let Ok(mut conn) = node_conn(self.port) {
@@ -351,53 +359,63 @@ fn start_node() -> ClusterNode {
     for _ in 0..5 {
         let port = free_port_pair();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"redis-server "$@" & server=$!; read _; kill -9 $server 2>/dev/null"#)
-            .arg("sh")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args([
-                "--cluster-node-timeout",
-                &NODE_TIMEOUT.as_millis().to_string(),
-            ])
-            // The masters that are up keep serving their slots while one is down.
-            .args(["--cluster-require-full-coverage", "no"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh");
-        let stdin = child.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = node_conn(port) {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return ClusterNode {
-                        port,
-                        child,
-                        stdin,
-                        _dir: dir,
-                        proxy: None,
-                    };
+        match spawn_node(port, dir.path()) {
+            Ok((child, stdin)) => {
+                return ClusterNode {
+                    port,
+                    child,
+                    stdin: Some(stdin),
+                    _dir: dir,
+                    proxy: None,
                 }
             }
-            if Instant::now() > deadline {
-                last = format!("redis-server on port {port} did not answer PING");
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
+            Err(e) => last = e,
         }
-        drop(stdin);
-        let _ = child.wait();
     }
     panic!("no cluster node started: {last}");
+}
+
+/// A node on `port` keeping its state (`nodes.conf`) in `dir`, under a shell that kills it
+/// when its input closes; once it answers PING.
+fn spawn_node(port: u16, dir: &std::path::Path) -> Result<(Child, ChildStdin), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"redis-server "$@" & server=$!; read _; kill -9 $server 2>/dev/null"#)
+        .arg("sh")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args([
+            "--cluster-node-timeout",
+            &NODE_TIMEOUT.as_millis().to_string(),
+        ])
+        // The masters that are up keep serving their slots while one is down.
+        .args(["--cluster-require-full-coverage", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let stdin = child.stdin.take().expect("piped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut conn) = node_conn(port) {
+            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                return Ok((child, stdin));
+            }
+        }
+        if Instant::now() > deadline {
+            drop(stdin);
+            let _ = child.wait();
+            return Err(format!("redis-server on port {port} did not answer PING"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
