@@ -377,6 +377,8 @@ fn start_node() -> ClusterNode {
 
 /// A node on `port` keeping its state (`nodes.conf`) in `dir`, under a shell that kills it
 /// when its input closes; once it answers PING.
+// The shell is waited for by the caller's `ClusterNode` (or below, if the node never answers).
+#[allow(clippy::zombie_processes)]
 fn spawn_node(port: u16, dir: &std::path::Path) -> Result<(Child, ChildStdin), String> {
     let mut child = Command::new("sh")
         .arg("-c")
