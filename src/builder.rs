@@ -860,8 +860,9 @@ impl RedisSessionBuilder {
     /// next one, in one write on one connection. Two connections (one batch in flight while
     /// the next fills) keep a nearby Redis busy; more help when Redis is far (high round-trip
     /// time) or slow. From 1 to 1024. Ignored for a shared pool (the store uses at most 2 of
-    /// its connections) and the multiplexed transport (one connection per worker). Redis
-    /// only: with another store `build` fails.
+    /// its connections) and the multiplexed transport (one connection per worker). On a
+    /// cluster ([`builder_cluster`](RedisSession::builder_cluster)) it is per node, and 1 by
+    /// default. Redis only: with another store `build` fails.
     pub fn capacity(mut self, connections: u32) -> Self {
         self.redis_only.get_or_insert("capacity");
         self.redis.capacity = connections;
@@ -1406,10 +1407,14 @@ impl RedisSession {
         nodes: impl IntoIterator<Item = impl AsRef<str>>,
         key: Key,
     ) -> RedisSessionBuilder {
-        RedisSessionBuilder::new(
+        let mut builder = RedisSessionBuilder::new(
             Backend::Cluster(nodes.into_iter().map(|n| n.as_ref().to_owned()).collect()),
             key,
-        )
+        );
+        // Per node: each master has a batch in flight while the next one fills, and every
+        // other master does too (measured faster than two per node, BENCHMARKS.md).
+        builder.redis.capacity = 1;
+        builder
     }
 
     /// Sessions in this process's memory ([`MemoryStore`]), with default settings: for

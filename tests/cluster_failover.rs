@@ -2,7 +2,8 @@
 //! masters, 3 replicas), sessions written with `wait_for_replicas(1, ..)` on both transports
 //! side by side, SIGKILL of the master serving the most of them. While its replica takes
 //! over, no request waits past the store budget (plus the HTTP round trip) and every answer
-//! is 200 or 503; after the promotion every session is read back with its value, within the
+//! is 200 or 503; with the circuit breaker off, the other masters' sessions are served
+//! throughout; after the promotion every session is read back with its value, within the
 //! bound stated below; with the old master back as a replica, new sessions are written (and
 //! acknowledged by a replica) on every master.
 #![cfg(feature = "cluster")]
@@ -14,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_redis_session::{RedisSession, Transport};
+use actix_redis_session::{CircuitBreaker, RedisSession, Transport};
 use common::{cluster::ClusterSetup, key, serve_concurrent, Client};
 
 const TRANSPORTS: [Transport; 2] = [Transport::Pool, Transport::Multiplexed];
@@ -34,19 +35,32 @@ const RECOVERED_WITHIN: Duration = Duration::from_secs(5);
 #[actix_web::test]
 async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait() {
     let mut cluster = ClusterSetup::start();
-    let sessions = |transport: Transport| {
+    let sessions = |transport: Transport, prefix: &str, breaker: CircuitBreaker| {
         RedisSession::builder_cluster(cluster.urls(), key(1))
             .transport(transport)
-            .key_prefix(format!("{transport:?}:"))
+            .key_prefix(prefix)
             .wait_for_replicas(1, Duration::from_millis(500))
             .store_budget(BUDGET)
+            .circuit_breaker(breaker)
             .build()
             .expect("a valid configuration")
     };
-    let servers: Vec<_> = TRANSPORTS
+    let mut servers: Vec<_> = TRANSPORTS
         .iter()
-        .map(|&t| (t, serve_concurrent(sessions(t))))
+        .map(|&t| {
+            let prefix = format!("{t:?}:");
+            (
+                t,
+                serve_concurrent(sessions(t, &prefix, CircuitBreaker::new())),
+            )
+        })
         .collect();
+    // Without a breaker, the other masters' sessions never see the outage.
+    let unbroken = serve_concurrent(sessions(
+        Transport::Multiplexed,
+        "unbroken:",
+        CircuitBreaker::disabled(),
+    ));
     let mut clients = Vec::new();
     for (transport, srv) in &servers {
         for i in 0..40 {
@@ -55,6 +69,12 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
             assert_eq!(res.status, 200, "{transport:?}: acknowledged by a replica");
             clients.push((*transport, client, format!("\"{i}\"")));
         }
+    }
+    let mut unbroken_clients = Vec::new();
+    for i in 0..30 {
+        let mut client = Client::new(&unbroken);
+        assert_eq!(client.get(&format!("/set/v/{i}")).await.status, 200);
+        unbroken_clients.push((client, format!("\"{i}\"")));
     }
 
     // The master holding the most sessions dies.
@@ -69,6 +89,13 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
     let (&killed, slots) = by_master.iter().max_by_key(|(_, s)| s.len()).unwrap();
     let slot = slots[0];
     let index = cluster.nodes.iter().position(|n| n.port == killed).unwrap();
+    let unbroken_on_killed = {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("unbroken:*")
+            .query(&mut cluster.nodes[index].conn())
+            .unwrap();
+        keys.len()
+    };
     cluster.nodes[index].kill();
     let killed_at = Instant::now();
 
@@ -82,8 +109,31 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
             let res = client.send("/get/v", cookie.as_deref()).await;
             (*transport, res, started.elapsed(), value)
         });
-        let mut whole = true;
-        for (transport, res, took, value) in futures_util::future::join_all(round).await {
+        let unbroken_round = unbroken_clients.iter().map(|(client, value)| async move {
+            let cookie = client.cookie_header();
+            (client.send("/get/v", cookie.as_deref()).await, value)
+        });
+        let (round, unbroken_round) = futures_util::future::join(
+            futures_util::future::join_all(round),
+            futures_util::future::join_all(unbroken_round),
+        )
+        .await;
+        let served = unbroken_round
+            .iter()
+            .filter(|(res, value)| res.status == 200 && &res.body == *value)
+            .count();
+        assert!(
+            served >= unbroken_clients.len() - unbroken_on_killed,
+            "without a breaker every session on a live master is served: {served} of {}, \
+             {unbroken_on_killed} on the killed master",
+            unbroken_clients.len()
+        );
+        let mut whole = served == unbroken_clients.len();
+        let mut round_failures: BTreeMap<String, usize> = BTreeMap::new();
+        for (transport, res, took, value) in round {
+            if res.status == 503 {
+                *round_failures.entry(format!("{transport:?}")).or_default() += 1;
+            }
             *answers.entry(res.status).or_default() += 1;
             slowest = slowest.max(took);
             assert!(
@@ -95,6 +145,13 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
                 503 => whole = false,
                 other => panic!("{transport:?}: {other} during the failover: {}", res.body),
             }
+        }
+        if std::env::var_os("FAILOVER_TRACE").is_some() {
+            let failed: Vec<_> = round_failures.iter().collect();
+            eprintln!(
+                "{:?} after the kill: 503s {failed:?}, unbroken served {served}",
+                killed_at.elapsed()
+            );
         }
         if promoted.is_none() && cluster.serving(slot).port != killed {
             promoted = Some(Instant::now());
@@ -136,6 +193,7 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
             node.role().as_deref() == Some("slave") && link_up(node.port)
         },
     );
+    servers.push((Transport::Multiplexed, unbroken));
     for (transport, srv) in &servers {
         let mut new = Vec::new();
         for i in 0..30 {

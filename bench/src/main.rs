@@ -31,7 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{redis_server::RedisServer, report::Measurement, serve::Variant};
+use crate::{
+    redis_server::{Cluster, CommandStats, RedisServer},
+    report::Measurement,
+    serve::Variant,
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -48,7 +52,8 @@ const USAGE: &str = "usage: actix-redis-session-bench [--seconds N] [--rounds N]
 
 variants: plain actix-session-rw actix-session-ro-ttl actix-session-ro pool-rw pool-ro pool-new
           memory-rw mux-rw mux-ro mux-ro-touch file-rw cookie-rw actix-session-page mux-page
-          mux-rw-hardened";
+          mux-rw-hardened cluster-pool-rw cluster-mux-rw cluster-mux-ro
+          (the cluster variants run on a Redis Cluster of three masters the bench starts)";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -161,9 +166,61 @@ fn serve_child(args: &[String]) -> ExitCode {
     }
 }
 
+/// The bench's Redis, and its cluster of three masters if a cluster variant runs.
+struct Stores {
+    redis: RedisServer,
+    cluster: Option<Cluster>,
+}
+
+impl Stores {
+    fn url(&self, variant: Variant) -> String {
+        match &self.cluster {
+            Some(cluster) if variant.on_cluster() => cluster.urls(),
+            _ => self.redis.url(),
+        }
+    }
+
+    fn pids(&self, variant: Variant) -> Vec<u32> {
+        match &self.cluster {
+            Some(cluster) if variant.on_cluster() => cluster.pids(),
+            _ => vec![self.redis.pid()],
+        }
+    }
+
+    fn commandstats(&self, variant: Variant) -> std::io::Result<CommandStats> {
+        match &self.cluster {
+            Some(cluster) if variant.on_cluster() => cluster.commandstats(),
+            _ => self.redis.commandstats(),
+        }
+    }
+
+    /// [`RedisServer::batching`] of every node the variant uses.
+    fn batching(&self, variant: Variant) -> std::io::Result<Vec<(u64, u64)>> {
+        match &self.cluster {
+            Some(cluster) if variant.on_cluster() => cluster.per_master(),
+            _ => Ok(vec![self.redis.batching()?]),
+        }
+    }
+
+    fn flush(&self, variant: Variant) -> std::io::Result<()> {
+        match &self.cluster {
+            Some(cluster) if variant.on_cluster() => cluster.flush(),
+            _ => self.redis.command(&["FLUSHALL"]).map(drop),
+        }
+    }
+}
+
 fn bench(options: &Options) -> Result<(), BoxError> {
     wrk::check_installed()?;
-    let redis = RedisServer::start()?;
+    let stores = Stores {
+        redis: RedisServer::start()?,
+        cluster: if options.variants.iter().any(|v| v.on_cluster()) {
+            Some(Cluster::start(3)?)
+        } else {
+            None
+        },
+    };
+    let redis = &stores.redis;
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("sessions.lua");
     std::fs::write(&script, wrk::SCRIPT)?;
@@ -176,10 +233,10 @@ fn bench(options: &Options) -> Result<(), BoxError> {
     let mut measurements: Vec<Measurement> = Vec::new();
     for round in 0..options.rounds {
         for &variant in &options.variants {
-            let m = measure(options, &redis, variant, round, &script, &cookies)?;
+            let m = measure(options, &stores, variant, round, &script, &cookies)?;
             println!("{}", m.progress_line(options.rounds));
             measurements.push(m);
-            redis.command(&["FLUSHALL"])?;
+            stores.flush(variant)?;
         }
     }
     println!(
@@ -202,10 +259,18 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(redis: &RedisServer, server: &ServerProcess) -> Result<Snapshot, BoxError> {
+    fn take(
+        stores: &Stores,
+        variant: Variant,
+        server: &ServerProcess,
+    ) -> Result<Snapshot, BoxError> {
+        let mut redis_ticks = 0;
+        for pid in stores.pids(variant) {
+            redis_ticks += cpu::process_ticks(pid)?;
+        }
         Ok(Snapshot {
-            commands: redis.commandstats()?,
-            redis_ticks: cpu::process_ticks(redis.pid())?,
+            commands: stores.commandstats(variant)?,
+            redis_ticks,
             server_ticks: cpu::process_ticks(server.child.id())?,
             wrk_ticks: cpu::reaped_children_ticks()?,
             machine_ticks: cpu::machine_busy_ticks()?,
@@ -216,13 +281,13 @@ impl Snapshot {
 
 fn measure(
     options: &Options,
-    redis: &RedisServer,
+    stores: &Stores,
     variant: Variant,
     round: usize,
     script: &std::path::Path,
     cookie_file: &std::path::Path,
 ) -> Result<Measurement, BoxError> {
-    let server = ServerProcess::start(variant, &redis.url(), options.workers)?;
+    let server = ServerProcess::start(variant, &stores.url(variant), options.workers)?;
     let cookies = if variant.sends_cookie() {
         let cookies = (0..options.connections)
             .map(|_| create_session(server.addr))
@@ -244,7 +309,8 @@ fn measure(
     )?;
     // Let requests that wrk left in flight finish before counting.
     thread::sleep(Duration::from_millis(200));
-    let before = Snapshot::take(redis, &server)?;
+    let masters_before = stores.batching(variant)?;
+    let before = Snapshot::take(stores, variant, &server)?;
     let wrk = wrk::run(
         server.addr,
         options.connections,
@@ -254,9 +320,25 @@ fn measure(
         variant.page_view(),
     )?;
     thread::sleep(Duration::from_millis(200));
-    let after = Snapshot::take(redis, &server)?;
+    let after = Snapshot::take(stores, variant, &server)?;
     drop(server);
-
+    if variant.ours_on_redis() {
+        // Batching per node: how the load spread and how many commands each read carried.
+        let total = after.commands.since(&before.commands).calls.max(1) as f64;
+        for (i, ((calls0, reads0), (calls1, reads1))) in masters_before
+            .iter()
+            .zip(stores.batching(variant)?)
+            .enumerate()
+        {
+            let (calls, reads) = (calls1 - calls0, reads1.saturating_sub(*reads0).max(1));
+            println!(
+                "    {:<24} node {i}: {:>5.1}% of commands, {:>5.1} commands per read",
+                variant.name(),
+                calls as f64 * 100.0 / total,
+                calls as f64 / reads as f64
+            );
+        }
+    }
     if options.commands {
         for (name, calls, usec) in after.commands.breakdown(&before.commands) {
             println!(

@@ -23,14 +23,26 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Result<RedisServer, BoxError> {
+        RedisServer::start_with(&[])
+    }
+
+    /// A server with more arguments; with `--cluster-enabled yes` on a port whose cluster bus
+    /// port (+10000) is free too.
+    pub fn start_with(extra: &[&str]) -> Result<RedisServer, BoxError> {
         let mut last_error = String::new();
         // Another process may take the port between our probe and the server's bind.
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            while extra.contains(&"--cluster-enabled")
+                && (port >= 55535 || TcpListener::bind(("127.0.0.1", port + 10000)).is_err())
+            {
+                port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            }
             let dir = tempfile::tempdir()?;
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(extra)
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
@@ -109,6 +121,19 @@ impl RedisServer {
             .to_owned())
     }
 
+    /// Commands run so far (the bench's own left out) and read events
+    /// (`total_reads_processed`: a batch that arrived in one read is one).
+    pub fn batching(&self) -> io::Result<(u64, u64)> {
+        let calls = self.commandstats()?.since(&CommandStats::default()).calls;
+        let stats = self.command(&["INFO", "stats"])?;
+        let reads = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_reads_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        Ok((calls, reads))
+    }
+
     pub fn commandstats(&self) -> io::Result<CommandStats> {
         Ok(CommandStats::parse(
             &self.command(&["INFO", "commandstats"])?,
@@ -120,6 +145,95 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of masters only (no replicas: the bench measures routing and per-node
+/// batching, not failover), each a [`RedisServer`], joined by `redis-cli --cluster create`.
+pub struct Cluster {
+    pub masters: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start(masters: usize) -> Result<Cluster, BoxError> {
+        let masters = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for master in &masters {
+            create.arg(format!("127.0.0.1:{}", master.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => format!(
+                    "redis-cli is not installed; install it with `apt-get install -y redis-tools`"
+                ),
+                _ => format!("could not run redis-cli: {e}"),
+            })?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+            .into());
+        }
+        let cluster = Cluster { masters };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.masters.iter().all(|m| {
+            m.command(&["CLUSTER", "INFO"])
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        }) {
+            if Instant::now() > deadline {
+                return Err("the bench's cluster did not come up within 20 s".into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    /// Every master's URL, comma-separated (as `serve` takes them).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.masters.iter().map(RedisServer::url).collect();
+        urls.join(",")
+    }
+
+    pub fn commandstats(&self) -> io::Result<CommandStats> {
+        let mut all = CommandStats::default();
+        for master in &self.masters {
+            for (name, (calls, usec)) in master.commandstats()?.0 {
+                let sum = all.0.entry(name).or_default();
+                sum.0 += calls;
+                sum.1 += usec;
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.masters.iter().map(RedisServer::pid).collect()
+    }
+
+    /// [`RedisServer::batching`] of every master.
+    pub fn per_master(&self) -> io::Result<Vec<(u64, u64)>> {
+        self.masters.iter().map(RedisServer::batching).collect()
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        for master in &self.masters {
+            master.command(&["FLUSHALL"])?;
+        }
+        Ok(())
     }
 }
 
@@ -163,7 +277,7 @@ impl CommandStats {
     pub fn since(&self, before: &CommandStats) -> CommandDelta {
         let mut delta = CommandDelta::default();
         for (name, &(calls, usec)) in &self.0 {
-            if name == "info" || name == "config|resetstat" {
+            if name == "info" || name == "config|resetstat" || name == "cluster|info" {
                 continue;
             }
             let (calls0, usec0) = before.0.get(name).copied().unwrap_or((0, 0));

@@ -240,6 +240,23 @@ fn print_targets(results: &Results) {
             results.ratio(MuxPage, ActixPage),
             Goal::AtLeast(1.0),
         ),
+        // Three masters on the same two cores as one Redis: what routing and per-node
+        // batches cost (on real machines each master adds its own cores; BENCHMARKS.md).
+        (
+            "cluster-pool-rw / pool-rw".into(),
+            results.ratio(ClusterPoolRw, PoolRw),
+            Goal::AtLeast(0.8),
+        ),
+        (
+            "cluster-mux-rw / mux-rw".into(),
+            results.ratio(ClusterMuxRw, MuxRw),
+            Goal::AtLeast(0.8),
+        ),
+        (
+            "cluster-mux-ro / mux-ro".into(),
+            results.ratio(ClusterMuxRo, MuxRo),
+            Goal::AtLeast(0.8),
+        ),
     ];
     for (variant, commands) in [
         (PoolRo, 2.0),
@@ -254,6 +271,10 @@ fn print_targets(results: &Results) {
         (PoolNew, 4.0),
         // One request in ten loads and saves (5 commands); the assets none.
         (MuxPage, 0.5),
+        // The same commands on a cluster: routing adds none.
+        (ClusterPoolRw, 5.0),
+        (ClusterMuxRw, 5.0),
+        (ClusterMuxRo, 2.0),
     ] {
         rows.push((
             format!("{} Redis commands/request", variant.name()),

@@ -64,11 +64,17 @@ pub enum Variant {
     /// `mux-rw` with every value sealed at rest and the session bound to the User-Agent and
     /// the client address: what the hardening costs.
     MuxRwHardened,
+    /// `pool-rw` on a Redis Cluster of three masters (`builder_cluster`).
+    ClusterPoolRw,
+    /// `mux-rw` on the cluster.
+    ClusterMuxRw,
+    /// `mux-ro` on the cluster.
+    ClusterMuxRo,
 }
 
 impl Variant {
     /// Every variant, in the order they run within a round and appear in the report.
-    pub const ALL: [Variant; 16] = [
+    pub const ALL: [Variant; 19] = [
         Variant::Plain,
         Variant::ActixRw,
         Variant::ActixRoTtl,
@@ -85,6 +91,9 @@ impl Variant {
         Variant::ActixPage,
         Variant::MuxPage,
         Variant::MuxRwHardened,
+        Variant::ClusterPoolRw,
+        Variant::ClusterMuxRw,
+        Variant::ClusterMuxRo,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +114,9 @@ impl Variant {
             Variant::ActixPage => "actix-session-page",
             Variant::MuxPage => "mux-page",
             Variant::MuxRwHardened => "mux-rw-hardened",
+            Variant::ClusterPoolRw => "cluster-pool-rw",
+            Variant::ClusterMuxRw => "cluster-mux-rw",
+            Variant::ClusterMuxRo => "cluster-mux-ro",
         }
     }
 
@@ -125,6 +137,15 @@ impl Variant {
                 | Variant::PoolRo
                 | Variant::MuxRo
                 | Variant::MuxRoTouch
+                | Variant::ClusterMuxRo
+        )
+    }
+
+    /// On the bench's Redis Cluster rather than its single Redis.
+    pub fn on_cluster(self) -> bool {
+        matches!(
+            self,
+            Variant::ClusterPoolRw | Variant::ClusterMuxRw | Variant::ClusterMuxRo
         )
     }
 
@@ -145,6 +166,9 @@ impl Variant {
                 | Variant::MuxRoTouch
                 | Variant::MuxPage
                 | Variant::MuxRwHardened
+                | Variant::ClusterPoolRw
+                | Variant::ClusterMuxRw
+                | Variant::ClusterMuxRo
         )
     }
 }
@@ -244,7 +268,10 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
             | Variant::FileRw
             | Variant::CookieRw
             | Variant::MuxPage
-            | Variant::MuxRwHardened => {
+            | Variant::MuxRwHardened
+            | Variant::ClusterPoolRw
+            | Variant::ClusterMuxRw
+            | Variant::ClusterMuxRo => {
                 // Lives as long as the server: the file store's directory.
                 let dir = tempfile::tempdir()?;
                 let sessions = match variant {
@@ -275,6 +302,18 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
                         .bind_to_ip(ClientIp::peer())
                         .build()
                         .map_err(io::Error::other)?,
+                    // The cluster's node URLs, comma-separated.
+                    Variant::ClusterPoolRw | Variant::ClusterMuxRw | Variant::ClusterMuxRo => {
+                        let transport = if variant == Variant::ClusterPoolRw {
+                            Transport::Pool
+                        } else {
+                            Transport::Multiplexed
+                        };
+                        RedisSession::builder_cluster(redis_url.split(','), Key::generate())
+                            .transport(transport)
+                            .build()
+                            .map_err(io::Error::other)?
+                    }
                     _ => RedisSession::builder(&redis_url, Key::generate())
                         .transport(Transport::Multiplexed)
                         .build()

@@ -455,6 +455,8 @@ impl Shared {
         let client = redis::Client::open(self.node_info(host, port))
             .expect("a connection info built from a valid one");
         match self.transport {
+            // `capacity` connections per node (one by default on a cluster, see
+            // `builder_cluster`).
             Transport::Pool => Node::Pool(RedisStore::for_client(client, &self.options)),
             Transport::Multiplexed => {
                 Node::Multiplexed(MultiplexedStore::for_client(client, &self.options))
