@@ -1009,11 +1009,16 @@ impl RedisSessionBuilder {
             Backend::Sentinel {
                 ref sentinels,
                 ref master,
-            } => Engine::Server(self.guarded(Store::Redis(RedisStore::open_sentinel(
-                sentinels,
-                master,
-                &self.redis,
-            )?))),
+            } => Engine::Server(self.guarded(match self.transport {
+                Transport::Pool => {
+                    Store::Redis(RedisStore::open_sentinel(sentinels, master, &self.redis)?)
+                }
+                Transport::Multiplexed => Store::Multiplexed(MultiplexedStore::open_sentinel(
+                    sentinels,
+                    master,
+                    &self.redis,
+                )?),
+            })),
             #[cfg(feature = "cluster")]
             Backend::Cluster(ref nodes) => Engine::Server(self.guarded(Store::Cluster(
                 crate::store::ClusterStore::open(nodes, &self.redis, self.transport)?,
@@ -1204,13 +1209,6 @@ impl RedisSessionBuilder {
                 );
             }
             #[cfg(feature = "sentinel")]
-            Backend::Sentinel { .. } if self.transport == Transport::Multiplexed => {
-                return invalid(
-                    "transport",
-                    "Sentinel runs on the pool transport (the multiplexed one is not there yet)",
-                );
-            }
-            #[cfg(feature = "sentinel")]
             Backend::Sentinel { sentinels, .. } if sentinels.is_empty() => {
                 return invalid("builder_sentinel", "needs at least one sentinel");
             }
@@ -1342,8 +1340,8 @@ impl RedisSession {
     /// answers `READONLY` (a demoted master), and the operations that met it are retried
     /// (see [`Retry`](crate::Retry)) on the new master: a failover costs the requests in
     /// flight at the moment of it a retry, not an error, once the sentinels have promoted
-    /// the replica. Pool transport only, for now; [`build`](RedisSessionBuilder::build)
-    /// refuses the multiplexed one.
+    /// the replica. Both transports: on the multiplexed one, each worker asks the sentinels
+    /// again as soon as its connection drops or meets `READONLY`.
     ///
     /// # Examples
     ///

@@ -1,14 +1,15 @@
 //! Redis Sentinel: a real deployment on loopback (master, replica, three sentinels, started
 //! by the test), sessions written through the middleware, then a failover, asked for
 //! (`SENTINEL FAILOVER`) and forced (the master killed): sessions written and replicated
-//! before are read after, and writes work again on the new master within a bound.
+//! before are read after, and writes work again on the new master within a bound; on both
+//! transports.
 #![cfg(feature = "sentinel")]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use actix_redis_session::RedisSession;
+use actix_redis_session::{RedisSession, Transport};
 
 use self::common::{
     key,
@@ -20,8 +21,9 @@ use self::common::{
 /// retries of the requests that met the old master, and a new connection.
 const SETTLE: Duration = Duration::from_secs(3);
 
-fn sessions(setup: &SentinelSetup) -> RedisSession {
+fn sessions(setup: &SentinelSetup, transport: Transport) -> RedisSession {
     RedisSession::builder_sentinel(setup.sentinel_urls(), MASTER_NAME, key(1))
+        .transport(transport)
         .connect_timeout(Duration::from_millis(300))
         .command_timeout(Duration::from_millis(500))
         .checkout_timeout(Duration::from_millis(500))
@@ -30,8 +32,9 @@ fn sessions(setup: &SentinelSetup) -> RedisSession {
 }
 
 /// The same, answering a write as saved only once the replica has it.
-fn waiting_sessions(setup: &SentinelSetup) -> RedisSession {
+fn waiting_sessions(setup: &SentinelSetup, transport: Transport) -> RedisSession {
     RedisSession::builder_sentinel(setup.sentinel_urls(), MASTER_NAME, key(1))
+        .transport(transport)
         .connect_timeout(Duration::from_millis(300))
         .command_timeout(Duration::from_millis(500))
         .wait_for_replicas(1, Duration::from_millis(200))
@@ -105,15 +108,25 @@ async fn all_served_within(clients: &mut [Client], bound: Duration) {
 
 #[actix_web::test]
 async fn sessions_survive_an_asked_for_failover() {
+    asked_for_failover(Transport::Pool).await;
+}
+
+#[actix_web::test]
+async fn sessions_survive_an_asked_for_failover_on_the_multiplexed_transport() {
+    asked_for_failover(Transport::Multiplexed).await;
+}
+
+async fn asked_for_failover(transport: Transport) {
     let setup = SentinelSetup::start();
-    let srv = serve_concurrent(sessions(&setup));
+    let srv = serve_concurrent(sessions(&setup, transport));
     let mut clients = write_sessions(&srv, 30).await;
     replicated(&setup);
     let before = setup.master_port();
     setup.failover();
     assert_ne!(setup.master_port(), before);
-    // The old master is a replica now: the pooled connections to it answer READONLY to the
-    // first write, which retires them; the retry goes to the new master.
+    // The old master is a replica now: connections to it answer READONLY to the first
+    // write (or were dropped by it), which retires them; the retry asks the sentinels and
+    // goes to the new master.
     all_served_within(&mut clients, SETTLE).await;
     // New sessions work on the new master.
     let mut fresh = write_sessions(&srv, 5).await;
@@ -124,12 +137,21 @@ async fn sessions_survive_an_asked_for_failover() {
 /// with no waiting for replication by the test.
 #[actix_web::test]
 async fn sessions_survive_a_killed_master() {
+    killed_master(Transport::Pool).await;
+}
+
+#[actix_web::test]
+async fn sessions_survive_a_killed_master_on_the_multiplexed_transport() {
+    killed_master(Transport::Multiplexed).await;
+}
+
+async fn killed_master(transport: Transport) {
     let mut setup = SentinelSetup::start();
-    let writer = serve_concurrent(waiting_sessions(&setup));
+    let writer = serve_concurrent(waiting_sessions(&setup, transport));
     let clients = write_sessions(&writer, 30).await;
     // Read (and written again) through a middleware without WAIT: the killed master leaves
     // the new one without a replica.
-    let srv = serve_concurrent(sessions(&setup));
+    let srv = serve_concurrent(sessions(&setup, transport));
     let mut clients: Vec<Client> = clients
         .into_iter()
         .map(|c| Client::with_jar(&srv, c.jar))
@@ -147,12 +169,16 @@ async fn sessions_survive_a_killed_master() {
 }
 
 #[test]
-fn the_multiplexed_transport_is_refused_for_now() {
-    let e = RedisSession::builder_sentinel(["redis://127.0.0.1:1"], MASTER_NAME, key(1))
-        .transport(actix_redis_session::Transport::Multiplexed)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("transport"), "{e}");
+fn sentinel_configuration_out_of_range_is_refused() {
+    // Nothing is asked at build time: unreachable sentinels build, on both transports.
+    for transport in [Transport::Pool, Transport::Multiplexed] {
+        assert!(
+            RedisSession::builder_sentinel(["redis://127.0.0.1:1"], MASTER_NAME, key(1))
+                .transport(transport)
+                .build()
+                .is_ok()
+        );
+    }
     let none: [&str; 0] = [];
     assert!(RedisSession::builder_sentinel(none, MASTER_NAME, key(1))
         .build()

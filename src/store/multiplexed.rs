@@ -24,7 +24,7 @@ use super::{
     commands::{Commands, RedisOptions},
 };
 use crate::{
-    error::{ConfigError, StoreError},
+    error::{ConfigError, StoreError, StoreErrorKind},
     telemetry,
 };
 
@@ -42,14 +42,30 @@ pub(crate) struct MultiplexedStore {
 }
 
 struct Shared {
-    client: redis::Client,
+    target: Target,
     config: ConnectionManagerConfig,
     commands: Commands,
 }
 
+/// Where the workers' connections go.
+enum Target {
+    Client(redis::Client),
+    /// The master that Redis Sentinel names: each worker asks its sentinels when it first
+    /// connects, and again after its connection dropped or met a demoted master.
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
 /// One worker's connection, the batch being filled, and its sender tasks' state.
 struct Worker {
-    connection: ConnectionManager,
+    /// `None` under Sentinel until the sentinels have named the master (again).
+    connection: Mutex<Option<ConnectionManager>>,
+    /// This worker's own client of the sentinels (it asks them through `&mut`).
+    #[cfg(feature = "sentinel")]
+    sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
     queue: Mutex<Queue>,
     /// Wakes the sender when a request joins an empty batch.
     wake: Arc<Notify>,
@@ -80,6 +96,32 @@ impl MultiplexedStore {
 
     /// A store on the server `client` names (a cluster's node); connections per worker.
     pub(crate) fn for_client(client: redis::Client, options: &RedisOptions) -> MultiplexedStore {
+        MultiplexedStore::with_target(Target::Client(client), options)
+    }
+
+    /// A store on the master that the sentinels at `sentinels` monitor as `master`.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn open_sentinel(
+        sentinels: &[String],
+        master: &str,
+        options: &RedisOptions,
+    ) -> Result<MultiplexedStore, ConfigError> {
+        if options.tls.is_some() {
+            return Err(ConfigError::InvalidOption {
+                option: "redis_tls",
+                reason: "not available with Sentinel yet",
+            });
+        }
+        // Checked once here; each worker builds its own from the same settings.
+        sentinel_client(sentinels, master).map_err(ConfigError::InvalidUrl)?;
+        let target = Target::Sentinel {
+            sentinels: sentinels.to_vec(),
+            master: master.to_owned(),
+        };
+        Ok(MultiplexedStore::with_target(target, options))
+    }
+
+    fn with_target(target: Target, options: &RedisOptions) -> MultiplexedStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout))
@@ -90,7 +132,7 @@ impl MultiplexedStore {
             .set_number_of_retries(0);
         MultiplexedStore {
             shared: Arc::new(Shared {
-                client,
+                target,
                 config,
                 commands: Commands::new(options),
             }),
@@ -101,22 +143,26 @@ impl MultiplexedStore {
     /// A copy for one actix worker with its own connection, opened on first use on that
     /// worker's runtime, so that its I/O never crosses threads.
     pub(crate) fn for_worker(&self) -> MultiplexedStore {
-        let connection = ConnectionManager::new_lazy_with_config(
-            self.shared.client.clone(),
-            self.shared.config.clone(),
-        );
-        if let Err(e) = &connection {
+        let worker = match &self.shared.target {
+            Target::Client(client) => {
+                ConnectionManager::new_lazy_with_config(client.clone(), self.shared.config.clone())
+                    .map(|connection| Worker::new(Some(connection)))
+            }
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { sentinels, master } => {
+                sentinel_client(sentinels, master).map(|sentinel| {
+                    let mut worker = Worker::new(None);
+                    worker.sentinel = Some(tokio::sync::Mutex::new(sentinel));
+                    worker
+                })
+            }
+        };
+        if let Err(e) = &worker {
             tracing::error!(error = %e, "could not set up the Redis connection");
         }
         MultiplexedStore {
             shared: Arc::clone(&self.shared),
-            worker: connection.ok().map(|connection| {
-                Arc::new(Worker {
-                    connection,
-                    queue: Mutex::default(),
-                    wake: Arc::new(Notify::new()),
-                })
-            }),
+            worker: worker.ok().map(Arc::new),
         }
     }
 }
@@ -187,6 +233,60 @@ impl Drop for Restart {
 }
 
 impl Worker {
+    fn new(connection: Option<ConnectionManager>) -> Worker {
+        Worker {
+            connection: Mutex::new(connection),
+            #[cfg(feature = "sentinel")]
+            sentinel: None,
+            queue: Mutex::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// This worker's connection; under Sentinel, asks the sentinels for the master first
+    /// if there is none (yet, or since the last one failed).
+    async fn connection(&self, shared: &Shared) -> Result<ConnectionManager, StoreError> {
+        if let Some(connection) = lock(&self.connection).clone() {
+            return Ok(connection);
+        }
+        #[cfg(feature = "sentinel")]
+        if let Some(sentinel) = &self.sentinel {
+            let client = sentinel
+                .lock()
+                .await
+                .async_get_client()
+                .await
+                .map_err(StoreError::redis)?;
+            let connection = ConnectionManager::new_lazy_with_config(client, shared.config.clone())
+                .map_err(StoreError::redis)?;
+            *lock(&self.connection) = Some(connection.clone());
+            return Ok(connection);
+        }
+        let _ = shared;
+        let e = redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the Redis connection could not be set up",
+        ));
+        Err(StoreError::redis(e))
+    }
+
+    /// After a batch: under Sentinel, a connection that dropped or met a demoted master
+    /// (`READONLY`) is let go, so that the next batch asks the sentinels where the master
+    /// is now. (Without Sentinel the manager reconnects to the same address by itself.)
+    fn after(&self, replies: &Result<Vec<redis::Value>, redis::RedisError>) {
+        #[cfg(feature = "sentinel")]
+        if self.sentinel.is_some() {
+            let failed = match replies {
+                Ok(replies) => super::redis::demoted(replies),
+                Err(e) => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal(),
+            };
+            if failed {
+                *lock(&self.connection) = None;
+            }
+        }
+        let _ = replies;
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // Consistent across a panic: a request whose commands were half built when it
         // panicked tears its batch, which then fails as a whole (see `Batch::push`).
@@ -218,13 +318,29 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
             woken.await;
             continue;
         };
-        let mut connection = this.connection.clone();
+        let connection = this.connection(&shared).await;
+        let mut connection = match connection {
+            Ok(connection) => connection,
+            Err(e) => {
+                drop(this);
+                for retry in batch.answer(Err(e)) {
+                    retry.answer(Err(StoreErrorKind::Unavailable.into()));
+                }
+                if let Some(this) = worker.upgrade() {
+                    this.queue().spare = batch;
+                }
+                continue;
+            }
+        };
         drop(this);
         let pipe = batch.pipe();
         telemetry::batch(batch.len());
         // The manager reconnects by itself after a dropped connection; retrying the failed
         // operations is the resilience layer's job.
         let replies = connection.req_packed_commands(pipe, 0, pipe.len()).await;
+        if let Some(this) = worker.upgrade() {
+            this.after(&replies);
+        }
         for retry in batch.answer(replies.map_err(StoreError::redis)) {
             let replies = shared
                 .commands
@@ -236,4 +352,24 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
             this.queue().spare = batch;
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A client of the sentinels at `sentinels` for the master they call `master`.
+#[cfg(feature = "sentinel")]
+fn sentinel_client(
+    sentinels: &[String],
+    master: &str,
+) -> redis::RedisResult<redis::sentinel::SentinelClient> {
+    // An owned name: without `tls`, redis-rs takes a `String`.
+    let service = master.to_owned();
+    redis::sentinel::SentinelClient::build(
+        sentinels.to_vec(),
+        service,
+        None,
+        redis::sentinel::SentinelServerType::Master,
+    )
 }

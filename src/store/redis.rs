@@ -461,7 +461,7 @@ fn checkout(
 }
 
 /// Whether a reply says the server is no longer the master (`READONLY`).
-fn demoted(replies: &[Value]) -> bool {
+pub(crate) fn demoted(replies: &[Value]) -> bool {
     replies
         .iter()
         .any(|reply| matches!(reply, Value::ServerError(e) if e.code() == "READONLY"))
