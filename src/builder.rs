@@ -931,6 +931,40 @@ impl RedisSessionBuilder {
         self
     }
 
+    /// Credentials for the master and replicas that the sentinels name (feature
+    /// `sentinel`): an ACL user (`None` for the `default` user of `requirepass`) and its
+    /// password. The sentinels' own credentials, if they need any, go in their URLs
+    /// (`redis://:password@host:26379`). Only with
+    /// [`builder_sentinel`](RedisSession::builder_sentinel); `build` refuses it otherwise.
+    /// The password is never logged, nor shown by `Debug`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::builder_sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "sessions",
+    ///     Key::from_env("SESSION_KEY")?,
+    /// )
+    /// .sentinel_master_auth(Some("sessions"), std::env::var("REDIS_PASSWORD")?)
+    /// .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn sentinel_master_auth(
+        mut self,
+        username: Option<&str>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.redis.node_auth = Some(crate::store::commands::NodeAuth {
+            username: username.map(str::to_owned),
+            password: zeroize::Zeroizing::new(password.into()),
+        });
+        self
+    }
+
     /// The middleware.
     ///
     /// Connections are opened in the background, so a Redis server that is down at start-up
@@ -1231,6 +1265,16 @@ impl RedisSessionBuilder {
                     "transport",
                     "a shared r2d2 pool is always the pool transport",
                 );
+            }
+            #[cfg(feature = "sentinel")]
+            Backend::Url(_) | Backend::Pool(_) | Backend::Given(_)
+                if self.redis.node_auth.is_some() =>
+            {
+                return invalid("sentinel_master_auth", "applies to builder_sentinel only");
+            }
+            #[cfg(all(feature = "sentinel", feature = "cluster"))]
+            Backend::Cluster(_) if self.redis.node_auth.is_some() => {
+                return invalid("sentinel_master_auth", "applies to builder_sentinel only");
             }
             Backend::Given(_) if self.redis_only.is_some() => {
                 return invalid(

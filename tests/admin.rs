@@ -273,6 +273,14 @@ on_cluster!(
     admin_lists_in_small_steps,
 );
 
+// The same on Sentinel's master, both transports.
+on_sentinel!(
+    the_user_index_follows_login_renew_logout_and_signs_out_everywhere,
+    expired_sessions_leave_their_users_index,
+    admin_counts_lists_reads_and_ends_sessions,
+    admin_lists_in_small_steps,
+);
+
 mod memory {
     #[actix_web::test]
     async fn the_user_index_follows_login_renew_logout_and_signs_out_everywhere() {

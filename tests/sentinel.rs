@@ -168,6 +168,43 @@ async fn killed_master(transport: Transport) {
     all_served_within(&mut fresh, SETTLE).await;
 }
 
+/// Data nodes that require a password: reached with `sentinel_master_auth`, on both
+/// transports, through an asked-for failover; refused (503) without it.
+#[actix_web::test]
+async fn data_nodes_with_a_password_are_reached_with_the_credentials_given() {
+    let setup = SentinelSetup::start_with_password("s3cret-sentinel-data");
+    for transport in [Transport::Pool, Transport::Multiplexed] {
+        let without = serve_concurrent(sessions(&setup, transport));
+        let res = Client::new(&without).get("/set/n/1").await;
+        assert_eq!(
+            res.status, 503,
+            "{transport:?}: NOAUTH without the credentials"
+        );
+        assert!(!res.body.contains("s3cret"), "{}", res.body);
+    }
+    let with = |transport: Transport| {
+        RedisSession::builder_sentinel(setup.sentinel_urls(), MASTER_NAME, key(1))
+            .transport(transport)
+            .sentinel_master_auth(None, "s3cret-sentinel-data")
+            .connect_timeout(Duration::from_millis(300))
+            .command_timeout(Duration::from_millis(500))
+            .build()
+            .expect("valid sentinel configuration")
+    };
+    let servers: Vec<_> = [Transport::Pool, Transport::Multiplexed]
+        .into_iter()
+        .map(|t| serve_concurrent(with(t)))
+        .collect();
+    let mut clients = Vec::new();
+    for srv in &servers {
+        clients.push(write_sessions(srv, 10).await);
+    }
+    setup.failover();
+    for clients in &mut clients {
+        all_served_within(clients, SETTLE).await;
+    }
+}
+
 #[test]
 fn sentinel_configuration_out_of_range_is_refused() {
     // Nothing is asked at build time: unreachable sentinels build, on both transports.
@@ -179,6 +216,13 @@ fn sentinel_configuration_out_of_range_is_refused() {
                 .is_ok()
         );
     }
+    // Node credentials belong to Sentinel.
+    let e = RedisSession::builder("redis://127.0.0.1:1", key(1))
+        .sentinel_master_auth(None, "pw")
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("sentinel_master_auth"), "{e}");
+    assert!(!format!("{e} {e:?}").contains("pw\""), "{e:?}");
     let none: [&str; 0] = [];
     assert!(RedisSession::builder_sentinel(none, MASTER_NAME, key(1))
         .build()

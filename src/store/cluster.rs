@@ -302,6 +302,26 @@ impl ClusterStore {
         }
     }
 
+    /// The node serving `key`'s slot by the map as it is (`None` if none is known yet).
+    pub(crate) fn node_of(&self, key: &str) -> Option<usize> {
+        self.shared.topology().serving(slot(key.as_bytes())).0
+    }
+
+    /// The nodes serving slots by the map as it is (none before the first map), in index
+    /// order.
+    pub(crate) fn serving_nodes(&self) -> Vec<usize> {
+        let topology = self.shared.topology();
+        let mut nodes: Vec<usize> = topology
+            .slots
+            .iter()
+            .filter(|&&index| index != UNSERVED)
+            .map(|&index| usize::from(index))
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     /// The masters serving slots now (asking the cluster first if no map is known), in
     /// index order: for listings, which go through every master in turn.
     pub(crate) async fn masters(&self) -> Result<Vec<usize>, StoreError> {
@@ -309,22 +329,13 @@ impl ClusterStore {
         if epoch == 0 {
             self.refresh(epoch).await;
         }
-        let topology = self.shared.topology();
-        if topology.epoch == 0 {
+        if self.shared.topology().epoch == 0 {
             return Err(StoreError::new(
                 StoreErrorKind::Unavailable,
                 "no node of the Redis cluster answered",
             ));
         }
-        let mut masters: Vec<usize> = topology
-            .slots
-            .iter()
-            .filter(|&&index| index != UNSERVED)
-            .map(|&index| usize::from(index))
-            .collect();
-        masters.sort_unstable();
-        masters.dedup();
-        Ok(masters)
+        Ok(self.serving_nodes())
     }
 
     /// Asks the cluster for its slot map (`CLUSTER SLOTS`), node after node until one

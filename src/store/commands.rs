@@ -56,6 +56,28 @@ pub(crate) struct RedisOptions {
     pub(crate) tls: Option<RedisTls>,
     /// `WAIT` for this many replicas, this long, after every write.
     pub(crate) wait: Option<(u32, Duration)>,
+    /// Credentials for the master and replicas that Sentinel names.
+    #[cfg(feature = "sentinel")]
+    pub(crate) node_auth: Option<NodeAuth>,
+}
+
+/// An ACL user (or none: `requirepass`) and its password, for the data nodes that Sentinel
+/// names. Its `Debug` never shows the password.
+#[cfg(feature = "sentinel")]
+#[derive(Clone)]
+pub(crate) struct NodeAuth {
+    pub(crate) username: Option<String>,
+    pub(crate) password: zeroize::Zeroizing<String>,
+}
+
+#[cfg(feature = "sentinel")]
+impl std::fmt::Debug for NodeAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for RedisOptions {
@@ -67,6 +89,8 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_secs(2),
             tls: None,
             wait: None,
+            #[cfg(feature = "sentinel")]
+            node_auth: None,
         }
     }
 }

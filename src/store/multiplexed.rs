@@ -56,6 +56,7 @@ enum Target {
     Sentinel {
         sentinels: Vec<String>,
         master: String,
+        options: RedisOptions,
     },
 }
 
@@ -113,10 +114,12 @@ impl MultiplexedStore {
             });
         }
         // Checked once here; each worker builds its own from the same settings.
-        sentinel_client(sentinels, master).map_err(ConfigError::InvalidUrl)?;
+        super::redis::sentinel_client(sentinels, master, options)
+            .map_err(ConfigError::InvalidUrl)?;
         let target = Target::Sentinel {
             sentinels: sentinels.to_vec(),
             master: master.to_owned(),
+            options: options.clone(),
         };
         Ok(MultiplexedStore::with_target(target, options))
     }
@@ -149,13 +152,15 @@ impl MultiplexedStore {
                     .map(|connection| Worker::new(Some(connection)))
             }
             #[cfg(feature = "sentinel")]
-            Target::Sentinel { sentinels, master } => {
-                sentinel_client(sentinels, master).map(|sentinel| {
-                    let mut worker = Worker::new(None);
-                    worker.sentinel = Some(tokio::sync::Mutex::new(sentinel));
-                    worker
-                })
-            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                options,
+            } => super::redis::sentinel_client(sentinels, master, options).map(|sentinel| {
+                let mut worker = Worker::new(None);
+                worker.sentinel = Some(tokio::sync::Mutex::new(sentinel));
+                worker
+            }),
         };
         if let Err(e) = &worker {
             tracing::error!(error = %e, "could not set up the Redis connection");
@@ -356,20 +361,4 @@ async fn send(shared: Arc<Shared>, worker: Weak<Worker>, wake: Arc<Notify>) {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A client of the sentinels at `sentinels` for the master they call `master`.
-#[cfg(feature = "sentinel")]
-fn sentinel_client(
-    sentinels: &[String],
-    master: &str,
-) -> redis::RedisResult<redis::sentinel::SentinelClient> {
-    // An owned name: without `tls`, redis-rs takes a `String`.
-    let service = master.to_owned();
-    redis::sentinel::SentinelClient::build(
-        sentinels.to_vec(),
-        service,
-        None,
-        redis::sentinel::SentinelServerType::Master,
-    )
 }

@@ -136,6 +136,31 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// A client of the sentinels at `sentinels` for the master they call `master`, reaching it
+/// (and its replicas) with `options`' node credentials.
+#[cfg(feature = "sentinel")]
+pub(crate) fn sentinel_client(
+    sentinels: &[String],
+    master: &str,
+    options: &RedisOptions,
+) -> RedisResult<redis::sentinel::SentinelClient> {
+    let node = options.node_auth.as_ref().map(|auth| {
+        let mut info = redis::RedisConnectionInfo::default().set_password(auth.password.as_str());
+        if let Some(username) = &auth.username {
+            info = info.set_username(username);
+        }
+        redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(info)
+    });
+    // An owned name: without `tls`, redis-rs takes a `String`.
+    let service = master.to_owned();
+    redis::sentinel::SentinelClient::build(
+        sentinels.to_vec(),
+        service,
+        node,
+        redis::sentinel::SentinelServerType::Master,
+    )
+}
+
 /// Where our own pool's connections go.
 enum Target {
     Client(redis::Client),
@@ -207,15 +232,8 @@ impl RedisStore {
                 reason: "not available with Sentinel yet",
             });
         }
-        // An owned name: without `tls`, redis-rs takes a `String`.
-        let service = master.to_owned();
-        let sentinel = redis::sentinel::SentinelClient::build(
-            sentinels.to_vec(),
-            service,
-            None,
-            redis::sentinel::SentinelServerType::Master,
-        )
-        .map_err(ConfigError::InvalidUrl)?;
+        let sentinel =
+            sentinel_client(sentinels, master, options).map_err(ConfigError::InvalidUrl)?;
         Ok(RedisStore::own(
             Target::Sentinel(Mutex::new(sentinel)),
             options,

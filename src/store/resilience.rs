@@ -26,7 +26,10 @@
 //!
 //! The breaker is shared by all workers of one middleware; its state is
 //! [`RedisSession::store_health`](crate::RedisSession::store_health) and the
-//! `session_store_breaker_state` gauge.
+//! `session_store_breaker_state` gauge. On a Redis Cluster each master has a breaker of its
+//! own (an operation is judged by the master serving its key, looked up at each attempt):
+//! a master that is down does not stop the others' sessions, and its replica, once
+//! promoted, starts with a closed breaker.
 
 use std::{
     cell::Cell,
@@ -291,13 +294,17 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
-    /// The circuit breaker's state ([`BreakerState::Closed`] when there is none).
+    /// The circuit breaker's state ([`BreakerState::Closed`] when there is none). On a
+    /// Redis Cluster, whose masters have a breaker each: `Open` only when every master's
+    /// breaker is open (no session can be served), `HalfOpen` while some are open or
+    /// probing (the other masters' sessions are served), `Closed` when none is.
     pub fn state(&self) -> BreakerState {
         self.state
     }
 
     /// Store operations that failed in a row, each after its retries, with the store
-    /// unavailable or out of time; zero after any success.
+    /// unavailable or out of time; zero after any success. On a cluster, the most of any
+    /// master.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }
@@ -492,8 +499,14 @@ impl Budget {
 /// The resilience settings of one middleware, shared by its workers.
 struct Policy {
     retry: Retry,
-    breaker: Breaker,
+    /// One breaker; on a cluster one per node ([`CLUSTER_BREAKERS`], by node index).
+    breakers: Box<[Breaker]>,
 }
+
+/// Breakers of a cluster's middleware: node `i` has breaker `i % CLUSTER_BREAKERS` (nodes
+/// are numbered as they are met; masters and replicas together stay below this in most
+/// deployments, and past it two nodes share one).
+const CLUSTER_BREAKERS: usize = 64;
 
 /// A server-side store behind the retry and breaker layer.
 #[derive(Clone)]
@@ -505,13 +518,25 @@ pub(crate) struct Guarded {
 
 impl Guarded {
     pub(crate) fn new(store: Store, retry: Retry, breaker: CircuitBreaker) -> Guarded {
+        let count = match store {
+            Store::Cluster(_) => CLUSTER_BREAKERS,
+            _ => 1,
+        };
         let policy = (!matches!(store, Store::Memory(_))).then(|| {
             Arc::new(Policy {
                 retry,
-                breaker: Breaker::new(breaker),
+                breakers: (0..count).map(|_| Breaker::new(breaker)).collect(),
             })
         });
         Guarded { store, policy }
+    }
+
+    /// Which breaker judges operations on `key` now (on a cluster: the node serving it).
+    fn shard(&self, key: &str) -> usize {
+        match &self.store {
+            Store::Cluster(cluster) => cluster.node_of(key).unwrap_or(0) % CLUSTER_BREAKERS,
+            _ => 0,
+        }
     }
 
     /// The copy one actix worker uses (its own multiplexed connection; the same breaker).
@@ -528,9 +553,39 @@ impl Guarded {
     }
 
     pub(crate) fn health(&self) -> StoreHealth {
-        match &self.policy {
-            Some(policy) => policy.breaker.health(),
-            None => Guarded::healthy(),
+        let Some(policy) = &self.policy else {
+            return Guarded::healthy();
+        };
+        let Store::Cluster(cluster) = &self.store else {
+            return policy.breakers[0].health();
+        };
+        // A cluster: the masters' breakers together. Open only if every master's is (no
+        // session can be served); half-open if some are open or probing (the others' are
+        // served); closed if none.
+        let masters: Vec<StoreHealth> = cluster
+            .serving_nodes()
+            .into_iter()
+            .map(|node| policy.breakers[node % CLUSTER_BREAKERS].health())
+            .collect();
+        let failures = masters
+            .iter()
+            .map(StoreHealth::consecutive_failures)
+            .max()
+            .unwrap_or(0);
+        let open = masters
+            .iter()
+            .filter(|h| h.state() == BreakerState::Open)
+            .count();
+        let state = if !masters.is_empty() && open == masters.len() {
+            BreakerState::Open
+        } else if open > 0 || masters.iter().any(|h| h.state() == BreakerState::HalfOpen) {
+            BreakerState::HalfOpen
+        } else {
+            BreakerState::Closed
+        };
+        StoreHealth {
+            state,
+            consecutive_failures: failures,
         }
     }
 
@@ -553,7 +608,12 @@ impl Guarded {
             None => self.store.load(key, ttl).await,
             Some(policy) => {
                 policy
-                    .run("load", budget, |_| self.store.load(key, ttl))
+                    .run(
+                        "load",
+                        budget,
+                        || self.shard(key),
+                        |_| self.store.load(key, ttl),
+                    )
                     .await
             }
         }
@@ -572,7 +632,12 @@ impl Guarded {
             None => self.store.query(key, &build).await,
             Some(policy) => {
                 policy
-                    .run(op, budget, |_| self.store.query(key, &build))
+                    .run(
+                        op,
+                        budget,
+                        || self.shard(key),
+                        |_| self.store.query(key, &build),
+                    )
                     .await
             }
         }
@@ -594,40 +659,49 @@ impl Guarded {
             Write::Delete { .. } => "delete",
         };
         policy
-            .run(op, budget, |attempt| async move {
-                let outcome = self.store.write(write).await?;
-                match write {
-                    // The first attempt may have created it and lost its answer: the record
-                    // is ours if it carries our creation marker (the Redis and memory stores
-                    // tell so themselves; a store of your own may not).
-                    Write::Create { key, fields, .. }
-                        if attempt > 1 && outcome == Outcome::Refused =>
-                    {
-                        let ours = fields.iter().find(|(name, _)| name == CREATED);
-                        let stored = self.store.load(key, None).await?;
-                        let theirs = stored.as_ref().and_then(|record| record.get(CREATED));
-                        Ok(match (ours, theirs) {
-                            (Some((_, ours)), Some(theirs)) if ours == theirs => Outcome::Applied,
-                            _ => outcome,
-                        })
+            .run(
+                op,
+                budget,
+                || self.shard(write.key()),
+                |attempt| async move {
+                    let outcome = self.store.write(write).await?;
+                    match write {
+                        // The first attempt may have created it and lost its answer: the record
+                        // is ours if it carries our creation marker (the Redis and memory stores
+                        // tell so themselves; a store of your own may not).
+                        Write::Create { key, fields, .. }
+                            if attempt > 1 && outcome == Outcome::Refused =>
+                        {
+                            let ours = fields.iter().find(|(name, _)| name == CREATED);
+                            let stored = self.store.load(key, None).await?;
+                            let theirs = stored.as_ref().and_then(|record| record.get(CREATED));
+                            Ok(match (ours, theirs) {
+                                (Some((_, ours)), Some(theirs)) if ours == theirs => {
+                                    Outcome::Applied
+                                }
+                                _ => outcome,
+                            })
+                        }
+                        // A delete or an emptying that finds nothing on a later attempt says
+                        // `Gone`, whether the first one did it or someone else: the callers
+                        // take `Gone` as "ended meanwhile", which fails safe (a renew discards
+                        // its copy; no removal cookie is sent).
+                        _ => Ok(outcome),
                     }
-                    // A delete or an emptying that finds nothing on a later attempt says
-                    // `Gone`, whether the first one did it or someone else: the callers
-                    // take `Gone` as "ended meanwhile", which fails safe (a renew discards
-                    // its copy; no removal cookie is sent).
-                    _ => Ok(outcome),
-                }
-            })
+                },
+            )
             .await
     }
 
     /// See [`Store::write_detached`]; skipped while the breaker is open (a touch not sent
     /// is due again on the next request).
     pub(crate) fn write_detached(&self, write: &Write) {
-        let open = self
-            .policy
-            .as_ref()
-            .is_some_and(|p| p.breaker.state.load(Ordering::Acquire) != CLOSED);
+        let open = self.policy.as_ref().is_some_and(|p| {
+            p.breakers[self.shard(write.key())]
+                .state
+                .load(Ordering::Acquire)
+                != CLOSED
+        });
         if !open {
             self.store.write_detached(write);
         }
@@ -636,11 +710,12 @@ impl Guarded {
 
 impl Policy {
     /// Runs `attempt` (given the attempt's number, from 1) under the budget, the breaker and
-    /// the retry policy.
+    /// the retry policy; `shard` says which breaker judges the next attempt.
     async fn run<T, F, Fut>(
         &self,
         op: &'static str,
         budget: &Budget,
+        shard: impl Fn() -> usize,
         mut attempt: F,
     ) -> Result<T, StoreError>
     where
@@ -662,7 +737,7 @@ impl Policy {
             }
             let permit = match probe.take() {
                 Some(permit) => permit,
-                None => match self.breaker.admit() {
+                None => match self.breakers[shard() % self.breakers.len()].admit() {
                     Ok(permit) => permit,
                     Err(e) => break Err(e),
                 },
@@ -854,8 +929,41 @@ mod tests {
     fn policy(retry: Retry, breaker: CircuitBreaker) -> Policy {
         Policy {
             retry,
-            breaker: Breaker::new(breaker),
+            breakers: Box::new([Breaker::new(breaker)]),
         }
+    }
+
+    impl Policy {
+        fn breaker(&self) -> &Breaker {
+            &self.breakers[0]
+        }
+    }
+
+    #[test]
+    fn each_shard_has_its_own_breaker() {
+        let policy = Policy {
+            retry: Retry::disabled(),
+            breakers: (0..3)
+                .map(|_| Breaker::new(CircuitBreaker::new().failures(2)))
+                .collect(),
+        };
+        let budget = Budget::new(Duration::from_secs(5));
+        for _ in 0..2 {
+            let failed: Result<(), _> = run_now(policy.run(
+                "load",
+                &budget,
+                || 1,
+                |_| async { Err(StoreError::from_kind(StoreErrorKind::Unavailable)) },
+            ));
+            assert_eq!(failed.unwrap_err().kind(), StoreErrorKind::Unavailable);
+        }
+        let shut: Result<(), _> = run_now(policy.run("load", &budget, || 1, |_| async { Ok(()) }));
+        assert_eq!(shut.unwrap_err().kind(), StoreErrorKind::CircuitOpen);
+        // The other shards' operations go on.
+        assert!(run_now(policy.run("load", &budget, || 0, |_| async { Ok(()) })).is_ok());
+        assert!(run_now(policy.run("load", &budget, || 2, |_| async { Ok(()) })).is_ok());
+        assert_eq!(policy.breakers[1].health().state(), BreakerState::Open);
+        assert_eq!(policy.breakers[0].health().state(), BreakerState::Closed);
     }
 
     fn run_now<T>(future: impl Future<Output = T>) -> T {
@@ -871,14 +979,19 @@ mod tests {
         let policy = policy(Retry::new(), CircuitBreaker::new().failures(1));
         let budget = Budget::new(Duration::ZERO);
         let mut asked = 0;
-        let result: Result<(), _> = run_now(policy.run("load", &budget, |_| {
-            asked += 1;
-            async { Ok(()) }
-        }));
+        let result: Result<(), _> = run_now(policy.run(
+            "load",
+            &budget,
+            || 0,
+            |_| {
+                asked += 1;
+                async { Ok(()) }
+            },
+        ));
         assert_eq!(result.unwrap_err().kind(), StoreErrorKind::Timeout);
         assert_eq!(asked, 0);
-        assert_eq!(policy.breaker.health().consecutive_failures(), 0);
-        assert_eq!(policy.breaker.health().state(), BreakerState::Closed);
+        assert_eq!(policy.breaker().health().consecutive_failures(), 0);
+        assert_eq!(policy.breaker().health().state(), BreakerState::Closed);
     }
 
     #[test]
@@ -886,16 +999,21 @@ mod tests {
         let policy = policy(Retry::new().attempts(3), CircuitBreaker::new());
         let budget = Budget::new(Duration::from_secs(5));
         let mut asked = 0u32;
-        let result = run_now(policy.run("load", &budget, |attempt| {
-            asked += 1;
-            async move {
-                if attempt < 3 {
-                    Err(StoreError::from_kind(StoreErrorKind::Unavailable))
-                } else {
-                    Ok(attempt)
+        let result = run_now(policy.run(
+            "load",
+            &budget,
+            || 0,
+            |attempt| {
+                asked += 1;
+                async move {
+                    if attempt < 3 {
+                        Err(StoreError::from_kind(StoreErrorKind::Unavailable))
+                    } else {
+                        Ok(attempt)
+                    }
                 }
-            }
-        }));
+            },
+        ));
         assert_eq!((result.unwrap(), asked), (3, 3));
         assert!(
             budget.left.get() < Duration::from_secs(5),
@@ -903,28 +1021,38 @@ mod tests {
         );
 
         let mut asked = 0u32;
-        let result: Result<(), _> = run_now(policy.run("update", &budget, |_| {
-            asked += 1;
-            async { Err(StoreError::from_kind(StoreErrorKind::Full)) }
-        }));
+        let result: Result<(), _> = run_now(policy.run(
+            "update",
+            &budget,
+            || 0,
+            |_| {
+                asked += 1;
+                async { Err(StoreError::from_kind(StoreErrorKind::Full)) }
+            },
+        ));
         assert_eq!(
             (result.unwrap_err().kind(), asked),
             (StoreErrorKind::Full, 1)
         );
         // Redis answered: no outage.
-        assert_eq!(policy.breaker.health().consecutive_failures(), 0);
+        assert_eq!(policy.breaker().health().consecutive_failures(), 0);
 
         let mut asked = 0u32;
-        let result: Result<(), _> = run_now(policy.run("load", &budget, |_| {
-            asked += 1;
-            async { Err(StoreError::from_kind(StoreErrorKind::Timeout)) }
-        }));
+        let result: Result<(), _> = run_now(policy.run(
+            "load",
+            &budget,
+            || 0,
+            |_| {
+                asked += 1;
+                async { Err(StoreError::from_kind(StoreErrorKind::Timeout)) }
+            },
+        ));
         assert_eq!(
             (result.unwrap_err().kind(), asked),
             (StoreErrorKind::Timeout, 3)
         );
         assert_eq!(
-            policy.breaker.health().consecutive_failures(),
+            policy.breaker().health().consecutive_failures(),
             1,
             "one operation failed"
         );

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::proxy::Proxy;
+use super::{proxy::Proxy, redis_server::spawn_watched};
 
 const INSTALL: &str = "redis-server and redis-cli are not installed. Install them with \
      `apt-get update && apt-get install -y redis-server redis-tools` (scripts/test does this \
@@ -375,49 +375,32 @@ fn start_node() -> ClusterNode {
     panic!("no cluster node started: {last}");
 }
 
-/// A node on `port` keeping its state (`nodes.conf`) in `dir`, under a shell that kills it
-/// when its input closes; once it answers PING.
-// The shell is waited for by the caller's `ClusterNode` (or below, if the node never answers).
-#[allow(clippy::zombie_processes)]
+/// A node on `port` keeping its state (`nodes.conf`) in `dir`, ending with the test process
+/// ([`spawn_watched`]).
 fn spawn_node(port: u16, dir: &std::path::Path) -> Result<(Child, ChildStdin), String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"redis-server "$@" & server=$!; read _; kill -9 $server 2>/dev/null"#)
-        .arg("sh")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-        ])
-        .args([
-            "--cluster-node-timeout",
-            &NODE_TIMEOUT.as_millis().to_string(),
-        ])
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        &NODE_TIMEOUT.as_millis().to_string(),
         // The masters that are up keep serving their slots while one is down.
-        .args(["--cluster-require-full-coverage", "no"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sh");
-    let stdin = child.stdin.take().expect("piped");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut conn) = node_conn(port) {
-            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                return Ok((child, stdin));
-            }
-        }
-        if Instant::now() > deadline {
-            drop(stdin);
-            let _ = child.wait();
-            return Err(format!("redis-server on port {port} did not answer PING"));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+        "--cluster-require-full-coverage",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(dir.display().to_string());
+    spawn_watched(&args, port)
 }

@@ -103,12 +103,43 @@ macro_rules! on_cluster {
     };
 }
 
-/// [`per_backend!`] and [`on_cluster!`] for one list of tests.
+/// Runs each listed test of `suite` against Redis Sentinel (master, replica, three
+/// sentinels) on both transports (`sentinel::name`, `sentinel_multiplexed::name`): one
+/// deployment for the whole test binary, each test under a key prefix of its own. Feature
+/// `sentinel`.
+#[allow(unused_macros)]
+macro_rules! on_sentinel {
+    ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "sentinel")]
+        mod sentinel {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::sentinel(
+                    actix_redis_session::Transport::Pool,
+                ))
+                .await;
+            })*
+        }
+        #[cfg(feature = "sentinel")]
+        mod sentinel_multiplexed {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::sentinel(
+                    actix_redis_session::Transport::Multiplexed,
+                ))
+                .await;
+            })*
+        }
+    };
+}
+
+/// [`per_backend!`], [`on_cluster!`] and [`on_sentinel!`] for one list of tests.
 #[allow(unused_macros)]
 macro_rules! per_backend_and_cluster {
     ($($name:ident),* $(,)?) => {
         per_backend!($($name),*);
         on_cluster!($($name),*);
+        on_sentinel!($($name),*);
     };
 }
 
@@ -138,6 +169,15 @@ pub enum Backend {
     Cookie,
     /// The test binary's shared Redis Cluster, under a key prefix of this test's own.
     Cluster(&'static cluster::ClusterSetup, Transport, String),
+    /// The test binary's shared Sentinel deployment, under a key prefix of this test's own.
+    Sentinel(&'static sentinel::SharedSentinel, Transport, String),
+}
+
+/// The Sentinel deployment of this test binary, started by its first Sentinel test; its
+/// processes end with the process.
+pub fn shared_sentinel() -> &'static sentinel::SharedSentinel {
+    static SENTINEL: std::sync::OnceLock<sentinel::SharedSentinel> = std::sync::OnceLock::new();
+    SENTINEL.get_or_init(sentinel::SharedSentinel::start)
 }
 
 /// The cluster of this test binary, started by its first cluster test; its nodes end with
@@ -165,6 +205,13 @@ impl Backend {
         static TESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = TESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Backend::Cluster(shared_cluster(), transport, format!("test{n}:"))
+    }
+
+    /// The shared Sentinel deployment ([`shared_sentinel`]) over `transport`.
+    pub fn sentinel(transport: Transport) -> Backend {
+        static TESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = TESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Backend::Sentinel(shared_sentinel(), transport, format!("test{n}:"))
     }
 
     pub fn file() -> Backend {
@@ -203,6 +250,15 @@ impl Backend {
                 .bind_to_ip(ClientIp::peer().network(24, 64)),
             #[cfg(not(feature = "cluster"))]
             Backend::Cluster(..) => unreachable!("cluster tests need the cluster feature"),
+            #[cfg(not(feature = "sentinel"))]
+            Backend::Sentinel(..) => unreachable!("sentinel tests need the sentinel feature"),
+            #[cfg(feature = "sentinel")]
+            Backend::Sentinel(sentinel, transport, prefix) => {
+                RedisSession::builder_sentinel(sentinel.sentinel_urls(), sentinel::MASTER_NAME, key)
+                    .transport(*transport)
+                    .key_prefix(prefix.clone())
+                    .checkout_timeout(Duration::from_millis(500))
+            }
             #[cfg(feature = "cluster")]
             Backend::Cluster(cluster, transport, prefix) => {
                 RedisSession::builder_cluster(cluster.urls(), key)
@@ -233,6 +289,7 @@ impl Backend {
                 .count(),
             Backend::User(store) => store.len(),
             Backend::Cluster(cluster, _, prefix) => cluster.keys(prefix).len(),
+            Backend::Sentinel(sentinel, _, prefix) => sentinel.keys(prefix).len(),
             // Nothing on the server, ever.
             Backend::Cookie => 0,
         }

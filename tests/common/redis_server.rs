@@ -124,8 +124,11 @@ impl RedisServer {
                 return Err(format!("redis-server exited with {status}"));
             }
             if let Ok(mut conn) = self.try_conn() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return Ok(());
+                // Up, and answering: PONG, or (started with `--requirepass`) NOAUTH.
+                match redis::cmd("PING").query::<String>(&mut conn) {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.code() == Some("NOAUTH") => return Ok(()),
+                    Err(_) => {}
                 }
             }
             if Instant::now() > deadline {
@@ -240,5 +243,44 @@ pub fn on_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, Strin
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A `redis-server` with `args` (listening on `port`) that ends when the test process does:
+/// it runs under a small `sh` that kills it (SIGKILL) when its standard input closes, which
+/// happens when the returned [`ChildStdin`] is dropped or the test process exits. For
+/// deployments shared by a whole test binary (a `static`, never dropped). Returns once the
+/// server answers PING.
+// The shell is waited for by the caller (or below, if the server never answers).
+#[allow(clippy::zombie_processes)]
+pub fn spawn_watched(
+    args: &[String],
+    port: u16,
+) -> Result<(Child, std::process::ChildStdin), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"redis-server "$@" & server=$!; read _; kill -9 $server 2>/dev/null"#)
+        .arg("sh")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let stdin = child.stdin.take().expect("piped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+        if answered.is_ok() {
+            return Ok((child, stdin));
+        }
+        if Instant::now() > deadline {
+            drop(stdin);
+            let _ = child.wait();
+            return Err(format!("redis-server on port {port} did not answer PING"));
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::redis_server::{on_free_port, RedisServer};
+use super::redis_server::{on_free_port, spawn_watched, RedisServer};
 
 /// The name the sentinels monitor the master under.
 pub const MASTER_NAME: &str = "sessions";
@@ -36,23 +36,44 @@ pub struct SentinelSetup {
     /// The two data nodes: `[0]` starts as master, `[1]` as its replica.
     pub nodes: Vec<RedisServer>,
     sentinels: Vec<SentinelProcess>,
+    /// The data nodes' `requirepass` (and `masterauth`), if any.
+    password: Option<String>,
 }
 
 impl SentinelSetup {
     /// Starts the deployment and waits until the replica is in sync and every sentinel
     /// knows it.
     pub fn start() -> SentinelSetup {
-        let master = RedisServer::start_tcp();
+        SentinelSetup::start_with(None)
+    }
+
+    /// As [`SentinelSetup::start`], the data nodes requiring `password` (the replica and
+    /// the sentinels are given it).
+    pub fn start_with_password(password: &str) -> SentinelSetup {
+        SentinelSetup::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> SentinelSetup {
+        let auth: Vec<String> = password
+            .map(|pw| {
+                vec![
+                    "--requirepass".into(),
+                    pw.into(),
+                    "--masterauth".into(),
+                    pw.into(),
+                ]
+            })
+            .unwrap_or_default();
+        let master = RedisServer::start_tcp_with(auth.clone());
         let port = master.tcp_addr().port();
-        let replica = RedisServer::start_tcp_with(vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-        ]);
-        let sentinels = (0..3).map(|_| start_sentinel(port)).collect();
+        let mut replica_args = vec!["--replicaof".into(), "127.0.0.1".into(), port.to_string()];
+        replica_args.extend(auth);
+        let replica = RedisServer::start_tcp_with(replica_args);
+        let sentinels = (0..3).map(|_| start_sentinel(port, password)).collect();
         let setup = SentinelSetup {
             nodes: vec![master, replica],
             sentinels,
+            password: password.map(str::to_owned),
         };
         setup.wait_until(
             Duration::from_secs(20),
@@ -126,9 +147,17 @@ impl SentinelSetup {
         });
     }
 
+    /// A data node's URL, with the password if there is one.
+    pub fn data_url(&self, node: &RedisServer) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@{}", node.tcp_addr()),
+            None => node.url(),
+        }
+    }
+
     fn role_of(&self, port: u16) -> Option<String> {
         let node = self.nodes.iter().find(|n| n.tcp_addr().port() == port)?;
-        let mut conn = redis::Client::open(node.url())
+        let mut conn = redis::Client::open(self.data_url(node))
             .ok()?
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()?;
@@ -141,7 +170,7 @@ impl SentinelSetup {
     }
 
     fn replica_in_sync(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.nodes[1].url()) else {
+        let Ok(client) = redis::Client::open(self.data_url(&self.nodes[1])) else {
             return false;
         };
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
@@ -185,23 +214,163 @@ fn sentinel_conn(port: u16) -> redis::RedisResult<redis::Connection> {
         .get_connection_with_timeout(Duration::from_millis(500))
 }
 
-fn start_sentinel(master_port: u16) -> SentinelProcess {
+/// A sentinel's configuration file in `dir`: on `port`, monitoring the master on
+/// `master_port` under [`MASTER_NAME`], quorum 2.
+fn sentinel_conf(
+    dir: &std::path::Path,
+    port: u16,
+    master_port: u16,
+    password: Option<&str>,
+) -> std::path::PathBuf {
+    let conf = dir.join("sentinel.conf");
+    let auth = password
+        .map(|pw| format!("sentinel auth-pass {MASTER_NAME} {pw}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} {down}\n\
+             sentinel failover-timeout {MASTER_NAME} 2000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+            dir = dir.display(),
+            down = DOWN_AFTER.as_millis(),
+        ),
+    )
+    .expect("sentinel.conf");
+    conf
+}
+
+/// A Sentinel deployment (master, replica, three sentinels) for a whole test binary, whose
+/// processes end with the test process ([`spawn_watched`]). Nothing fails it over: its
+/// master stays where it started.
+pub struct SharedSentinel {
+    processes: Vec<(
+        std::process::Child,
+        std::process::ChildStdin,
+        tempfile::TempDir,
+    )>,
+    master_port: u16,
+    replica_port: u16,
+    sentinel_ports: Vec<u16>,
+}
+
+impl SharedSentinel {
+    pub fn start() -> SharedSentinel {
+        let mut processes = Vec::new();
+        let mut watched = |what: &str, args: &dyn Fn(u16, &std::path::Path) -> Vec<String>| {
+            on_free_port(what, |port| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let (child, stdin) = spawn_watched(&args(port, dir.path()), port)?;
+                processes.push((child, stdin, dir));
+                Ok(port)
+            })
+        };
+        let data = |port: u16, dir: &std::path::Path| -> Vec<String> {
+            let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(["--port".into(), port.to_string()]);
+            args.extend(["--dir".into(), dir.display().to_string()]);
+            args
+        };
+        let master_port = watched("the shared master", &data);
+        let replica_port = watched("the shared replica", &|port, dir| {
+            let mut args = data(port, dir);
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ]);
+            args
+        });
+        let sentinel_ports = (0..3)
+            .map(|_| {
+                watched("a shared sentinel", &|port, dir| {
+                    let conf = sentinel_conf(dir, port, master_port, None);
+                    vec![conf.display().to_string(), "--sentinel".into()]
+                })
+            })
+            .collect();
+        let shared = SharedSentinel {
+            processes,
+            master_port,
+            replica_port,
+            sentinel_ports,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(shared.replica_in_sync() && shared.sentinels_know_the_replica()) {
+            assert!(
+                Instant::now() < deadline,
+                "the shared Sentinel deployment did not come up"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        shared
+    }
+
+    /// `redis://` URLs of the sentinels.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinel_ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// A connection to the master.
+    pub fn master_conn(&self) -> redis::Connection {
+        sentinel_conn(self.master_port).expect("the shared master")
+    }
+
+    /// The master's keys under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut self.master_conn())
+            .expect("KEYS")
+    }
+
+    fn replica_in_sync(&self) -> bool {
+        let Ok(mut conn) = sentinel_conn(self.replica_port) else {
+            return false;
+        };
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut conn)
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    }
+
+    fn sentinels_know_the_replica(&self) -> bool {
+        self.sentinel_ports.iter().all(|&port| {
+            let Ok(mut conn) = sentinel_conn(port) else {
+                return false;
+            };
+            let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                .arg("replicas")
+                .arg(MASTER_NAME)
+                .query(&mut conn)
+                .unwrap_or_default();
+            !replicas.is_empty()
+        })
+    }
+}
+
+impl Drop for SharedSentinel {
+    fn drop(&mut self) {
+        for (mut child, stdin, _) in self.processes.drain(..) {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_sentinel(master_port: u16, password: Option<&str>) -> SentinelProcess {
     on_free_port("redis-server --sentinel", |port| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
-                 sentinel down-after-milliseconds {MASTER_NAME} {down}\n\
-                 sentinel failover-timeout {MASTER_NAME} 2000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir = dir.path().display(),
-                down = DOWN_AFTER.as_millis(),
-            ),
-        )
-        .expect("sentinel.conf");
+        let conf = sentinel_conf(dir.path(), port, master_port, password);
         let child = Command::new("redis-server")
             .arg(&conf)
             .arg("--sentinel")
