@@ -200,7 +200,11 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
         "the old master back, as a replica in sync",
         |c| {
             let node = &c.nodes[index];
-            node.role().as_deref() == Some("slave") && link_up(node.port)
+            node.role().as_deref() == Some("slave")
+                && common::redis_server::replica_link_up(&format!(
+                    "redis://127.0.0.1:{}",
+                    node.port
+                ))
         },
     );
     servers.push((Transport::Multiplexed, unbroken));
@@ -222,19 +226,4 @@ async fn a_killed_master_fails_over_without_losing_a_session_written_with_wait()
     for (transport, client, value) in &mut clients {
         assert_eq!(&client.get("/get/v").await.body, value, "{transport:?}");
     }
-}
-
-/// Whether the replica at `port` is connected to its master and in sync.
-fn link_up(port: u16) -> bool {
-    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
-        return false;
-    };
-    let Ok(mut conn) = client.get_connection() else {
-        return false;
-    };
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut conn)
-        .unwrap_or_default();
-    info.contains("master_link_status:up")
 }

@@ -107,15 +107,8 @@ impl MultiplexedStore {
         master: &str,
         options: &RedisOptions,
     ) -> Result<MultiplexedStore, ConfigError> {
-        if options.tls.is_some() {
-            return Err(ConfigError::InvalidOption {
-                option: "redis_tls",
-                reason: "not available with Sentinel yet",
-            });
-        }
         // Checked once here; each worker builds its own from the same settings.
-        super::redis::sentinel_client(sentinels, master, options)
-            .map_err(ConfigError::InvalidUrl)?;
+        super::redis::checked_sentinel_client(sentinels, master, options)?;
         let target = Target::Sentinel {
             sentinels: sentinels.to_vec(),
             master: master.to_owned(),

@@ -136,6 +136,22 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// [`sentinel_client`], or why the configuration cannot have one.
+#[cfg(feature = "sentinel")]
+pub(crate) fn checked_sentinel_client(
+    sentinels: &[String],
+    master: &str,
+    options: &RedisOptions,
+) -> Result<redis::sentinel::SentinelClient, ConfigError> {
+    if options.tls.is_some() {
+        return Err(ConfigError::InvalidOption {
+            option: "redis_tls",
+            reason: "not available with Sentinel yet",
+        });
+    }
+    sentinel_client(sentinels, master, options).map_err(ConfigError::InvalidUrl)
+}
+
 /// A client of the sentinels at `sentinels` for the master they call `master`, reaching it
 /// (and its replicas) with `options`' node credentials.
 #[cfg(feature = "sentinel")]
@@ -226,14 +242,7 @@ impl RedisStore {
         master: &str,
         options: &RedisOptions,
     ) -> Result<RedisStore, ConfigError> {
-        if options.tls.is_some() {
-            return Err(ConfigError::InvalidOption {
-                option: "redis_tls",
-                reason: "not available with Sentinel yet",
-            });
-        }
-        let sentinel =
-            sentinel_client(sentinels, master, options).map_err(ConfigError::InvalidUrl)?;
+        let sentinel = checked_sentinel_client(sentinels, master, options)?;
         Ok(RedisStore::own(
             Target::Sentinel(Mutex::new(sentinel)),
             options,

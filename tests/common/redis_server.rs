@@ -284,3 +284,19 @@ pub fn spawn_watched(
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether the replica at `url` is connected to its master and in sync
+/// (`master_link_status:up`).
+pub fn replica_link_up(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+        return false;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut conn)
+        .unwrap_or_default();
+    info.contains("master_link_status:up")
+}

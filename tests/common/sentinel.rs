@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::redis_server::{on_free_port, spawn_watched, RedisServer};
+use super::redis_server::{on_free_port, replica_link_up, spawn_watched, RedisServer};
 
 /// The name the sentinels monitor the master under.
 pub const MASTER_NAME: &str = "sessions";
@@ -170,31 +170,11 @@ impl SentinelSetup {
     }
 
     fn replica_in_sync(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.data_url(&self.nodes[1])) else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
-            return false;
-        };
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut conn)
-            .unwrap_or_default();
-        info.contains("master_link_status:up")
+        replica_link_up(&self.data_url(&self.nodes[1]))
     }
 
     fn sentinels_know_replicas(&self) -> bool {
-        self.sentinels.iter().all(|s| {
-            let Ok(mut conn) = sentinel_conn(s.port) else {
-                return false;
-            };
-            let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
-                .arg("replicas")
-                .arg(MASTER_NAME)
-                .query(&mut conn)
-                .unwrap_or_default();
-            !replicas.is_empty()
-        })
+        sentinels_know_a_replica(self.sentinels.iter().map(|s| s.port))
     }
 
     fn wait_until(&self, limit: Duration, what: &str, done: impl Fn(&SentinelSetup) -> bool) {
@@ -207,6 +187,21 @@ impl SentinelSetup {
             thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Whether every sentinel on `ports` knows a replica of the master.
+fn sentinels_know_a_replica(mut ports: impl Iterator<Item = u16>) -> bool {
+    ports.all(|port| {
+        let Ok(mut conn) = sentinel_conn(port) else {
+            return false;
+        };
+        let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+            .arg("replicas")
+            .arg(MASTER_NAME)
+            .query(&mut conn)
+            .unwrap_or_default();
+        !replicas.is_empty()
+    })
 }
 
 fn sentinel_conn(port: u16) -> redis::RedisResult<redis::Connection> {
@@ -333,28 +328,11 @@ impl SharedSentinel {
     }
 
     fn replica_in_sync(&self) -> bool {
-        let Ok(mut conn) = sentinel_conn(self.replica_port) else {
-            return false;
-        };
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut conn)
-            .unwrap_or_default();
-        info.contains("master_link_status:up")
+        replica_link_up(&format!("redis://127.0.0.1:{}", self.replica_port))
     }
 
     fn sentinels_know_the_replica(&self) -> bool {
-        self.sentinel_ports.iter().all(|&port| {
-            let Ok(mut conn) = sentinel_conn(port) else {
-                return false;
-            };
-            let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
-                .arg("replicas")
-                .arg(MASTER_NAME)
-                .query(&mut conn)
-                .unwrap_or_default();
-            !replicas.is_empty()
-        })
+        sentinels_know_a_replica(self.sentinel_ports.iter().copied())
     }
 }
 
