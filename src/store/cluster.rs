@@ -47,6 +47,9 @@ pub(crate) const SLOTS: usize = 16384;
 /// A slot no node is known to serve.
 const UNSERVED: u16 = u16::MAX;
 
+/// Nodes met at most (indices stay below [`UNSERVED`]).
+const MAX_NODES: usize = 4096;
+
 /// Redirects one operation follows before it fails: a slot moves once per migration, so
 /// more than two in a row means the cluster is being reconfigured faster than it answers.
 const MAX_REDIRECTS: usize = 5;
@@ -59,8 +62,8 @@ const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(50);
 /// within this, even while the circuit breaker keeps requests away)...
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// ...for this long after the last failure.
-const KEEP_ASKING: Duration = Duration::from_secs(10);
+/// ...for this long after the last failure (or `MOVED`).
+const KEEP_ASKING: Duration = Duration::from_secs(30);
 
 /// The slot of `key`, as Redis Cluster computes it: CRC16 (XMODEM) of the key, or of its
 /// hash tag (the part between the first `{` and the next `}`, if not empty), modulo 16384.
@@ -343,8 +346,14 @@ impl ClusterStore {
     /// by the first requests. After a failure the map's thread asks ([`watch`]).
     async fn refresh(&self, epoch: u64) {
         let _one = self.shared.refreshing.lock().await;
-        if self.shared.topology().epoch != epoch {
-            return;
+        {
+            let topology = self.shared.topology();
+            let recent = topology
+                .refreshed
+                .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY);
+            if topology.epoch != epoch || recent {
+                return;
+            }
         }
         for (host, port) in self.shared.candidates() {
             match self.shared.ask_slots(&host, port).await {
@@ -358,21 +367,32 @@ impl ClusterStore {
             }
         }
         tracing::warn!("no node of the Redis cluster answered CLUSTER SLOTS");
+        self.shared.topology_mut().refreshed = Some(Instant::now());
         self.shared.kick();
     }
 }
 
 impl Shared {
-    /// Every known node, starting with another one each time (so that one dead node is not
-    /// always asked first).
+    /// Every known node, those that serve slots first, starting with another one each
+    /// time (so that one dead node is not always asked first).
     fn candidates(&self) -> Vec<(String, u16)> {
         let mut topology = self.topology_mut();
         let count = topology.nodes.len();
         let start = topology.next_asked % count.max(1);
         topology.next_asked = topology.next_asked.wrapping_add(1);
-        (0..count)
+        let mut serving = vec![false; count];
+        for &index in topology.slots.iter().filter(|&&i| i != UNSERVED) {
+            if let Some(serves) = serving.get_mut(usize::from(index)) {
+                *serves = true;
+            }
+        }
+        let mut order: Vec<usize> = (0..count).map(|i| (start + i) % count).collect();
+        // Stable: the rotation stays within each group.
+        order.sort_by_key(|&i| !serving[i]);
+        order
+            .into_iter()
             .map(|i| {
-                let node = &topology.nodes[(start + i) % count];
+                let node = &topology.nodes[i];
                 (node.host.clone(), node.port)
             })
             .collect()
@@ -407,12 +427,14 @@ impl Shared {
         conn.set_read_timeout(Some(self.options.command_timeout))?;
         conn.set_write_timeout(Some(self.options.command_timeout))?;
         let reply: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
-        parse_slots(reply, host).ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::UnexpectedReturnType,
-                "unexpected CLUSTER SLOTS reply",
-            ))
-        })
+        parse_slots(reply, host)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "unexpected CLUSTER SLOTS reply",
+                ))
+            })
     }
 
     fn topology(&self) -> RwLockReadGuard<'_, Topology> {
@@ -431,11 +453,19 @@ impl Shared {
         if let Some(index) = self.topology().find(host, port) {
             return index;
         }
+        // Opened outside the lock (a pool starts its threads): requests go on meanwhile. Two
+        // requests that meet a new node at once open two; one is kept.
+        let node = self.open_node(host, port);
         let mut topology = self.topology_mut();
         if let Some(index) = topology.find(host, port) {
             return index;
         }
-        let node = self.open_node(host, port);
+        if topology.nodes.len() >= MAX_NODES {
+            // Never in a real cluster (Redis Cluster's own limit is about 1000 nodes): the
+            // slot goes to the first node, whose MOVED sends it on.
+            tracing::error!(port, "too many Redis cluster nodes met; not adding another");
+            return 0;
+        }
         topology.nodes.push(NodeEntry {
             host: host.to_owned(),
             port,
@@ -489,17 +519,24 @@ impl Shared {
             .arg("SLOTS")
             .query_async(&mut conn)
             .await?;
-        parse_slots(reply, host).ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::UnexpectedReturnType,
-                "unexpected CLUSTER SLOTS reply",
-            ))
-        })
+        parse_slots(reply, host)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "unexpected CLUSTER SLOTS reply",
+                ))
+            })
     }
 
     /// Takes `ranges` as the slot map. Replicas are registered too: they are asked for the
     /// map when their master does not answer.
     fn apply(&self, ranges: &[Range]) {
+        if ranges.is_empty() {
+            // A node that has not joined the cluster (yet) knows no slot: not a map.
+            tracing::debug!("a cluster node gave an empty slot map; kept the one known");
+            return;
+        }
         let served: Vec<(usize, usize, u16)> = ranges
             .iter()
             .map(|range| {
@@ -512,14 +549,14 @@ impl Shared {
                 (usize::from(range.start), end, index)
             })
             .collect();
-        let mut slots = vec![UNSERVED; SLOTS];
+        // Only the slots the reply covers move: one that names no master for a slot (a
+        // master failed without a replica, or a node that knows less) leaves it where it was.
+        let mut topology = self.topology_mut();
         for (start, end, index) in served {
             if start <= end {
-                slots[start..=end].fill(index);
+                topology.slots[start..=end].fill(index);
             }
         }
-        let mut topology = self.topology_mut();
-        topology.slots = slots;
         topology.epoch += 1;
         topology.refreshed = Some(Instant::now());
     }
@@ -601,6 +638,10 @@ impl Sender for ClusterStore {
                     if moved {
                         let mut topology = self.shared.topology_mut();
                         topology.slots[usize::from(slot)] = u16::try_from(to).unwrap_or(UNSERVED);
+                        drop(topology);
+                        // A resharding or a failover moves more than this slot: the map's
+                        // thread asks for the whole map.
+                        self.shared.kick();
                     } else {
                         asked = Some(to);
                     }
@@ -844,6 +885,43 @@ mod tests {
         );
         assert!(parse_slots(Value::Int(1), "h").is_none());
         assert!(parse_slots(Value::Array(vec![Value::Int(1)]), "h").is_none());
+    }
+
+    #[test]
+    fn an_empty_map_is_no_map_and_slots_a_reply_leaves_out_stay_where_they_were() {
+        let cluster = ClusterStore::open(
+            &["redis://127.0.0.1:7000".to_owned()],
+            &RedisOptions::default(),
+            Transport::Pool,
+        )
+        .unwrap();
+        let range = |start, end, port| Range {
+            start,
+            end,
+            master: ("127.0.0.1".into(), port),
+            replicas: vec![("127.0.0.1".into(), port + 3)],
+        };
+        assert_eq!(cluster.node_of("k"), None, "nothing known before a map");
+        cluster.shared.apply(&[range(0, 16383, 7000)]);
+        let a = cluster.node_of("k").expect("served");
+        assert_eq!(cluster.serving_nodes(), vec![a]);
+        let epoch = cluster.shared.topology().epoch;
+        cluster.shared.apply(&[]);
+        assert_eq!(
+            cluster.shared.topology().epoch,
+            epoch,
+            "an empty reply is no map"
+        );
+        assert_eq!(cluster.node_of("k"), Some(a));
+        // `foo` is in slot 12182, `bar` in 5061: only the range given moves.
+        cluster.shared.apply(&[range(12000, 12999, 7001)]);
+        let b = cluster.node_of("foo").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(cluster.node_of("bar"), Some(a));
+        assert_eq!(cluster.serving_nodes().len(), 2);
+        // The replicas are known (asked for the map when their masters do not answer), but
+        // serve nothing.
+        assert_eq!(cluster.shared.topology().nodes.len(), 4);
     }
 
     #[test]

@@ -249,9 +249,12 @@ impl Worker {
         }
         #[cfg(feature = "sentinel")]
         if let Some(sentinel) = &self.sentinel {
+            let mut sentinel = sentinel.lock().await;
+            // The other sender may have asked while this one waited for the lock.
+            if let Some(connection) = lock(&self.connection).clone() {
+                return Ok(connection);
+            }
             let client = sentinel
-                .lock()
-                .await
                 .async_get_client()
                 .await
                 .map_err(StoreError::redis)?;

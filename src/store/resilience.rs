@@ -35,7 +35,7 @@ use std::{
     cell::Cell,
     future::Future,
     sync::{
-        atomic::{AtomicU32, AtomicU8, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
     time::{Duration, Instant},
@@ -330,6 +330,9 @@ struct Breaker {
     failures: AtomicU32,
     /// While open: when a probe may go.
     probe_at: Mutex<Instant>,
+    /// One of a cluster's breakers: its changes of state are counted here, and the gauge
+    /// shows the cluster's state as a whole ([`Guarded::publish`]), not this one's.
+    changes: Option<Arc<AtomicU64>>,
 }
 
 /// Leave to ask the store, from [`Breaker::admit`].
@@ -355,6 +358,17 @@ impl Breaker {
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             probe_at: Mutex::new(Instant::now()),
+            changes: None,
+        }
+    }
+
+    /// A change of state, for the gauge (or the cluster's count of changes).
+    fn changed(&self, to: BreakerState) {
+        match &self.changes {
+            Some(changes) => {
+                changes.fetch_add(1, Ordering::Relaxed);
+            }
+            None => telemetry::breaker(to),
         }
     }
 
@@ -391,7 +405,7 @@ impl Breaker {
             CLOSED => Ok(permit(false)),
             OPEN if Instant::now() >= *probe_at => {
                 self.state.store(HALF_OPEN, Ordering::Release);
-                telemetry::breaker(BreakerState::HalfOpen);
+                self.changed(BreakerState::HalfOpen);
                 drop(probe_at);
                 tracing::info!("session store circuit breaker half-open: probing the store");
                 Ok(permit(true))
@@ -409,7 +423,7 @@ impl Breaker {
         }
         *probe_at = Instant::now() + self.config.cool_down;
         self.state.store(OPEN, Ordering::Release);
-        telemetry::breaker(BreakerState::Open);
+        self.changed(BreakerState::Open);
         drop(probe_at);
         let failures = self.failures.load(Ordering::Relaxed);
         let cool_down_ms = u64::try_from(self.config.cool_down.as_millis()).unwrap_or(u64::MAX);
@@ -437,7 +451,7 @@ impl Breaker {
             *at = probe_at;
         }
         self.state.store(to, Ordering::Release);
-        telemetry::breaker(BreakerState::from_u8(to));
+        self.changed(BreakerState::from_u8(to));
         true
     }
 }
@@ -499,14 +513,21 @@ impl Budget {
 /// The resilience settings of one middleware, shared by its workers.
 struct Policy {
     retry: Retry,
-    /// One breaker; on a cluster one per node ([`CLUSTER_BREAKERS`], by node index).
+    /// One breaker; on a cluster one per node ([`CLUSTER_BREAKERS`], by node index), and
+    /// one more ([`UNKNOWN_NODE`]) for keys whose node is not known yet.
     breakers: Box<[Breaker]>,
+    /// A cluster's: changes of state of its breakers, and how many the gauge has shown.
+    changes: Option<(Arc<AtomicU64>, AtomicU64)>,
 }
 
-/// Breakers of a cluster's middleware: node `i` has breaker `i % CLUSTER_BREAKERS` (nodes
-/// are numbered as they are met; masters and replicas together stay below this in most
+/// Breakers of a cluster's nodes: node `i` has breaker `i % CLUSTER_BREAKERS` (nodes are
+/// numbered as they are met; masters and replicas together stay below this in most
 /// deployments, and past it two nodes share one).
 const CLUSTER_BREAKERS: usize = 64;
+
+/// The breaker of a cluster's keys whose node is not known (no slot map yet, or a slot no
+/// master serves): not any node's, so that those failures stop no node's sessions.
+const UNKNOWN_NODE: usize = CLUSTER_BREAKERS;
 
 /// A server-side store behind the retry and breaker layer.
 #[derive(Clone)]
@@ -518,23 +539,44 @@ pub(crate) struct Guarded {
 
 impl Guarded {
     pub(crate) fn new(store: Store, retry: Retry, breaker: CircuitBreaker) -> Guarded {
-        let count = match store {
-            Store::Cluster(_) => CLUSTER_BREAKERS,
-            _ => 1,
-        };
+        let cluster = matches!(store, Store::Cluster(_));
         let policy = (!matches!(store, Store::Memory(_))).then(|| {
+            let changes = cluster.then(|| Arc::new(AtomicU64::new(0)));
+            let count = if cluster { CLUSTER_BREAKERS + 1 } else { 1 };
+            let breakers = (0..count)
+                .map(|_| Breaker {
+                    changes: changes.clone(),
+                    ..Breaker::new(breaker)
+                })
+                .collect();
             Arc::new(Policy {
                 retry,
-                breakers: (0..count).map(|_| Breaker::new(breaker)).collect(),
+                breakers,
+                changes: changes.map(|changes| (changes, AtomicU64::new(0))),
             })
         });
         Guarded { store, policy }
     }
 
+    /// On a cluster, after one of its breakers changed state: the gauge shows the cluster's
+    /// state as a whole ([`Guarded::health`]), so that a dead master's breaker, left open
+    /// once its replica took over, does not keep it open.
+    fn publish(&self) {
+        let Some((changes, shown)) = self.policy.as_ref().and_then(|p| p.changes.as_ref()) else {
+            return;
+        };
+        let now = changes.load(Ordering::Relaxed);
+        if shown.swap(now, Ordering::Relaxed) != now {
+            telemetry::breaker(self.health().state());
+        }
+    }
+
     /// Which breaker judges operations on `key` now (on a cluster: the node serving it).
     fn shard(&self, key: &str) -> usize {
         match &self.store {
-            Store::Cluster(cluster) => cluster.node_of(key).unwrap_or(0) % CLUSTER_BREAKERS,
+            Store::Cluster(cluster) => cluster
+                .node_of(key)
+                .map_or(UNKNOWN_NODE, |node| node % CLUSTER_BREAKERS),
             _ => 0,
         }
     }
@@ -562,11 +604,17 @@ impl Guarded {
         // A cluster: the masters' breakers together. Open only if every master's is (no
         // session can be served); half-open if some are open or probing (the others' are
         // served); closed if none.
-        let masters: Vec<StoreHealth> = cluster
+        let unknown = policy.breakers[UNKNOWN_NODE].health();
+        let mut masters: Vec<StoreHealth> = cluster
             .serving_nodes()
             .into_iter()
             .map(|node| policy.breakers[node % CLUSTER_BREAKERS].health())
             .collect();
+        // Before the first map, or with slots no master serves: the breaker of the keys
+        // whose node is not known counts too.
+        if masters.is_empty() || unknown.state() != BreakerState::Closed {
+            masters.push(unknown);
+        }
         let failures = masters
             .iter()
             .map(StoreHealth::consecutive_failures)
@@ -607,14 +655,16 @@ impl Guarded {
         match &self.policy {
             None => self.store.load(key, ttl).await,
             Some(policy) => {
-                policy
+                let loaded = policy
                     .run(
                         "load",
                         budget,
                         || self.shard(key),
                         |_| self.store.load(key, ttl),
                     )
-                    .await
+                    .await;
+                self.publish();
+                loaded
             }
         }
     }
@@ -631,14 +681,16 @@ impl Guarded {
         match &self.policy {
             None => self.store.query(key, &build).await,
             Some(policy) => {
-                policy
+                let replies = policy
                     .run(
                         op,
                         budget,
                         || self.shard(key),
                         |_| self.store.query(key, &build),
                     )
-                    .await
+                    .await;
+                self.publish();
+                replies
             }
         }
     }
@@ -658,7 +710,7 @@ impl Guarded {
             Write::Empty { .. } => "empty",
             Write::Delete { .. } => "delete",
         };
-        policy
+        let written = policy
             .run(
                 op,
                 budget,
@@ -690,7 +742,9 @@ impl Guarded {
                     }
                 },
             )
-            .await
+            .await;
+        self.publish();
+        written
     }
 
     /// See [`Store::write_detached`]; skipped while the breaker is open (a touch not sent
@@ -930,6 +984,7 @@ mod tests {
         Policy {
             retry,
             breakers: Box::new([Breaker::new(breaker)]),
+            changes: None,
         }
     }
 
@@ -946,6 +1001,7 @@ mod tests {
             breakers: (0..3)
                 .map(|_| Breaker::new(CircuitBreaker::new().failures(2)))
                 .collect(),
+            changes: None,
         };
         let budget = Budget::new(Duration::from_secs(5));
         for _ in 0..2 {
