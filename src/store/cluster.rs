@@ -427,14 +427,7 @@ impl Shared {
         conn.set_read_timeout(Some(self.options.command_timeout))?;
         conn.set_write_timeout(Some(self.options.command_timeout))?;
         let reply: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
-        parse_slots(reply, host)
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| {
-                RedisError::from((
-                    ErrorKind::UnexpectedReturnType,
-                    "unexpected CLUSTER SLOTS reply",
-                ))
-            })
+        slot_map(reply, host)
     }
 
     fn topology(&self) -> RwLockReadGuard<'_, Topology> {
@@ -519,14 +512,7 @@ impl Shared {
             .arg("SLOTS")
             .query_async(&mut conn)
             .await?;
-        parse_slots(reply, host)
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| {
-                RedisError::from((
-                    ErrorKind::UnexpectedReturnType,
-                    "unexpected CLUSTER SLOTS reply",
-                ))
-            })
+        slot_map(reply, host)
     }
 
     /// Takes `ranges` as the slot map. Replicas are registered too: they are asked for the
@@ -769,6 +755,19 @@ struct Range {
     end: u16,
     master: (String, u16),
     replicas: Vec<(String, u16)>,
+}
+
+/// A `CLUSTER SLOTS` reply of the node on `host` as a slot map: its ranges, if it has any
+/// (a node that has not joined the cluster knows none, which is no map).
+fn slot_map(reply: Value, host: &str) -> Result<Vec<Range>, RedisError> {
+    parse_slots(reply, host)
+        .filter(|ranges| !ranges.is_empty())
+        .ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "unexpected CLUSTER SLOTS reply",
+            ))
+        })
 }
 
 /// The ranges of a `CLUSTER SLOTS` reply asked of the node on `asked` (a node whose host is
