@@ -22,8 +22,8 @@ use crate::{
         commands::RedisOptions,
         cookie::{plaintext_budget, Sealer},
         memory::MemoryStore,
-        Choice, CircuitBreaker, Guarded, IntoStore, MultiplexedStore, RedisStore, RedisTls, Retry,
-        Store, StoreChoice,
+        Cache, Choice, CircuitBreaker, Guarded, IntoStore, LocalCache, MultiplexedStore,
+        RedisStore, RedisTls, Retry, Store, StoreChoice,
     },
 };
 
@@ -86,6 +86,9 @@ pub struct RedisSessionBuilder {
     persistent_cookie: bool,
     idle_timeout: Duration,
     touch_after: Duration,
+    /// Whether the application called `touch_after` (the local cache sets a default only if
+    /// not).
+    touch_after_set: bool,
     absolute_timeout: Option<Duration>,
     remember_max: Duration,
     allow_remember: bool,
@@ -119,6 +122,7 @@ pub struct RedisSessionBuilder {
     on_session_load_error: Option<LoadErrorCallback>,
     /// The preset applied last, for the warning at start-up.
     preset: Option<Preset>,
+    local_cache: Option<LocalCache>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +149,7 @@ impl RedisSessionBuilder {
             persistent_cookie: false,
             idle_timeout: Duration::from_secs(3600),
             touch_after: Duration::ZERO,
+            touch_after_set: false,
             absolute_timeout: None,
             remember_max: MAX_LIFETIME,
             allow_remember: true,
@@ -184,6 +189,7 @@ impl RedisSessionBuilder {
             on_store_failure: None,
             on_session_load_error: None,
             preset: None,
+            local_cache: None,
         }
     }
 
@@ -294,6 +300,40 @@ impl RedisSessionBuilder {
     /// ```
     pub fn touch_after(mut self, interval: Duration) -> Self {
         self.touch_after = interval;
+        self.touch_after_set = true;
+        self
+    }
+
+    /// Keeps loaded sessions in this process's memory, coherent with Redis: a request whose
+    /// session is cached costs no Redis round trip, and Redis tells every process the moment
+    /// a session changes anywhere (`CLIENT TRACKING` in broadcast mode, one connection per
+    /// middleware), so a write on one server is seen by the next request on every other.
+    /// Off by default. See [`LocalCache`] for the sizes, and the README's "Local cache" for
+    /// the guarantees and when not to use it.
+    ///
+    /// Needs [`touch_after`](Self::touch_after), because every TTL refresh evicts the
+    /// session from every cache: left at zero (or by a preset), it becomes 60 seconds, or
+    /// half the idle timeout if that is shorter, and `build` says so in the log; set to zero
+    /// by this builder's own call, `build` fails. One Redis server by URL only
+    /// ([`RedisSession::builder`]), either transport: `build` fails with Sentinel, a
+    /// cluster, an application's pool or another store.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_redis_session::{store::LocalCache, Key, RedisSession, Transport};
+    ///
+    /// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+    ///     .transport(Transport::Multiplexed)
+    ///     .touch_after(Duration::from_secs(120))
+    ///     .local_cache(LocalCache::new().max_bytes(128 << 20))
+    ///     .build()?;
+    /// // Hits, misses, invalidations: `sessions.cache_stats()`.
+    /// # drop(sessions);
+    /// # Ok::<(), actix_redis_session::ConfigError>(())
+    /// ```
+    pub fn local_cache(mut self, cache: LocalCache) -> Self {
+        self.redis_only.get_or_insert("local_cache");
+        self.local_cache = Some(cache);
         self
     }
 
@@ -976,8 +1016,36 @@ impl RedisSessionBuilder {
     /// [`ConfigError::InvalidUrl`] for a URL Redis cannot use, [`ConfigError::TlsNotEnabled`]
     /// for `rediss://` without the `tls` feature, [`ConfigError::InvalidOption`] for an option
     /// out of range.
-    pub fn build(self) -> Result<RedisSession, ConfigError> {
+    pub fn build(mut self) -> Result<RedisSession, ConfigError> {
+        if self.local_cache.is_some() && self.touch_after.is_zero() {
+            if self.touch_after_set {
+                return Err(ConfigError::InvalidOption {
+                    option: "local_cache",
+                    reason: "needs touch_after above zero: every TTL refresh evicts the \
+                             session from every process's cache",
+                });
+            }
+            self.touch_after = Duration::from_secs(60).min(self.idle_timeout / 2);
+            tracing::info!(
+                touch_after_secs = self.touch_after.as_secs_f64(),
+                "local_cache: touch_after was zero; set so that TTL refreshes (which evict \
+                 the session from every cache) are rare"
+            );
+        }
         self.check()?;
+        if let Some(cache) = &self.local_cache {
+            cache.check().map_err(|reason| ConfigError::InvalidOption {
+                option: "local_cache",
+                reason,
+            })?;
+            if !matches!(self.backend, Backend::Url(_)) {
+                return Err(ConfigError::InvalidOption {
+                    option: "local_cache",
+                    reason: "needs one Redis server by URL (RedisSession::builder): not yet \
+                             Sentinel or a cluster, nor an application's pool or another store",
+                });
+            }
+        }
         let codecs = Codecs::new(
             self.codec.clone(),
             self.read_codecs.clone(),
@@ -1033,12 +1101,27 @@ impl RedisSessionBuilder {
             eprintln!("{WARNING}");
         }
         let engine = match self.backend {
-            Backend::Url(ref url) => Engine::Server(self.guarded(match self.transport {
-                Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
-                Transport::Multiplexed => {
-                    Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
-                }
-            })),
+            Backend::Url(ref url) => {
+                let guarded = self.guarded(match self.transport {
+                    Transport::Pool => Store::Redis(RedisStore::open(url, &self.redis)?),
+                    Transport::Multiplexed => {
+                        Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
+                    }
+                });
+                Engine::Server(match &self.local_cache {
+                    None => guarded,
+                    Some(settings) => {
+                        let client = crate::store::redis::client(url, self.redis.tls.as_ref())?;
+                        let timeouts = (self.redis.connect_timeout, self.redis.command_timeout);
+                        let cache = Cache::start(settings, &client, &self.key_prefix, timeouts)
+                            .map_err(|_| ConfigError::InvalidOption {
+                                option: "local_cache",
+                                reason: "could not start the cache's tracking thread",
+                            })?;
+                        guarded.with_cache(cache)
+                    }
+                })
+            }
             #[cfg(feature = "sentinel")]
             Backend::Sentinel {
                 ref sentinels,

@@ -88,3 +88,21 @@ pub(crate) fn batch(requests: usize) {
     #[cfg(not(feature = "metrics"))]
     let _ = requests;
 }
+
+/// The local cache: a load served from it (`hit`), sent to Redis with tracking on (`miss`)
+/// or off (`bypass`); an entry dropped because Redis said it changed (`invalidation`), to
+/// make room or at its time to live (`eviction`); the whole cache dropped (`flush`).
+pub(crate) fn cache_event(event: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("session_cache_events_total", "event" => event).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = event;
+}
+
+/// Whether the local cache's tracking connection is up (1) or not (0).
+pub(crate) fn cache_tracking(on: bool) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!("session_cache_tracking").set(if on { 1.0 } else { 0.0 });
+    #[cfg(not(feature = "metrics"))]
+    let _ = on;
+}

@@ -154,6 +154,27 @@ impl RedisSession {
     /// # drop(app);
     /// ```
     pub fn store_health(&self) -> StoreHealth {
+        self.health()
+    }
+
+    /// What the [local cache](crate::RedisSessionBuilder::local_cache) has done: hits,
+    /// misses, invalidations, evictions, and whether tracking is on now. `None` without a
+    /// local cache. Shared by every worker and clone of this middleware.
+    ///
+    /// ```
+    /// use actix_redis_session::{Key, RedisSession};
+    ///
+    /// let sessions = RedisSession::memory(Key::generate());
+    /// assert!(sessions.cache_stats().is_none());
+    /// ```
+    pub fn cache_stats(&self) -> Option<crate::store::CacheStats> {
+        match &self.inner.engine {
+            Engine::Server(store) => store.cache_stats(),
+            Engine::Cookie(_) => None,
+        }
+    }
+
+    fn health(&self) -> StoreHealth {
         match &self.inner.engine {
             Engine::Server(store) => store.health(),
             Engine::Cookie(_) => Guarded::healthy(),

@@ -324,7 +324,7 @@ fn millis(d: Duration) -> u64 {
 
 /// The fields of an HGETALL reply (RESP2 flat array or RESP3 map). Field names that are not
 /// UTF-8 cannot be ours and are skipped.
-fn to_fields(value: Value) -> Fields {
+pub(crate) fn to_fields(value: Value) -> Fields {
     fn field(pair: (Value, Value)) -> Option<(String, Vec<u8>)> {
         match pair {
             (Value::BulkString(name), Value::BulkString(value)) => {

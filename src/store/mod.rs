@@ -18,6 +18,7 @@
 //!   [`RedisSession::builder_with`](crate::RedisSession::builder_with).
 
 pub(crate) mod batch;
+mod cache;
 // Compiled without the `cluster` feature too (it needs no dependency of its own), so that
 // the store's code has one shape; only `builder_cluster` is behind the feature.
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
@@ -35,12 +36,14 @@ use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, t
 
 use self::batch::Sender as _;
 pub(crate) use self::{
+    cache::Cache,
     cluster::ClusterStore,
     multiplexed::MultiplexedStore,
     redis::RedisStore,
     resilience::{Budget, Guarded},
 };
 pub use self::{
+    cache::{CacheStats, LocalCache},
     cookie::CookieStore,
     file::FileStore,
     memory::MemoryStore,

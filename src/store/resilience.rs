@@ -43,7 +43,10 @@ use std::{
 
 use backon::BackoffBuilder as _;
 
-use super::{Fields, Outcome, Store, Write};
+use super::{
+    commands::{pttl, to_fields, Commands},
+    Cache, Fields, Outcome, Store, Write,
+};
 use crate::{
     error::{StoreError, StoreErrorKind},
     record::CREATED,
@@ -535,6 +538,8 @@ pub(crate) struct Guarded {
     store: Store,
     /// `None` for the memory store, which cannot fail.
     policy: Option<Arc<Policy>>,
+    /// The local cache in front of it ([`LocalCache`](super::LocalCache)), if on.
+    cache: Option<Cache>,
 }
 
 impl Guarded {
@@ -555,7 +560,22 @@ impl Guarded {
                 changes: changes.map(|changes| (changes, AtomicU64::new(0))),
             })
         });
-        Guarded { store, policy }
+        Guarded {
+            store,
+            policy,
+            cache: None,
+        }
+    }
+
+    /// The same, with the local cache in front of it.
+    pub(crate) fn with_cache(mut self, cache: Cache) -> Guarded {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// What the local cache has done, if there is one.
+    pub(crate) fn cache_stats(&self) -> Option<super::CacheStats> {
+        self.cache.as_ref().map(Cache::stats)
     }
 
     /// On a cluster, after one of its breakers changed state: the gauge shows the cluster's
@@ -586,6 +606,7 @@ impl Guarded {
         Guarded {
             store: self.store.for_worker(),
             policy: self.policy.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -645,13 +666,42 @@ impl Guarded {
         }
     }
 
-    /// See [`Store::load`].
+    /// See [`Store::load`]. With the local cache (and no TTL to move: `touch_after`), from
+    /// the cache when the record is there; otherwise from the store, with its time to live,
+    /// kept in the cache unless an invalidation raced the reply.
     pub(crate) async fn load(
         &self,
         key: &str,
         ttl: Option<Duration>,
         budget: &Budget,
     ) -> Result<Option<Fields>, StoreError> {
+        if let (Some(cache), None) = (&self.cache, ttl) {
+            if let Some(fields) = cache.get(key) {
+                return Ok(Some(fields));
+            }
+            if let Some(ticket) = cache.ticket() {
+                let replies = self
+                    .query("load", budget, key, |pipe| {
+                        Commands::load(pipe, key, None);
+                        pipe.cmd("PTTL").arg(key);
+                    })
+                    .await;
+                let mut replies = match replies {
+                    Ok(replies) => replies.into_iter(),
+                    // Not a hash: no session (see `commands::loaded`), nothing cached.
+                    Err(e) if e.is_wrong_type() => return Ok(Some(Fields::new())),
+                    Err(e) => return Err(e),
+                };
+                let fields = to_fields(replies.next().unwrap_or(redis::Value::Nil));
+                if fields.is_empty() {
+                    return Ok(None);
+                }
+                if let Some(pttl) = pttl(replies.next()) {
+                    cache.fill(key, ticket, &fields, pttl);
+                }
+                return Ok(Some(fields));
+            }
+        }
         match &self.policy {
             None => self.store.load(key, ttl).await,
             Some(policy) => {
@@ -695,12 +745,23 @@ impl Guarded {
         }
     }
 
-    /// See [`Store::write`].
+    /// See [`Store::write`]; the local cache's entry follows what the write did.
     pub(crate) async fn write(
         &self,
         write: &Write,
         budget: &Budget,
     ) -> Result<Outcome, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.write_now(write, budget).await;
+        };
+        // Dropped unfinished if this request is: the entry then goes.
+        let writing = cache.begin(write);
+        let written = self.write_now(write, budget).await;
+        writing.finish(write, &written);
+        written
+    }
+
+    async fn write_now(&self, write: &Write, budget: &Budget) -> Result<Outcome, StoreError> {
         let Some(policy) = &self.policy else {
             return self.store.write(write).await;
         };
@@ -756,6 +817,9 @@ impl Guarded {
                 .load(Ordering::Acquire)
                 != CLOSED
         });
+        if let Some(cache) = &self.cache {
+            cache.forget(write);
+        }
         if !open {
             self.store.write_detached(write);
         }

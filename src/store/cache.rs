@@ -1,0 +1,963 @@
+//! The local session cache, kept coherent by Redis ([`LocalCache`]).
+//!
+//! Loaded records are kept in this process's memory (a bounded [moka] cache), so that a
+//! request whose session is here costs no round trip. What keeps the copies right is Redis's
+//! server-assisted client-side caching in broadcast mode: one connection per process (the
+//! *tracking* connection, RESP3) runs `CLIENT TRACKING ON BCAST PREFIX <key_prefix>`, and
+//! Redis pushes on it the name of every key under the prefix that anyone changes (`HSET`,
+//! `HDEL`, `PEXPIRE`, `DEL`, an expiry, `FLUSHDB`), whoever the writer: another instance of
+//! the application, an administrator, another service. Each push evicts that key here.
+//!
+//! The rules that make it coherent:
+//!
+//! - **A racing reply is never cached.** Every key falls in one of [`BUCKETS`] buckets with
+//!   a counter that each invalidation (and each write of this process) moves. A load takes a
+//!   ticket (the counters as they are) before it asks Redis, and its reply enters the cache
+//!   only if nothing moved its bucket meanwhile. Both the check and the eviction run under
+//!   moka's per-key lock ([`moka::sync::Cache::entry`]), so an eviction never falls between
+//!   a check and its insert.
+//! - **No tracking, no cache.** Until the tracking connection has said `OK` to `CLIENT
+//!   TRACKING`, and from the moment it drops (the driver's disconnection push, a failed
+//!   keep-alive `PING`), the cache is flushed and bypassed: loads go to Redis and nothing is
+//!   kept. The `epoch` counter (odd: tracking on) stamps tickets and entries, so that a
+//!   reply that was in flight across a reconnection is not kept either.
+//! - **This process's own writes** update the entry in place (the fields the write set and
+//!   removed, applied to what was loaded) if nothing else touched its bucket while the write
+//!   was out. Redis echoes them back as invalidations like anyone else's: it cannot say who
+//!   wrote (a push is a key name, and one push may stand for several writes of one event-loop
+//!   turn). So an entry this process wrote is not just dropped at the echo: it is read again
+//!   on the tracking connection ([`Refresh`]), and the next request finds it here. An entry
+//!   that was only loaded is dropped at the next invalidation.
+//! - **Expiry.** An entry lives no longer than the record's own TTL as Redis reported it
+//!   (`PTTL`, read with every miss) or as this process's write set it, and no longer than
+//!   [`LocalCache::time_to_live`].
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering::SeqCst},
+        Arc, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use moka::{
+    notification::RemovalCause,
+    ops::compute::{CompResult, Op},
+};
+use redis::{PushInfo, PushKind, Value};
+
+use super::{commands, Fields, Outcome, Write};
+use crate::{error::StoreError, telemetry};
+
+/// Buckets of the race check. More buckets, fewer false alarms (a load not cached because
+/// another key of its bucket changed meanwhile), at 12 bytes each.
+const BUCKETS: usize = 4096;
+
+/// How often the tracking connection is asked `PING` when nothing else happens on it: a
+/// connection that died without a word (a network partition) is noticed within this plus
+/// the command timeout, and the cache is bypassed from then on.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// The longest wait between two attempts to bring tracking back.
+const RECONNECT_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+
+/// Keys read again per round trip by the refresher.
+const REFRESH_BATCH: usize = 64;
+
+/// The local session cache: most requests find their session in this process's memory and
+/// cost no Redis round trip at all, and Redis tells every process when a session changes
+/// anywhere, so no process serves a copy that Redis has said is out of date.
+///
+/// Off by default; turn it on with
+/// [`RedisSessionBuilder::local_cache`](crate::RedisSessionBuilder::local_cache). It needs
+/// Redis 6 or later (`CLIENT TRACKING`, RESP3), one server (not Sentinel or Cluster, yet),
+/// and [`touch_after`](crate::RedisSessionBuilder::touch_after): every TTL refresh is a
+/// write that evicts the session from every process's cache, so the refresh must be rare.
+/// Left at zero, `touch_after` is set to 60 seconds (or half the idle timeout, if that is
+/// shorter), and the build says so in the log. See the README's "Local cache" for what it
+/// guarantees across processes and how to size it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_redis_session::{store::LocalCache, Key, RedisSession};
+///
+/// let sessions = RedisSession::builder("redis://127.0.0.1:6379", Key::generate())
+///     .touch_after(Duration::from_secs(60))
+///     .local_cache(LocalCache::new().max_bytes(64 << 20).max_entries(100_000))
+///     .build()?;
+/// # drop(sessions);
+/// # Ok::<(), actix_redis_session::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalCache {
+    pub(crate) max_bytes: u64,
+    pub(crate) max_entries: u64,
+    pub(crate) time_to_live: Duration,
+}
+
+impl Default for LocalCache {
+    fn default() -> Self {
+        LocalCache::new()
+    }
+}
+
+impl LocalCache {
+    /// 32 MiB, 100,000 sessions, 5 minutes.
+    pub fn new() -> LocalCache {
+        LocalCache {
+            max_bytes: 32 << 20,
+            max_entries: 100_000,
+            time_to_live: Duration::from_secs(300),
+        }
+    }
+
+    /// The most memory the cached sessions take in this process: their field names and
+    /// values, their keys, and about 100 bytes of bookkeeping each. The least recently and
+    /// least often used go first when it is full. Default: 32 MiB. At least 64 KiB.
+    pub fn max_bytes(mut self, bytes: u64) -> LocalCache {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// The most sessions kept in this process. Default: 100,000. At least 1.
+    pub fn max_entries(mut self, entries: u64) -> LocalCache {
+        self.max_entries = entries;
+        self
+    }
+
+    /// How long a session stays cached at most, however often it is used, before it is
+    /// read from Redis again: a bound on what a lost invalidation could cost, should one
+    /// ever be lost. Default: 5 minutes. From 1 second to 1 day.
+    pub fn time_to_live(mut self, ttl: Duration) -> LocalCache {
+        self.time_to_live = ttl;
+        self
+    }
+
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if self.max_bytes < 64 << 10 {
+            return Err("max_bytes must be at least 64 KiB");
+        }
+        if self.max_entries == 0 {
+            return Err("max_entries must be at least 1");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&self.time_to_live) {
+            return Err("time_to_live must be from 1 second to 1 day");
+        }
+        Ok(())
+    }
+}
+
+/// What the local cache has done since the middleware was built
+/// ([`RedisSession::cache_stats`](crate::RedisSession::cache_stats)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Loads served from the cache.
+    pub hits: u64,
+    /// Loads that went to Redis while tracking was on (the reply is cached unless an
+    /// invalidation raced it).
+    pub misses: u64,
+    /// Loads that went to Redis while tracking was off (nothing cached).
+    pub bypassed: u64,
+    /// Sessions dropped because Redis said they changed.
+    pub invalidations: u64,
+    /// Sessions dropped to make room, or at their time to live.
+    pub evictions: u64,
+    /// Sessions read again after Redis echoed this process's own write.
+    pub refreshes: u64,
+    /// Times the whole cache was dropped: the tracking connection went away, or the
+    /// database was flushed.
+    pub flushes: u64,
+    /// Sessions in the cache now (approximate: moka counts lazily).
+    pub entries: u64,
+    /// Their size in bytes, as [`LocalCache::max_bytes`] counts it (approximate).
+    pub bytes: u64,
+    /// Whether tracking is on now, so that the cache is used.
+    pub tracking: bool,
+}
+
+/// A cached record.
+#[derive(Debug)]
+struct Entry {
+    fields: Fields,
+    /// When the record expires in Redis (or the cache's own time to live ends), whichever
+    /// comes first.
+    deadline: Instant,
+    /// The tracking epoch it was read in: an entry of another epoch is never served.
+    epoch: u64,
+    /// Written by this process: read again when Redis echoes the write.
+    ours: bool,
+}
+
+/// The counters at the moment a load asked Redis.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    epoch: u64,
+    seq: u64,
+}
+
+/// The cache as the store layer uses it: shared by every worker of one middleware.
+#[derive(Clone)]
+pub(crate) struct Cache {
+    core: Arc<Core>,
+}
+
+struct Core {
+    entries: moka::sync::Cache<String, Arc<Entry>>,
+    /// Odd while tracking is on.
+    epoch: AtomicU64,
+    /// Moves with every invalidation and every write of this process.
+    seq: AtomicU64,
+    /// The `seq` of the last change in each bucket.
+    changed: Box<[AtomicU64]>,
+    /// Writes of this process out now, per bucket.
+    writing: Box<[AtomicU32]>,
+    time_to_live: Duration,
+    /// Keys whose own write Redis echoed, for the refresher.
+    refresh: tokio::sync::mpsc::UnboundedSender<String>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypassed: AtomicU64,
+    invalidations: AtomicU64,
+    evictions: Arc<AtomicU64>,
+    refreshes: AtomicU64,
+    flushes: AtomicU64,
+}
+
+impl Cache {
+    /// A cache kept coherent through a tracking connection to the server `client` names,
+    /// for the keys under `prefix`; `timeouts` are (connect, command).
+    pub(crate) fn start(
+        settings: &LocalCache,
+        client: &redis::Client,
+        prefix: &str,
+        timeouts: (Duration, Duration),
+    ) -> Result<Cache, std::io::Error> {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = Arc::clone(&evictions);
+        // Every entry weighs at least max_bytes / max_entries, so that the byte bound also
+        // bounds the count (moka has one capacity).
+        let floor =
+            u32::try_from((settings.max_bytes / settings.max_entries).max(1)).unwrap_or(u32::MAX);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(move |key: &String, entry: &Arc<Entry>| {
+                let size = ENTRY_OVERHEAD
+                    + key.len()
+                    + entry
+                        .fields
+                        .iter()
+                        .map(|(name, value)| FIELD_OVERHEAD + name.len() + value.len())
+                        .sum::<usize>();
+                u32::try_from(size).unwrap_or(u32::MAX).max(floor)
+            })
+            .expire_after(Deadline)
+            .eviction_listener(move |_key, _entry, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    evicted.fetch_add(1, SeqCst);
+                    telemetry::cache_event("eviction");
+                }
+            })
+            .build();
+        let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
+        let core = Arc::new(Core {
+            entries,
+            epoch: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            changed: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            writing: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            time_to_live: settings.time_to_live,
+            refresh,
+            stats: Counters {
+                evictions,
+                ..Counters::default()
+            },
+        });
+        let tracking = tracking_client(client)?;
+        let weak = Arc::downgrade(&core);
+        let prefix = prefix.to_owned();
+        std::thread::Builder::new()
+            .name("session-cache-tracking".into())
+            .spawn(move || track(tracking, prefix, weak, refreshes, timeouts))?;
+        telemetry::cache_tracking(false);
+        Ok(Cache { core })
+    }
+
+    /// The cached record under `key`, if it is here, valid, and tracking is on.
+    pub(crate) fn get(&self, key: &str) -> Option<Fields> {
+        let core = &self.core;
+        let epoch = core.epoch.load(SeqCst);
+        if !on(epoch) {
+            return None;
+        }
+        let entry = core.entries.get(key)?;
+        if entry.epoch != epoch || entry.deadline <= Instant::now() {
+            return None;
+        }
+        core.stats.hits.fetch_add(1, SeqCst);
+        telemetry::cache_event("hit");
+        Some(entry.fields.clone())
+    }
+
+    /// A ticket for a load about to ask Redis; `None` (and counted as bypassed) while
+    /// tracking is off.
+    pub(crate) fn ticket(&self) -> Option<Ticket> {
+        let core = &self.core;
+        let epoch = core.epoch.load(SeqCst);
+        if !on(epoch) {
+            core.stats.bypassed.fetch_add(1, SeqCst);
+            telemetry::cache_event("bypass");
+            return None;
+        }
+        core.stats.misses.fetch_add(1, SeqCst);
+        telemetry::cache_event("miss");
+        Some(core.ticket(epoch))
+    }
+
+    /// Keeps what a load with `ticket` read: the record and its time to live in Redis.
+    pub(crate) fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, pttl: Duration) {
+        self.core
+            .fill(key, ticket, fields, Instant::now() + pttl, false);
+    }
+
+    /// Before a write of this process goes out.
+    pub(crate) fn begin(&self, write: &Write) -> Writing {
+        let key = write.key().to_owned();
+        let bucket = bucket(&key);
+        let core = &self.core;
+        // In this order: a load that checks in between sees the write out.
+        core.writing[bucket].fetch_add(1, SeqCst);
+        let start = core.change(bucket);
+        Writing {
+            core: Arc::clone(core),
+            key,
+            bucket,
+            start,
+            epoch: core.epoch.load(SeqCst),
+            sent: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// A write sent without waiting for its answer (a touch): the entry goes, since what
+    /// Redis holds after it is not known here; the next load reads it again.
+    pub(crate) fn forget(&self, write: &Write) {
+        let key = write.key();
+        let core = &self.core;
+        core.change(bucket(key));
+        core.remove(key);
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        let core = &self.core;
+        let s = &core.stats;
+        CacheStats {
+            hits: s.hits.load(SeqCst),
+            misses: s.misses.load(SeqCst),
+            bypassed: s.bypassed.load(SeqCst),
+            invalidations: s.invalidations.load(SeqCst),
+            evictions: s.evictions.load(SeqCst),
+            refreshes: s.refreshes.load(SeqCst),
+            flushes: s.flushes.load(SeqCst),
+            entries: core.entries.entry_count(),
+            bytes: core.entries.weighted_size(),
+            tracking: on(core.epoch.load(SeqCst)),
+        }
+    }
+}
+
+/// moka's bookkeeping per entry, roughly, and ours; and per field (a `String` and a
+/// `Vec<u8>` in a hash map).
+const ENTRY_OVERHEAD: usize = 128;
+const FIELD_OVERHEAD: usize = 56;
+
+/// A write of this process, out now. [`Writing::finish`] with its answer; dropped without
+/// (the request was cancelled), the entry goes.
+pub(crate) struct Writing {
+    core: Arc<Core>,
+    key: String,
+    bucket: usize,
+    /// The bucket's counter as this write moved it.
+    start: u64,
+    epoch: u64,
+    sent: Instant,
+    done: bool,
+}
+
+impl Writing {
+    /// Brings the entry in line with what the write did.
+    pub(crate) fn finish(mut self, write: &Write, outcome: &Result<Outcome, StoreError>) {
+        self.done = true;
+        let core = &self.core;
+        let deadline = |ttl: Duration| (self.sent + ttl).min(Instant::now() + core.time_to_live);
+        // Nothing else changed the bucket while the write was out (no invalidation, no
+        // other write of this process), and tracking stayed on: what this process knows of
+        // the record after its write is what Redis holds.
+        let quiet = || {
+            core.changed[self.bucket].load(SeqCst) == self.start
+                && core.epoch.load(SeqCst) == self.epoch
+                && on(self.epoch)
+        };
+        let epoch = self.epoch;
+        let applied = matches!(
+            (write, outcome),
+            (
+                Write::Create { .. } | Write::Update { .. },
+                Ok(Outcome::Applied)
+            )
+        );
+        let mut reread = false;
+        core.entries
+            .entry(self.key.clone())
+            .and_compute_with(|current| match write {
+                _ if !applied => Op::Remove,
+                // Something else changed the bucket while the write was out: an invalidation
+                // (often the echo of this very write, which can arrive before its answer),
+                // or another write of this process. What Redis holds now is read again.
+                _ if !quiet() => {
+                    reread = true;
+                    Op::Remove
+                }
+                Write::Create { fields, ttl, .. } => Op::Put(Arc::new(Entry {
+                    fields: fields.iter().cloned().collect(),
+                    deadline: deadline(*ttl),
+                    epoch,
+                    ours: true,
+                })),
+                Write::Update { set, del, ttl, .. } => match current.map(|c| c.into_value()) {
+                    Some(current) if current.epoch == epoch => {
+                        let mut fields = current.fields.clone();
+                        fields.extend(set.iter().cloned());
+                        for name in del {
+                            fields.remove(name);
+                        }
+                        Op::Put(Arc::new(Entry {
+                            fields,
+                            deadline: deadline(*ttl),
+                            epoch,
+                            ours: true,
+                        }))
+                    }
+                    // Not loaded here (or of another epoch): nothing to update.
+                    _ => Op::Remove,
+                },
+                _ => Op::Remove,
+            });
+        if reread && on(epoch) {
+            let _ = core.refresh.send(self.key.clone());
+        }
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if !self.done {
+            self.core.remove(&self.key);
+        }
+        // Loads whose ticket is older than this may have read before the write: not kept.
+        self.core.change(self.bucket);
+        self.core.writing[self.bucket].fetch_sub(1, SeqCst);
+    }
+}
+
+impl Core {
+    fn ticket(&self, epoch: u64) -> Ticket {
+        Ticket {
+            epoch,
+            seq: self.seq.load(SeqCst),
+        }
+    }
+
+    /// Moves the counter of `bucket`; the new value.
+    fn change(&self, bucket: usize) -> u64 {
+        let seq = self.seq.fetch_add(1, SeqCst) + 1;
+        self.changed[bucket].fetch_max(seq, SeqCst);
+        seq
+    }
+
+    fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, deadline: Instant, ours: bool) {
+        let bucket = bucket(key);
+        let deadline = deadline.min(Instant::now() + self.time_to_live);
+        self.entries.entry(key.to_owned()).and_compute_with(|_| {
+            let quiet = self.epoch.load(SeqCst) == ticket.epoch
+                && self.changed[bucket].load(SeqCst) <= ticket.seq
+                && self.writing[bucket].load(SeqCst) == 0;
+            if quiet {
+                Op::Put(Arc::new(Entry {
+                    fields: fields.clone(),
+                    deadline,
+                    epoch: ticket.epoch,
+                    ours,
+                }))
+            } else {
+                Op::Nop
+            }
+        });
+    }
+
+    /// Removes the entry under the key lock (after any check-and-insert in progress); the
+    /// entry removed, if any.
+    fn remove(&self, key: &str) -> Option<Arc<Entry>> {
+        match self
+            .entries
+            .entry(key.to_owned())
+            .and_compute_with(|current| match current {
+                Some(_) => Op::Remove,
+                None => Op::Nop,
+            }) {
+            CompResult::Removed(entry) => Some(entry.into_value()),
+            _ => None,
+        }
+    }
+
+    /// Redis said `key` changed.
+    fn invalidate(&self, key: &str) {
+        self.change(bucket(key));
+        if let Some(entry) = self.remove(key) {
+            self.stats.invalidations.fetch_add(1, SeqCst);
+            telemetry::cache_event("invalidation");
+            if entry.ours {
+                let _ = self.refresh.send(key.to_owned());
+            }
+        }
+    }
+
+    /// Tracking is on (again): the cache may be used.
+    fn up(&self) {
+        if !on(self.epoch.load(SeqCst)) {
+            self.epoch.fetch_add(1, SeqCst);
+            telemetry::cache_tracking(true);
+        }
+    }
+
+    /// Tracking is off: everything goes, and the cache is bypassed until [`Core::up`].
+    fn down(&self) {
+        if on(self.epoch.load(SeqCst)) {
+            self.epoch.fetch_add(1, SeqCst);
+            self.flush();
+            telemetry::cache_tracking(false);
+        }
+    }
+
+    /// Everything goes (a new epoch, so that loads in flight are not kept either); tracking
+    /// stays as it is.
+    fn flush(&self) {
+        if on(self.epoch.load(SeqCst)) {
+            // Odd to odd: still on, but older tickets and entries are void.
+            self.epoch.fetch_add(2, SeqCst);
+        }
+        self.entries.invalidate_all();
+        self.stats.flushes.fetch_add(1, SeqCst);
+        telemetry::cache_event("flush");
+    }
+
+    /// An invalidation push: the keys that changed, or nil for a flushed database.
+    fn pushed(&self, data: &[Value]) {
+        match data.first() {
+            Some(Value::Array(keys)) => {
+                for key in keys {
+                    match key {
+                        Value::BulkString(key) => {
+                            // Not UTF-8: not a key of ours (the prefix is a `String`, the
+                            // rest hex).
+                            if let Ok(key) = std::str::from_utf8(key) {
+                                self.invalidate(key);
+                            }
+                        }
+                        _ => self.flush(),
+                    }
+                }
+            }
+            // `FLUSHDB`/`FLUSHALL`, or a push we do not know: everything goes.
+            _ => self.flush(),
+        }
+    }
+}
+
+/// Whether tracking was on in `epoch`.
+fn on(epoch: u64) -> bool {
+    !epoch.is_multiple_of(2)
+}
+
+/// Which bucket `key` is in (FNV-1a: keys end in a hex SHA-256, so any mix will do).
+fn bucket(key: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash as usize) % BUCKETS
+}
+
+/// Entries expire at their deadline.
+struct Deadline;
+
+impl moka::Expiry<String, Arc<Entry>> for Deadline {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(entry.deadline.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        updated_at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.deadline.saturating_duration_since(updated_at))
+    }
+}
+
+/// The client for the tracking connection: the store's server and credentials, in RESP3
+/// (invalidations arrive as pushes on the connection that asked for them).
+fn tracking_client(client: &redis::Client) -> Result<redis::Client, std::io::Error> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings)).map_err(std::io::Error::other)
+}
+
+/// The tracking thread: connects, turns tracking on, keeps the connection alive, reads
+/// echoed keys again; on any failure flushes the cache and starts over; ends when the
+/// cache is gone.
+fn track(
+    client: redis::Client,
+    prefix: String,
+    core: Weak<Core>,
+    mut refreshes: tokio::sync::mpsc::UnboundedReceiver<String>,
+    (connect_timeout, command_timeout): (Duration, Duration),
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "session cache: no runtime for the tracking connection; the cache stays off");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            if gone(&core) {
+                return;
+            }
+            match tracked(&client, &prefix, &core, &mut refreshes, connect_timeout, command_timeout).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if let Some(core) = core.upgrade() {
+                        if on(core.epoch.load(SeqCst)) {
+                            tracing::warn!(error = %e, "session cache: tracking connection lost; the cache is off until it is back");
+                        } else {
+                            tracing::debug!(error = %e, "session cache: could not turn tracking on");
+                        }
+                        core.down();
+                    }
+                }
+            }
+            // Refreshes asked for while tracking was off are moot: the cache was flushed.
+            while refreshes.try_recv().is_ok() {}
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECONNECT_AT_MOST_EVERY);
+        }
+    });
+}
+
+/// Whether the cache is gone (every copy of the middleware dropped).
+fn gone(core: &Weak<Core>) -> bool {
+    core.strong_count() == 0
+}
+
+/// One tracking connection, while it lasts: `Ok` when the cache is gone, `Err` when the
+/// connection failed.
+async fn tracked(
+    client: &redis::Client,
+    prefix: &str,
+    core: &Weak<Core>,
+    refreshes: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+) -> Result<(), redis::RedisError> {
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let pushes = {
+        let core = core.clone();
+        let dropped = Arc::clone(&dropped);
+        // Runs in the connection's driver as each push is read: an invalidation takes
+        // effect before any reply read after it is handed out.
+        move |push: PushInfo| -> Result<(), redis::RedisError> {
+            let Some(core) = core.upgrade() else {
+                return Ok(());
+            };
+            match push.kind {
+                PushKind::Invalidate => core.pushed(&push.data),
+                PushKind::Disconnection => {
+                    core.down();
+                    dropped.notify_one();
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(Some(command_timeout))
+        .set_push_sender(pushes);
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let mut on = redis::cmd("CLIENT");
+    on.arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(prefix);
+    on.query_async::<()>(&mut connection).await?;
+    match core.upgrade() {
+        Some(core) => core.up(),
+        None => return Ok(()),
+    }
+    tracing::debug!("session cache: tracking on");
+    loop {
+        tokio::select! {
+            () = dropped.notified() => {
+                return Err(redis::RedisError::from((redis::ErrorKind::Io, "tracking connection dropped")));
+            }
+            key = refreshes.recv() => {
+                let Some(key) = key else { return Ok(()) };
+                let mut keys = vec![key];
+                while keys.len() < REFRESH_BATCH {
+                    match refreshes.try_recv() {
+                        Ok(key) => keys.push(key),
+                        Err(_) => break,
+                    }
+                }
+                let Some(core) = core.upgrade() else { return Ok(()) };
+                refresh(&core, &mut connection, &keys).await?;
+            }
+            () = tokio::time::sleep(KEEPALIVE) => {
+                if gone(core) {
+                    return Ok(());
+                }
+                redis::cmd("PING").query_async::<()>(&mut connection).await?;
+            }
+        }
+    }
+}
+
+/// Reads again, in one round trip, the records whose own write Redis echoed, and keeps
+/// those that nothing changed meanwhile.
+async fn refresh(
+    core: &Core,
+    connection: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+) -> Result<(), redis::RedisError> {
+    let epoch = core.epoch.load(SeqCst);
+    if !on(epoch) {
+        return Ok(());
+    }
+    let ticket = core.ticket(epoch);
+    let mut pipe = redis::pipe();
+    for key in keys {
+        commands::Commands::load(&mut pipe, key, None);
+        pipe.cmd("PTTL").arg(key);
+    }
+    let asked = Instant::now();
+    let replies: Vec<Value> = pipe.query_async(connection).await?;
+    let mut replies = replies.into_iter();
+    for key in keys {
+        let (Some(record), pttl) = (replies.next(), replies.next()) else {
+            break;
+        };
+        let fields = commands::to_fields(record);
+        if let (false, Some(pttl)) = (fields.is_empty(), commands::pttl(pttl)) {
+            core.fill(key, ticket, &fields, asked + pttl, false);
+            core.stats.refreshes.fetch_add(1, SeqCst);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> (Cache, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
+        let settings = LocalCache::new();
+        let core = Core {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .expire_after(Deadline)
+                .build(),
+            epoch: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            changed: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            writing: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            time_to_live: settings.time_to_live,
+            refresh,
+            stats: Counters::default(),
+        };
+        (
+            Cache {
+                core: Arc::new(core),
+            },
+            refreshes,
+        )
+    }
+
+    fn record(value: &str) -> Fields {
+        [("d:v".to_owned(), value.as_bytes().to_vec())]
+            .into_iter()
+            .collect()
+    }
+
+    fn value(cache: &Cache, key: &str) -> Option<String> {
+        cache
+            .get(key)
+            .map(|fields| String::from_utf8(fields["d:v"].clone()).unwrap())
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn nothing_is_cached_or_served_while_tracking_is_off() {
+        let (cache, _r) = core();
+        assert!(cache.ticket().is_none());
+        cache.core.up();
+        let ticket = cache.ticket().unwrap();
+        cache.fill("k", ticket, &record("1"), TTL);
+        assert_eq!(value(&cache, "k").as_deref(), Some("1"));
+        cache.core.down();
+        assert_eq!(value(&cache, "k"), None);
+        cache.core.up();
+        // Flushed, and of the old epoch anyway.
+        assert_eq!(value(&cache, "k"), None);
+        // A load that started before the drop is not kept after it.
+        let before = cache.ticket().unwrap();
+        cache.core.down();
+        cache.core.up();
+        cache.fill("k", before, &record("1"), TTL);
+        assert_eq!(value(&cache, "k"), None);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.bypassed, stats.flushes, stats.tracking),
+            (1, 2, true)
+        );
+    }
+
+    #[test]
+    fn a_reply_that_raced_an_invalidation_is_not_kept() {
+        let (cache, _r) = core();
+        cache.core.up();
+        let ticket = cache.ticket().unwrap();
+        cache.core.invalidate("k");
+        cache.fill("k", ticket, &record("old"), TTL);
+        assert_eq!(value(&cache, "k"), None);
+        // Other keys are not held back (unless they share the bucket).
+        let other = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|o| bucket(o) != bucket("k"))
+            .unwrap();
+        cache.fill(&other, ticket, &record("x"), TTL);
+        assert_eq!(value(&cache, &other).as_deref(), Some("x"));
+        let ticket = cache.ticket().unwrap();
+        cache.fill("k", ticket, &record("new"), TTL);
+        assert_eq!(value(&cache, "k").as_deref(), Some("new"));
+        cache.core.invalidate("k");
+        assert_eq!(value(&cache, "k"), None);
+    }
+
+    #[test]
+    fn own_writes_update_the_entry_and_are_read_again_when_echoed() {
+        let (cache, mut refreshes) = core();
+        cache.core.up();
+        let ticket = cache.ticket().unwrap();
+        cache.fill("k", ticket, &record("1"), TTL);
+        let write = Write::Update {
+            key: "k".into(),
+            set: vec![("d:v".into(), b"2".to_vec())],
+            del: vec![],
+            ttl: TTL,
+        };
+        // A load that asked while the write was out is not kept (it may have read before).
+        let during = cache.ticket().unwrap();
+        let writing = cache.begin(&write);
+        cache.fill("k", during, &record("1"), TTL);
+        writing.finish(&write, &Ok(Outcome::Applied));
+        assert_eq!(value(&cache, "k").as_deref(), Some("2"));
+        cache.fill("k", during, &record("1"), TTL);
+        assert_eq!(value(&cache, "k").as_deref(), Some("2"));
+        // The echo: dropped, and asked again.
+        cache.core.invalidate("k");
+        assert_eq!(value(&cache, "k"), None);
+        assert_eq!(refreshes.try_recv().unwrap(), "k");
+        // A load's entry is just dropped.
+        let ticket = cache.ticket().unwrap();
+        cache.fill("k", ticket, &record("2"), TTL);
+        cache.core.invalidate("k");
+        assert!(refreshes.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_write_that_something_else_raced_or_that_failed_drops_the_entry() {
+        let (cache, mut refreshes) = core();
+        cache.core.up();
+        let write = Write::Update {
+            key: "k".into(),
+            set: vec![("d:v".into(), b"2".to_vec())],
+            del: vec![],
+            ttl: TTL,
+        };
+        for case in 0..4 {
+            let ticket = cache.ticket().unwrap();
+            cache.fill("k", ticket, &record("1"), TTL);
+            assert!(value(&cache, "k").is_some());
+            let writing = cache.begin(&write);
+            match case {
+                0 => {
+                    cache.core.invalidate("k");
+                    writing.finish(&write, &Ok(Outcome::Applied));
+                }
+                1 => writing.finish(&write, &Err(crate::StoreErrorKind::Timeout.into())),
+                2 => writing.finish(&write, &Ok(Outcome::Gone)),
+                _ => drop(writing),
+            }
+            assert_eq!(value(&cache, "k"), None, "case {case}");
+            // Raced (by its own echo, say): what Redis holds is read again. Failed or
+            // gone: nothing is.
+            assert_eq!(refreshes.try_recv().is_ok(), case == 0, "case {case}");
+        }
+    }
+
+    #[test]
+    fn entries_end_at_their_deadline_and_a_flush_ends_them_all() {
+        let (cache, _r) = core();
+        cache.core.up();
+        let ticket = cache.ticket().unwrap();
+        cache.fill("short", ticket, &record("1"), Duration::from_millis(30));
+        cache.fill("long", ticket, &record("1"), TTL);
+        assert!(value(&cache, "short").is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(value(&cache, "short"), None);
+        assert!(value(&cache, "long").is_some());
+        cache.core.pushed(&[Value::Nil]);
+        assert_eq!(value(&cache, "long"), None);
+        assert!(cache.stats().tracking);
+    }
+}
