@@ -85,6 +85,9 @@ struct Inner {
     store: Lister,
     config: Arc<SessionConfig>,
     scan_count: usize,
+    /// The middleware's local cache: what this administration deletes leaves it at once
+    /// (the other processes' caches hear it from Redis).
+    cache: Option<crate::store::Cache>,
 }
 
 /// The store as the administration sees it.
@@ -237,13 +240,25 @@ impl Cursor {
 }
 
 impl SessionAdmin {
-    pub(crate) fn new(store: Lister, config: Arc<SessionConfig>) -> SessionAdmin {
+    pub(crate) fn new(
+        store: Lister,
+        config: Arc<SessionConfig>,
+        cache: Option<crate::store::Cache>,
+    ) -> SessionAdmin {
         SessionAdmin {
             inner: Arc::new(Inner {
                 store,
                 config,
                 scan_count: DEFAULT_SCAN_COUNT,
+                cache,
             }),
+        }
+    }
+
+    /// Drops `key` from this process's local cache, if there is one.
+    fn forget(&self, key: &str) {
+        if let Some(cache) = &self.inner.cache {
+            cache.forget_key(key);
         }
     }
 
@@ -257,6 +272,7 @@ impl SessionAdmin {
                 store: inner.store.clone(),
                 config: Arc::clone(&inner.config),
                 scan_count: count.clamp(1, 100_000),
+                cache: inner.cache.clone(),
             }),
         }
     }
@@ -394,10 +410,13 @@ impl SessionAdmin {
     ///
     /// A [`StoreError`]; [`StoreErrorKind::Unsupported`] for the cookie store.
     pub async fn destroy(&self, handle: &Handle) -> Result<bool, StoreError> {
-        let write = Write::Delete {
-            key: self.key_of(handle),
-        };
-        Ok(self.store()?.write(&write).await? == Outcome::Applied)
+        let key = self.key_of(handle);
+        let deleted = self
+            .store()?
+            .write(&Write::Delete { key: key.clone() })
+            .await;
+        self.forget(&key);
+        Ok(deleted? == Outcome::Applied)
     }
 
     /// Ends every session of this middleware (every key under its prefix that names a
@@ -683,7 +702,9 @@ impl SessionAdmin {
             .filter(|info| info.user.as_deref() == Some(user))
         {
             let key = self.key_of(&info.handle);
-            if store.write(&Write::Delete { key }).await? == Outcome::Applied {
+            let deleted = store.write(&Write::Delete { key: key.clone() }).await;
+            self.forget(&key);
+            if deleted? == Outcome::Applied {
                 ended += 1;
             }
         }
@@ -697,9 +718,17 @@ impl SessionAdmin {
         if keys.is_empty() {
             return Ok(0);
         }
+        let removed = self.remove_now(&keys).await;
+        for key in &keys {
+            self.forget(key);
+        }
+        removed
+    }
+
+    async fn remove_now(&self, keys: &[String]) -> Result<u64, StoreError> {
         match &self.inner.store {
-            Lister::Redis(s) => redis_unlink(s, &keys).await,
-            Lister::Multiplexed(s) => redis_unlink(s, &keys).await,
+            Lister::Redis(s) => redis_unlink(s, keys).await,
+            Lister::Multiplexed(s) => redis_unlink(s, keys).await,
             // No multi-key command across slots: one UNLINK per key, all in flight at once.
             Lister::Cluster(s) => Ok(futures_util::future::try_join_all(
                 keys.iter()
@@ -712,7 +741,7 @@ impl SessionAdmin {
                 let store = self.store()?;
                 let mut removed = 0;
                 for key in keys {
-                    if store.write(&Write::Delete { key }).await? == Outcome::Applied {
+                    if store.write(&Write::Delete { key: key.clone() }).await? == Outcome::Applied {
                         removed += 1;
                     }
                 }

@@ -181,9 +181,13 @@ async fn a_logout_or_sign_out_everywhere_on_one_instance_ends_the_session_on_the
         assert_eq!(client.get("/get/user").await.body, "\"bob\"");
         assert_eq!(client.get("/get/user").await.body, "\"bob\"");
     }
+    assert_eq!(phone.get("/get/user").await.body, "\"bob\"");
+    assert_eq!(phone.get("/get/user").await.body, "\"bob\"");
     let before = b.stats().invalidations;
     let ended = a.sessions.admin().sign_out_user("bob").await.unwrap();
     assert_eq!(ended, 2);
+    // On A at once: the administration drops what it deleted from A's own cache.
+    assert_eq!(phone.get("/get/user").await.body, "none");
     b.until("both invalidations", |s| s.invalidations >= before + 2)
         .await;
     for client in [&mut phone_on_b, &mut laptop] {

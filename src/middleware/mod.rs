@@ -117,9 +117,14 @@ impl RedisSession {
             Engine::Server(store) => Some(store.store()),
             Engine::Cookie(_) => None,
         };
+        let cache = match &self.inner.engine {
+            Engine::Server(store) => store.cache().cloned(),
+            Engine::Cookie(_) => None,
+        };
         crate::SessionAdmin::new(
             crate::admin::Lister::of(store),
             Arc::clone(&self.inner.config),
+            cache,
         )
     }
 

@@ -63,7 +63,7 @@ impl Server<'_> {
             // (State::due_touch).
             let ttl = lifetime::on_load(config, remember);
             let key = verified.id.storage_key(&config.key_prefix);
-            let fields = match self.store.load(&key, ttl, self.budget).await {
+            let fields = match self.store.load_session(&key, ttl, self.budget).await {
                 Ok(Some(fields)) => fields,
                 Ok(None) => {
                     tracing::debug!("session not found");

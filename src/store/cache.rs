@@ -196,6 +196,9 @@ struct Entry {
 pub(crate) struct Ticket {
     epoch: u64,
     seq: u64,
+    /// When it was taken: before the load was sent, so that the record's time to live is
+    /// counted from no later than Redis counted it.
+    at: Instant,
 }
 
 /// The cache as the store layer uses it: shared by every worker of one middleware.
@@ -323,8 +326,7 @@ impl Cache {
 
     /// Keeps what a load with `ticket` read: the record and its time to live in Redis.
     pub(crate) fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, pttl: Duration) {
-        self.core
-            .fill(key, ticket, fields, Instant::now() + pttl, false);
+        self.core.fill(key, ticket, fields, ticket.at + pttl, false);
     }
 
     /// Before a write of this process goes out.
@@ -349,7 +351,12 @@ impl Cache {
     /// A write sent without waiting for its answer (a touch): the entry goes, since what
     /// Redis holds after it is not known here; the next load reads it again.
     pub(crate) fn forget(&self, write: &Write) {
-        let key = write.key();
+        self.forget_key(write.key());
+    }
+
+    /// Drops the entry under `key` (written or deleted elsewhere in this process), and
+    /// keeps loads in flight from bringing it back.
+    pub(crate) fn forget_key(&self, key: &str) {
         let core = &self.core;
         core.change(bucket(key));
         core.remove(key);
@@ -472,6 +479,7 @@ impl Core {
         Ticket {
             epoch,
             seq: self.seq.load(SeqCst),
+            at: Instant::now(),
         }
     }
 
@@ -777,7 +785,6 @@ async fn refresh(
         commands::Commands::load(&mut pipe, key, None);
         pipe.cmd("PTTL").arg(key);
     }
-    let asked = Instant::now();
     let replies: Vec<Value> = pipe.query_async(connection).await?;
     let mut replies = replies.into_iter();
     for key in keys {
@@ -786,7 +793,7 @@ async fn refresh(
         };
         let fields = commands::to_fields(record);
         if let (false, Some(pttl)) = (fields.is_empty(), commands::pttl(pttl)) {
-            core.fill(key, ticket, &fields, asked + pttl, false);
+            core.fill(key, ticket, &fields, ticket.at + pttl, false);
             core.stats.refreshes.fetch_add(1, SeqCst);
         }
     }

@@ -573,6 +573,11 @@ impl Guarded {
         self
     }
 
+    /// The local cache, if there is one.
+    pub(crate) fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
     /// What the local cache has done, if there is one.
     pub(crate) fn cache_stats(&self) -> Option<super::CacheStats> {
         self.cache.as_ref().map(Cache::stats)
@@ -666,42 +671,55 @@ impl Guarded {
         }
     }
 
-    /// See [`Store::load`]. With the local cache (and no TTL to move: `touch_after`), from
-    /// the cache when the record is there; otherwise from the store, with its time to live,
-    /// kept in the cache unless an invalidation raced the reply.
+    /// A session record, as [`Guarded::load`] loads it; with the local cache (and no TTL to
+    /// move: `touch_after`), from the cache when the record is there, otherwise from the
+    /// store with its time to live, kept in the cache unless an invalidation raced the reply.
+    /// Only for session records (the cache follows their writes through [`Guarded::write`]);
+    /// other keys (a user's index) load through [`Guarded::load`].
+    pub(crate) async fn load_session(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        budget: &Budget,
+    ) -> Result<Option<Fields>, StoreError> {
+        let Some(cache) = self.cache.as_ref().filter(|_| ttl.is_none()) else {
+            return self.load(key, ttl, budget).await;
+        };
+        if let Some(fields) = cache.get(key) {
+            return Ok(Some(fields));
+        }
+        let Some(ticket) = cache.ticket() else {
+            return self.load(key, ttl, budget).await;
+        };
+        let replies = self
+            .query("load", budget, key, |pipe| {
+                Commands::load(pipe, key, None);
+                pipe.cmd("PTTL").arg(key);
+            })
+            .await;
+        let mut replies = match replies {
+            Ok(replies) => replies.into_iter(),
+            // Not a hash: no session (see `commands::loaded`), nothing cached.
+            Err(e) if e.is_wrong_type() => return Ok(Some(Fields::new())),
+            Err(e) => return Err(e),
+        };
+        let fields = to_fields(replies.next().unwrap_or(redis::Value::Nil));
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        if let Some(pttl) = pttl(replies.next()) {
+            cache.fill(key, ticket, &fields, pttl);
+        }
+        Ok(Some(fields))
+    }
+
+    /// See [`Store::load`].
     pub(crate) async fn load(
         &self,
         key: &str,
         ttl: Option<Duration>,
         budget: &Budget,
     ) -> Result<Option<Fields>, StoreError> {
-        if let (Some(cache), None) = (&self.cache, ttl) {
-            if let Some(fields) = cache.get(key) {
-                return Ok(Some(fields));
-            }
-            if let Some(ticket) = cache.ticket() {
-                let replies = self
-                    .query("load", budget, key, |pipe| {
-                        Commands::load(pipe, key, None);
-                        pipe.cmd("PTTL").arg(key);
-                    })
-                    .await;
-                let mut replies = match replies {
-                    Ok(replies) => replies.into_iter(),
-                    // Not a hash: no session (see `commands::loaded`), nothing cached.
-                    Err(e) if e.is_wrong_type() => return Ok(Some(Fields::new())),
-                    Err(e) => return Err(e),
-                };
-                let fields = to_fields(replies.next().unwrap_or(redis::Value::Nil));
-                if fields.is_empty() {
-                    return Ok(None);
-                }
-                if let Some(pttl) = pttl(replies.next()) {
-                    cache.fill(key, ticket, &fields, pttl);
-                }
-                return Ok(Some(fields));
-            }
-        }
         match &self.policy {
             None => self.store.load(key, ttl).await,
             Some(policy) => {

@@ -31,10 +31,30 @@ pub use self::redis_server::RedisServer;
 /// transport), `multiplexed::name` (Redis over the multiplexed transport), `file::name`
 /// ([`FileStore`] in a temporary directory), `user_store::name` (a store written against the
 /// public trait alone, [`user_store::MapStore`]), `hardened::name` (Redis with every value
-/// sealed, values over 16 bytes compressed, sessions bound to User-Agent and IP).
+/// sealed, values over 16 bytes compressed, sessions bound to User-Agent and IP),
+/// `cached::name` and `cached_multiplexed::name` (Redis with the local cache, on both
+/// transports).
 #[allow(unused_macros)]
 macro_rules! per_backend {
     ($($name:ident),* $(,)?) => {
+        mod cached {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::cached(
+                    actix_redis_session::Transport::Pool,
+                ))
+                .await;
+            })*
+        }
+        mod cached_multiplexed {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::suite::$name(super::common::Backend::cached(
+                    actix_redis_session::Transport::Multiplexed,
+                ))
+                .await;
+            })*
+        }
         mod memory {
             $(#[actix_web::test]
             async fn $name() {
@@ -163,6 +183,8 @@ pub enum Backend {
     Redis(RedisServer, Transport),
     /// Redis with encryption at rest, compression and client binding on.
     Hardened(RedisServer),
+    /// Redis with the local cache (`touch_after` at the cache's default).
+    Cached(RedisServer, Transport),
     File(FileStore, tempfile::TempDir),
     User(user_store::MapStore),
     /// No server state: the session is sealed in the cookie.
@@ -224,6 +246,10 @@ impl Backend {
         Backend::Hardened(RedisServer::start())
     }
 
+    pub fn cached(transport: Transport) -> Backend {
+        Backend::Cached(RedisServer::start(), transport)
+    }
+
     pub fn cookie() -> Backend {
         Backend::Cookie
     }
@@ -242,6 +268,10 @@ impl Backend {
             Backend::Redis(server, transport) => RedisSession::builder(server.url(), key)
                 .transport(*transport)
                 .checkout_timeout(Duration::from_millis(500)),
+            Backend::Cached(server, transport) => RedisSession::builder(server.url(), key)
+                .transport(*transport)
+                .checkout_timeout(Duration::from_millis(500))
+                .local_cache(actix_redis_session::store::LocalCache::new()),
             Backend::Hardened(server) => RedisSession::builder(server.url(), key)
                 .checkout_timeout(Duration::from_millis(500))
                 .encrypt_at_rest(true)
@@ -279,7 +309,9 @@ impl Backend {
     pub fn stored_sessions(&self) -> usize {
         match self {
             Backend::Memory(store) => store.len(),
-            Backend::Redis(server, _) | Backend::Hardened(server) => server.keys().len(),
+            Backend::Redis(server, _) | Backend::Hardened(server) | Backend::Cached(server, _) => {
+                server.keys().len()
+            }
             Backend::File(store, _) => std::fs::read_dir(store.dir())
                 .expect("the session directory")
                 .filter(|e| {
@@ -297,7 +329,9 @@ impl Backend {
 
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match self {
-            Backend::Redis(server, _) | Backend::Hardened(server) => Some(server),
+            Backend::Redis(server, _) | Backend::Hardened(server) | Backend::Cached(server, _) => {
+                Some(server)
+            }
             _ => None,
         }
     }
