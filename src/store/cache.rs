@@ -326,7 +326,7 @@ impl Cache {
 
     /// Keeps what a load with `ticket` read: the record and its time to live in Redis.
     pub(crate) fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, pttl: Duration) {
-        self.core.fill(key, ticket, fields, ticket.at + pttl, false);
+        self.core.fill(key, ticket, fields, ticket.at + pttl);
     }
 
     /// Before a write of this process goes out.
@@ -401,18 +401,10 @@ pub(crate) struct Writing {
 impl Writing {
     /// Brings the entry in line with what the write did.
     pub(crate) fn finish(mut self, write: &Write, outcome: &Result<Outcome, StoreError>) {
-        self.done = true;
-        let core = &self.core;
-        let deadline = |ttl: Duration| (self.sent + ttl).min(Instant::now() + core.time_to_live);
-        // Nothing else changed the bucket while the write was out (no invalidation, no
-        // other write of this process), and tracking stayed on: what this process knows of
-        // the record after its write is what Redis holds.
-        let quiet = || {
-            core.changed[self.bucket].load(SeqCst) == self.start
-                && core.epoch.load(SeqCst) == self.epoch
-                && on(self.epoch)
-        };
+        let core = Arc::clone(&self.core);
+        let bucket = self.bucket;
         let epoch = self.epoch;
+        let deadline = |ttl: Duration| (self.sent + ttl).min(Instant::now() + core.time_to_live);
         let applied = matches!(
             (write, outcome),
             (
@@ -420,6 +412,25 @@ impl Writing {
                 Ok(Outcome::Applied)
             )
         );
+        // Loads whose ticket is older than this may have read before the write: not kept.
+        // Moved from the value this write gave it only if nothing else changed the bucket
+        // while the write was out (no invalidation, no other write of this process).
+        let end = core.seq.fetch_add(1, SeqCst) + 1;
+        let alone = core.changed[bucket]
+            .compare_exchange(self.start, end, SeqCst, SeqCst)
+            .is_ok();
+        if !alone {
+            core.changed[bucket].fetch_max(end, SeqCst);
+        }
+        // And tracking stayed on: what this process knows of the record after its write is
+        // what Redis holds. Checked again under the key lock: an invalidation that came
+        // since is carried out after this (and drops what this puts).
+        let quiet = || {
+            alone
+                && core.changed[bucket].load(SeqCst) == end
+                && core.epoch.load(SeqCst) == epoch
+                && on(epoch)
+        };
         let mut reread = false;
         core.entries
             .entry(self.key.clone())
@@ -457,6 +468,9 @@ impl Writing {
                 },
                 _ => Op::Remove,
             });
+        self.done = true;
+        core.writing[bucket].fetch_sub(1, SeqCst);
+        // After the write counts as done: the refresher's load must be kept.
         if reread && on(epoch) {
             let _ = core.refresh.send(self.key.clone());
         }
@@ -464,13 +478,14 @@ impl Writing {
 }
 
 impl Drop for Writing {
+    /// A write that never finished (its request was cancelled): its effect is unknown, so
+    /// the entry goes, and loads that asked while it was out are not kept.
     fn drop(&mut self) {
         if !self.done {
+            self.core.change(self.bucket);
             self.core.remove(&self.key);
+            self.core.writing[self.bucket].fetch_sub(1, SeqCst);
         }
-        // Loads whose ticket is older than this may have read before the write: not kept.
-        self.core.change(self.bucket);
-        self.core.writing[self.bucket].fetch_sub(1, SeqCst);
     }
 }
 
@@ -490,10 +505,13 @@ impl Core {
         seq
     }
 
-    fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, deadline: Instant, ours: bool) {
+    /// Keeps a record read with `ticket` (by a load, or the refresher) unless something
+    /// changed its bucket since, or a write of this process is out on it; whether it was
+    /// kept.
+    fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, deadline: Instant) -> bool {
         let bucket = bucket(key);
         let deadline = deadline.min(Instant::now() + self.time_to_live);
-        self.entries.entry(key.to_owned()).and_compute_with(|_| {
+        let result = self.entries.entry(key.to_owned()).and_compute_with(|_| {
             let quiet = self.epoch.load(SeqCst) == ticket.epoch
                 && self.changed[bucket].load(SeqCst) <= ticket.seq
                 && self.writing[bucket].load(SeqCst) == 0;
@@ -502,12 +520,16 @@ impl Core {
                     fields: fields.clone(),
                     deadline,
                     epoch: ticket.epoch,
-                    ours,
+                    ours: false,
                 }))
             } else {
                 Op::Nop
             }
         });
+        matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        )
     }
 
     /// Removes the entry under the key lock (after any check-and-insert in progress); the
@@ -793,8 +815,9 @@ async fn refresh(
         };
         let fields = commands::to_fields(record);
         if let (false, Some(pttl)) = (fields.is_empty(), commands::pttl(pttl)) {
-            core.fill(key, ticket, &fields, ticket.at + pttl, false);
-            core.stats.refreshes.fetch_add(1, SeqCst);
+            if core.fill(key, ticket, &fields, ticket.at + pttl) {
+                core.stats.refreshes.fetch_add(1, SeqCst);
+            }
         }
     }
     Ok(())
