@@ -53,6 +53,7 @@ const USAGE: &str = "usage: actix-redis-session-bench [--seconds N] [--rounds N]
 variants: plain actix-session-rw actix-session-ro-ttl actix-session-ro pool-rw pool-ro pool-new
           memory-rw mux-rw mux-ro mux-ro-touch file-rw cookie-rw actix-session-page mux-page
           mux-rw-hardened cluster-pool-rw cluster-mux-rw cluster-mux-ro
+          pool-rw-cache pool-ro-cache mux-rw-cache mux-ro-cache
           (the cluster variants run on a Redis Cluster of three masters the bench starts)";
 
 #[derive(Clone, Debug)]

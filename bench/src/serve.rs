@@ -12,7 +12,7 @@ use std::{
 };
 
 use actix_redis_session::{
-    store::{CookieStore, FileStore},
+    store::{CookieStore, FileStore, LocalCache},
     ClientIp, Key, RedisSession, Session, Transport,
 };
 use actix_session::{
@@ -70,11 +70,19 @@ pub enum Variant {
     ClusterMuxRw,
     /// `mux-ro` on the cluster.
     ClusterMuxRo,
+    /// `pool-rw` with the local cache (`touch_after(60 s)`, which it needs).
+    PoolRwCache,
+    /// `pool-ro` with the local cache: a read is served from memory.
+    PoolRoCache,
+    /// `mux-rw` with the local cache.
+    MuxRwCache,
+    /// `mux-ro` with the local cache.
+    MuxRoCache,
 }
 
 impl Variant {
     /// Every variant, in the order they run within a round and appear in the report.
-    pub const ALL: [Variant; 19] = [
+    pub const ALL: [Variant; 23] = [
         Variant::Plain,
         Variant::ActixRw,
         Variant::ActixRoTtl,
@@ -94,6 +102,10 @@ impl Variant {
         Variant::ClusterPoolRw,
         Variant::ClusterMuxRw,
         Variant::ClusterMuxRo,
+        Variant::PoolRwCache,
+        Variant::PoolRoCache,
+        Variant::MuxRwCache,
+        Variant::MuxRoCache,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +129,10 @@ impl Variant {
             Variant::ClusterPoolRw => "cluster-pool-rw",
             Variant::ClusterMuxRw => "cluster-mux-rw",
             Variant::ClusterMuxRo => "cluster-mux-ro",
+            Variant::PoolRwCache => "pool-rw-cache",
+            Variant::PoolRoCache => "pool-ro-cache",
+            Variant::MuxRwCache => "mux-rw-cache",
+            Variant::MuxRoCache => "mux-ro-cache",
         }
     }
 
@@ -138,6 +154,8 @@ impl Variant {
                 | Variant::MuxRo
                 | Variant::MuxRoTouch
                 | Variant::ClusterMuxRo
+                | Variant::PoolRoCache
+                | Variant::MuxRoCache
         )
     }
 
@@ -169,6 +187,10 @@ impl Variant {
                 | Variant::ClusterPoolRw
                 | Variant::ClusterMuxRw
                 | Variant::ClusterMuxRo
+                | Variant::PoolRwCache
+                | Variant::PoolRoCache
+                | Variant::MuxRwCache
+                | Variant::MuxRoCache
         )
     }
 }
@@ -271,7 +293,11 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
             | Variant::MuxRwHardened
             | Variant::ClusterPoolRw
             | Variant::ClusterMuxRw
-            | Variant::ClusterMuxRo => {
+            | Variant::ClusterMuxRo
+            | Variant::PoolRwCache
+            | Variant::PoolRoCache
+            | Variant::MuxRwCache
+            | Variant::MuxRoCache => {
                 // Lives as long as the server: the file store's directory.
                 let dir = tempfile::tempdir()?;
                 let sessions = match variant {
@@ -295,6 +321,21 @@ pub fn serve(variant: Variant, redis_url: String, workers: usize) -> io::Result<
                         .touch_after(Duration::from_secs(60))
                         .build()
                         .map_err(io::Error::other)?,
+                    Variant::PoolRwCache
+                    | Variant::PoolRoCache
+                    | Variant::MuxRwCache
+                    | Variant::MuxRoCache => {
+                        let transport = match variant {
+                            Variant::PoolRwCache | Variant::PoolRoCache => Transport::Pool,
+                            _ => Transport::Multiplexed,
+                        };
+                        RedisSession::builder(&redis_url, Key::generate())
+                            .transport(transport)
+                            .touch_after(Duration::from_secs(60))
+                            .local_cache(LocalCache::new())
+                            .build()
+                            .map_err(io::Error::other)?
+                    }
                     Variant::MuxRwHardened => RedisSession::builder(&redis_url, Key::generate())
                         .transport(Transport::Multiplexed)
                         .encrypt_at_rest(true)

@@ -1,7 +1,8 @@
 //! The local session cache, kept coherent by Redis ([`LocalCache`]).
 //!
-//! Loaded records are kept in this process's memory (a bounded [moka] cache), so that a
-//! request whose session is here costs no round trip. What keeps the copies right is Redis's
+//! Loaded records are kept in this process's memory (a bounded map of our own,
+//! [`cache_map`](super::cache_map), which says why not moka's), so that a request whose
+//! session is here costs no round trip. What keeps the copies right is Redis's
 //! server-assisted client-side caching in broadcast mode: one connection per process (the
 //! *tracking* connection, RESP3) runs `CLIENT TRACKING ON BCAST PREFIX <key_prefix>`, and
 //! Redis pushes on it the name of every key under the prefix that anyone changes (`HSET`,
@@ -14,8 +15,8 @@
 //!   a counter that each invalidation (and each write of this process) moves. A load takes a
 //!   ticket (the counters as they are) before it asks Redis, and its reply enters the cache
 //!   only if nothing moved its bucket meanwhile. Both the check and the eviction run under
-//!   moka's per-key lock ([`moka::sync::Cache::entry`]), so an eviction never falls between
-//!   a check and its insert.
+//!   the map's lock for that key, so an eviction never falls between a check and its
+//!   insert.
 //! - **No tracking, no cache.** Until the tracking connection has said `OK` to `CLIENT
 //!   TRACKING`, and from the moment it drops (the driver's disconnection push, a failed
 //!   keep-alive `PING`), the cache is flushed and bypassed: loads go to Redis and nothing is
@@ -40,13 +41,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moka::{
-    notification::RemovalCause,
-    ops::compute::{CompResult, Op},
-};
 use redis::{PushInfo, PushKind, Value};
 
-use super::{commands, Fields, Outcome, Write};
+use super::{
+    cache_map::{fnv, Cached, Done, Map, Op},
+    commands, Fields, Outcome, Write,
+};
 use crate::{error::StoreError, telemetry};
 
 /// Buckets of the race check. More buckets, fewer false alarms (a load not cached because
@@ -170,9 +170,9 @@ pub struct CacheStats {
     /// Times the whole cache was dropped: the tracking connection went away, or the
     /// database was flushed.
     pub flushes: u64,
-    /// Sessions in the cache now (approximate: moka counts lazily).
+    /// Sessions in the cache now (those past their deadline included until they are met).
     pub entries: u64,
-    /// Their size in bytes, as [`LocalCache::max_bytes`] counts it (approximate).
+    /// Their size in bytes, as [`LocalCache::max_bytes`] counts it.
     pub bytes: u64,
     /// Whether tracking is on now, so that the cache is used.
     pub tracking: bool,
@@ -180,7 +180,7 @@ pub struct CacheStats {
 
 /// A cached record.
 #[derive(Debug)]
-struct Entry {
+struct Record {
     fields: Fields,
     /// When the record expires in Redis (or the cache's own time to live ends), whichever
     /// comes first.
@@ -189,6 +189,43 @@ struct Entry {
     epoch: u64,
     /// Written by this process: read again when Redis echoes the write.
     ours: bool,
+}
+
+/// What the map holds: a shared record (a hit clones its fields, not the map's copy).
+#[derive(Clone, Debug)]
+struct Entry(Arc<Record>);
+
+impl Entry {
+    fn new(fields: Fields, deadline: Instant, epoch: u64, ours: bool) -> Entry {
+        Entry(Arc::new(Record {
+            fields,
+            deadline,
+            epoch,
+            ours,
+        }))
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Record;
+
+    fn deref(&self) -> &Record {
+        &self.0
+    }
+}
+
+impl Cached for Entry {
+    fn weight(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|(name, value)| FIELD_OVERHEAD + name.len() + value.len())
+            .sum::<usize>()
+            + RECORD_OVERHEAD
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 /// The counters at the moment a load asked Redis.
@@ -208,7 +245,7 @@ pub(crate) struct Cache {
 }
 
 struct Core {
-    entries: moka::sync::Cache<String, Arc<Entry>>,
+    entries: Map<Entry>,
     /// Odd while tracking is on.
     epoch: AtomicU64,
     /// Moves with every invalidation and every write of this process.
@@ -229,7 +266,6 @@ struct Counters {
     misses: AtomicU64,
     bypassed: AtomicU64,
     invalidations: AtomicU64,
-    evictions: Arc<AtomicU64>,
     refreshes: AtomicU64,
     flushes: AtomicU64,
 }
@@ -243,32 +279,7 @@ impl Cache {
         prefix: &str,
         timeouts: (Duration, Duration),
     ) -> Result<Cache, std::io::Error> {
-        let evictions = Arc::new(AtomicU64::new(0));
-        let evicted = Arc::clone(&evictions);
-        // Every entry weighs at least max_bytes / max_entries, so that the byte bound also
-        // bounds the count (moka has one capacity).
-        let floor =
-            u32::try_from((settings.max_bytes / settings.max_entries).max(1)).unwrap_or(u32::MAX);
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(settings.max_bytes)
-            .weigher(move |key: &String, entry: &Arc<Entry>| {
-                let size = ENTRY_OVERHEAD
-                    + key.len()
-                    + entry
-                        .fields
-                        .iter()
-                        .map(|(name, value)| FIELD_OVERHEAD + name.len() + value.len())
-                        .sum::<usize>();
-                u32::try_from(size).unwrap_or(u32::MAX).max(floor)
-            })
-            .expire_after(Deadline)
-            .eviction_listener(move |_key, _entry, cause| {
-                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
-                    evicted.fetch_add(1, SeqCst);
-                    telemetry::cache_event("eviction");
-                }
-            })
-            .build();
+        let entries = Map::new(settings.max_bytes, settings.max_entries);
         let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
             entries,
@@ -278,10 +289,7 @@ impl Cache {
             writing: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             time_to_live: settings.time_to_live,
             refresh,
-            stats: Counters {
-                evictions,
-                ..Counters::default()
-            },
+            stats: Counters::default(),
         });
         let tracking = tracking_client(client)?;
         let weak = Arc::downgrade(&core);
@@ -370,19 +378,19 @@ impl Cache {
             misses: s.misses.load(SeqCst),
             bypassed: s.bypassed.load(SeqCst),
             invalidations: s.invalidations.load(SeqCst),
-            evictions: s.evictions.load(SeqCst),
+            evictions: core.entries.evictions(),
             refreshes: s.refreshes.load(SeqCst),
             flushes: s.flushes.load(SeqCst),
-            entries: core.entries.entry_count(),
-            bytes: core.entries.weighted_size(),
+            entries: core.entries.len(),
+            bytes: core.entries.bytes(),
             tracking: on(core.epoch.load(SeqCst)),
         }
     }
 }
 
-/// moka's bookkeeping per entry, roughly, and ours; and per field (a `String` and a
-/// `Vec<u8>` in a hash map).
-const ENTRY_OVERHEAD: usize = 128;
+/// Bytes of a record besides its fields (the `Arc`, the map, the deadline), and per field
+/// (a `String` and a `Vec<u8>` in a hash map).
+const RECORD_OVERHEAD: usize = 96;
 const FIELD_OVERHEAD: usize = 56;
 
 /// A write of this process, out now. [`Writing::finish`] with its answer; dropped without
@@ -432,42 +440,35 @@ impl Writing {
                 && on(epoch)
         };
         let mut reread = false;
-        core.entries
-            .entry(self.key.clone())
-            .and_compute_with(|current| match write {
-                _ if !applied => Op::Remove,
-                // Something else changed the bucket while the write was out: an invalidation
-                // (often the echo of this very write, which can arrive before its answer),
-                // or another write of this process. What Redis holds now is read again.
-                _ if !quiet() => {
-                    reread = true;
-                    Op::Remove
-                }
-                Write::Create { fields, ttl, .. } => Op::Put(Arc::new(Entry {
-                    fields: fields.iter().cloned().collect(),
-                    deadline: deadline(*ttl),
-                    epoch,
-                    ours: true,
-                })),
-                Write::Update { set, del, ttl, .. } => match current.map(|c| c.into_value()) {
-                    Some(current) if current.epoch == epoch => {
-                        let mut fields = current.fields.clone();
-                        fields.extend(set.iter().cloned());
-                        for name in del {
-                            fields.remove(name);
-                        }
-                        Op::Put(Arc::new(Entry {
-                            fields,
-                            deadline: deadline(*ttl),
-                            epoch,
-                            ours: true,
-                        }))
+        core.entries.compute(&self.key, |current| match write {
+            _ if !applied => Op::Remove,
+            // Something else changed the bucket while the write was out: an invalidation
+            // (often the echo of this very write, which can arrive before its answer),
+            // or another write of this process. What Redis holds now is read again.
+            _ if !quiet() => {
+                reread = true;
+                Op::Remove
+            }
+            Write::Create { fields, ttl, .. } => Op::Put(Entry::new(
+                fields.iter().cloned().collect(),
+                deadline(*ttl),
+                epoch,
+                true,
+            )),
+            Write::Update { set, del, ttl, .. } => match current {
+                Some(current) if current.epoch == epoch => {
+                    let mut fields = current.fields.clone();
+                    fields.extend(set.iter().cloned());
+                    for name in del {
+                        fields.remove(name);
                     }
-                    // Not loaded here (or of another epoch): nothing to update.
-                    _ => Op::Remove,
-                },
+                    Op::Put(Entry::new(fields, deadline(*ttl), epoch, true))
+                }
+                // Not loaded here (or of another epoch): nothing to update.
                 _ => Op::Remove,
-            });
+            },
+            _ => Op::Remove,
+        });
         self.done = true;
         core.writing[bucket].fetch_sub(1, SeqCst);
         // After the write counts as done: the refresher's load must be kept.
@@ -511,38 +512,27 @@ impl Core {
     fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, deadline: Instant) -> bool {
         let bucket = bucket(key);
         let deadline = deadline.min(Instant::now() + self.time_to_live);
-        let result = self.entries.entry(key.to_owned()).and_compute_with(|_| {
+        let done = self.entries.compute(key, |_| {
             let quiet = self.epoch.load(SeqCst) == ticket.epoch
                 && self.changed[bucket].load(SeqCst) <= ticket.seq
                 && self.writing[bucket].load(SeqCst) == 0;
             if quiet {
-                Op::Put(Arc::new(Entry {
-                    fields: fields.clone(),
-                    deadline,
-                    epoch: ticket.epoch,
-                    ours: false,
-                }))
+                Op::Put(Entry::new(fields.clone(), deadline, ticket.epoch, false))
             } else {
                 Op::Nop
             }
         });
-        matches!(
-            result,
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        )
+        matches!(done, Done::Put)
     }
 
     /// Removes the entry under the key lock (after any check-and-insert in progress); the
     /// entry removed, if any.
-    fn remove(&self, key: &str) -> Option<Arc<Entry>> {
-        match self
-            .entries
-            .entry(key.to_owned())
-            .and_compute_with(|current| match current {
-                Some(_) => Op::Remove,
-                None => Op::Nop,
-            }) {
-            CompResult::Removed(entry) => Some(entry.into_value()),
+    fn remove(&self, key: &str) -> Option<Entry> {
+        match self.entries.compute(key, |current| match current {
+            Some(_) => Op::Remove,
+            None => Op::Nop,
+        }) {
+            Done::Removed(entry) => Some(entry),
             _ => None,
         }
     }
@@ -583,7 +573,7 @@ impl Core {
             // Odd to odd: still on, but older tickets and entries are void.
             self.epoch.fetch_add(2, SeqCst);
         }
-        self.entries.invalidate_all();
+        self.entries.clear();
         self.stats.flushes.fetch_add(1, SeqCst);
         telemetry::cache_event("flush");
     }
@@ -616,38 +606,9 @@ fn on(epoch: u64) -> bool {
     !epoch.is_multiple_of(2)
 }
 
-/// Which bucket `key` is in (FNV-1a: keys end in a hex SHA-256, so any mix will do).
+/// Which bucket `key` is in.
 fn bucket(key: &str) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash as usize) % BUCKETS
-}
-
-/// Entries expire at their deadline.
-struct Deadline;
-
-impl moka::Expiry<String, Arc<Entry>> for Deadline {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(entry.deadline.saturating_duration_since(created_at))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        updated_at: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.deadline.saturating_duration_since(updated_at))
-    }
+    (fnv(key.as_bytes()) as usize) % BUCKETS
 }
 
 /// The client for the tracking connection: the store's server and credentials, in RESP3
@@ -802,10 +763,18 @@ async fn refresh(
         return Ok(());
     }
     let ticket = core.ticket(epoch);
+    // A request that missed meanwhile has read it already.
+    let keys: Vec<&String> = keys
+        .iter()
+        .filter(|key| !core.entries.contains(key))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
-    for key in keys {
+    for key in &keys {
         commands::Commands::load(&mut pipe, key, None);
-        pipe.cmd("PTTL").arg(key);
+        pipe.cmd("PTTL").arg(key.as_str());
     }
     let replies: Vec<Value> = pipe.query_async(connection).await?;
     let mut replies = replies.into_iter();
@@ -831,10 +800,7 @@ mod tests {
         let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
         let settings = LocalCache::new();
         let core = Core {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(settings.max_bytes)
-                .expire_after(Deadline)
-                .build(),
+            entries: Map::new(settings.max_bytes, settings.max_entries),
             epoch: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             changed: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),

@@ -19,6 +19,7 @@
 
 pub(crate) mod batch;
 mod cache;
+mod cache_map;
 // Compiled without the `cluster` feature too (it needs no dependency of its own), so that
 // the store's code has one shape; only `builder_cluster` is behind the feature.
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
