@@ -458,3 +458,72 @@ fn the_cache_needs_one_redis_server_and_touch_after() {
     let stats = sessions.cache_stats().unwrap();
     assert!(!stats.tracking);
 }
+
+/// The README's ACL rule for the store, and what the cache adds to it.
+const SESSION_USER: &str = "+hgetall +hset +hdel +pexpire +del +evalsha +script|load +exists \
+     +hget +hkeys +hello +ping";
+
+#[actix_web::test]
+async fn an_acl_user_needs_client_tracking_and_pttl_and_without_them_the_cache_stays_off() {
+    let logs = common::logs::capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("users.acl");
+    std::fs::write(
+        &acl,
+        format!(
+            "user default on nopass ~* &* +@all\n\
+             user cached on >s3cret-Pa55 ~session:* resetchannels -@all {SESSION_USER} \
+             +client|tracking +pttl\n\
+             user plain on >s3cret-Pa55 ~session:* resetchannels -@all {SESSION_USER} +pttl\n"
+        ),
+    )
+    .unwrap();
+    let (_server, port) = RedisServer::start_on_port_with(|port| {
+        vec![
+            "--port".into(),
+            port.to_string(),
+            "--aclfile".into(),
+            acl.to_string_lossy().into_owned(),
+        ]
+    });
+    for transport in [Transport::Pool, Transport::Multiplexed] {
+        let url = format!("redis://cached:s3cret-Pa55@127.0.0.1:{port}");
+        let a = Instance::start(
+            RedisSession::builder(url, key(1))
+                .transport(transport)
+                .local_cache(LocalCache::new()),
+        );
+        a.tracking().await;
+        let mut client = Client::new(&a.srv);
+        assert_eq!(client.get("/set/user/ann").await.body, "ok");
+        client.get("/renew").await;
+        for _ in 0..3 {
+            assert_eq!(client.get("/get/user").await.body, "\"ann\"");
+        }
+        client.get("/purge").await;
+        assert_eq!(client.get("/get/user").await.body, "none");
+        assert!(a.stats().hits > 0, "{:?}", a.stats());
+
+        // Without CLIENT TRACKING: sessions work, the cache stays off, the log says why.
+        let url = format!("redis://plain:s3cret-Pa55@127.0.0.1:{port}");
+        let b = Instance::start(
+            RedisSession::builder(url, key(1))
+                .transport(transport)
+                .local_cache(LocalCache::new()),
+        );
+        let mut client = Client::new(&b.srv);
+        assert_eq!(client.get("/set/user/bob").await.body, "ok");
+        for _ in 0..3 {
+            assert_eq!(client.get("/get/user").await.body, "\"bob\"");
+        }
+        let stats = b.stats();
+        assert!(!stats.tracking && stats.hits == 0, "{stats:?}");
+        assert!(stats.bypassed >= 3, "{stats:?}");
+    }
+    let logged = logs.lock().unwrap().clone();
+    assert!(
+        logged.contains("could not turn tracking on"),
+        "the log says why: {logged}"
+    );
+    assert!(!logged.contains("s3cret"), "a password in the log");
+}

@@ -58,6 +58,10 @@ const BUCKETS: usize = 4096;
 /// the command timeout, and the cache is bypassed from then on.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
+/// The first wait before trying to bring tracking back; it doubles up to
+/// [`RECONNECT_AT_MOST_EVERY`].
+const FIRST_RECONNECT: Duration = Duration::from_millis(50);
+
 /// The longest wait between two attempts to bring tracking back.
 const RECONNECT_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
@@ -643,24 +647,42 @@ fn track(
         }
     };
     runtime.block_on(async move {
-        let mut wait = Duration::from_millis(50);
+        let mut wait = FIRST_RECONNECT;
+        // Told once per stretch without tracking, not at every attempt.
+        let mut told = false;
         loop {
             if gone(&core) {
                 return;
             }
-            match tracked(&client, &prefix, &core, &mut refreshes, connect_timeout, command_timeout).await {
-                Ok(()) => return,
-                Err(e) => {
-                    if let Some(core) = core.upgrade() {
-                        if on(core.epoch.load(SeqCst)) {
-                            tracing::warn!(error = %e, "session cache: tracking connection lost; the cache is off until it is back");
-                        } else {
-                            tracing::debug!(error = %e, "session cache: could not turn tracking on");
-                        }
-                        core.down();
-                    }
-                }
+            let mut was_on = false;
+            let result = tracked(
+                &client,
+                &prefix,
+                &core,
+                &mut refreshes,
+                (connect_timeout, command_timeout),
+                &mut was_on,
+            )
+            .await;
+            let Err(e) = result else { return };
+            let Some(core) = core.upgrade() else { return };
+            core.down();
+            if was_on {
+                tracing::warn!(error = %e, "session cache: tracking connection lost; the cache is off until it is back");
+                told = true;
+                wait = FIRST_RECONNECT;
+            } else if !told {
+                tracing::warn!(
+                    error = %e,
+                    "session cache: could not turn tracking on (it needs Redis 6 or later, and \
+                     +client|tracking for an ACL user); the cache is off, every load goes to \
+                     Redis, and it keeps trying"
+                );
+                told = true;
+            } else {
+                tracing::debug!(error = %e, "session cache: could not turn tracking on");
             }
+            drop(core);
             // Refreshes asked for while tracking was off are moot: the cache was flushed.
             while refreshes.try_recv().is_ok() {}
             tokio::time::sleep(wait).await;
@@ -675,14 +697,14 @@ fn gone(core: &Weak<Core>) -> bool {
 }
 
 /// One tracking connection, while it lasts: `Ok` when the cache is gone, `Err` when the
-/// connection failed.
+/// connection failed; `was_on` says whether tracking got turned on before.
 async fn tracked(
     client: &redis::Client,
     prefix: &str,
     core: &Weak<Core>,
     refreshes: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    connect_timeout: Duration,
-    command_timeout: Duration,
+    (connect_timeout, command_timeout): (Duration, Duration),
+    was_on: &mut bool,
 ) -> Result<(), redis::RedisError> {
     let dropped = Arc::new(tokio::sync::Notify::new());
     let pushes = {
@@ -723,7 +745,8 @@ async fn tracked(
         Some(core) => core.up(),
         None => return Ok(()),
     }
-    tracing::debug!("session cache: tracking on");
+    *was_on = true;
+    tracing::info!("session cache: tracking on");
     loop {
         tokio::select! {
             () = dropped.notified() => {
