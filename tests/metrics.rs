@@ -168,4 +168,49 @@ async fn loads_saves_errors_and_latencies_are_counted() {
         Some(&1),
         "{counters:#?}"
     );
+
+    // The local cache: misses, hits, an invalidation, a flush, and the tracking gauge.
+    let backend = Backend::cached(actix_redis_session::Transport::Multiplexed);
+    let sessions = backend.sessions(key(1));
+    let started = std::time::Instant::now();
+    while !sessions.cache_stats().unwrap().tracking {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let srv = serve(sessions.clone());
+    let mut client = Client::new(&srv);
+    client.get("/set/a/1").await;
+    // Once Redis has echoed the create (and it was read again), the reads are hits.
+    let started = std::time::Instant::now();
+    while sessions.cache_stats().unwrap().refreshes == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    client.get("/get/a").await;
+    client.get("/get/a").await;
+    let server = backend.redis_server().unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut server.conn()).unwrap();
+    let started = std::time::Instant::now();
+    while sessions.cache_stats().unwrap().flushes == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let seen = read(&snapshotter);
+    let count = |name: &str| seen.counters.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        count("session_cache_events_total{event=hit}"),
+        2,
+        "{:#?}",
+        seen.counters
+    );
+    assert_eq!(count("session_cache_events_total{event=flush}"), 1);
+    assert!(count("session_cache_events_total{event=invalidation}") >= 1);
+    assert_eq!(seen.gauges.get("session_cache_tracking{}"), Some(&1.0));
+    assert_eq!(
+        (
+            sessions.cache_stats().unwrap().hits,
+            sessions.cache_stats().unwrap().flushes
+        ),
+        (2, 1)
+    );
 }
