@@ -14,6 +14,10 @@
 //!   sealed in the cookie itself (no server state).
 //! - `TRANSPORT=multiplexed`: with Redis, one async connection per worker instead of the
 //!   default r2d2 pool (see the README's "Performance and choosing a transport").
+//! - `LOCAL_CACHE=1`: with Redis, keep sessions in this process too, coherent through Redis's
+//!   invalidations (the README's "Local cache"); <http://127.0.0.1:8080/cache-stats> shows
+//!   its hits, misses and invalidations. Run two demos on two ports (`BIND`) on one Redis
+//!   and change the cart in one: the other shows the change on its next page.
 //! - `SESSION_KEY`: base64 secret of 32+ bytes (`openssl rand -base64 64`); without it a
 //!   random key is used and sessions do not survive a restart.
 //! - `COOKIE_SECURE=false`: drop the cookie's `Secure` flag. Browsers (and recent curl)
@@ -29,7 +33,7 @@
 use std::{env, io, time::Duration};
 
 use actix_redis_session::{
-    store::{CookieStore, FileStore, MemoryStore},
+    store::{CookieStore, FileStore, LocalCache, MemoryStore},
     Key, RedisSession, Session, SessionData, Transport, TypedSession,
 };
 use actix_web::{
@@ -198,7 +202,13 @@ async fn main() -> io::Result<()> {
                 "store: Redis at {} ({transport:?} transport)",
                 redacted(&url)
             );
-            RedisSession::builder(&url, key).transport(transport)
+            let builder = RedisSession::builder(&url, key).transport(transport);
+            if env::var("LOCAL_CACHE").is_ok_and(|v| v == "1") {
+                println!("local cache: on (GET /cache-stats)");
+                builder.local_cache(LocalCache::new())
+            } else {
+                builder
+            }
         }
         Err(_) => match env::var("STORE").as_deref() {
             Ok("file") => {
@@ -249,8 +259,24 @@ async fn main() -> io::Result<()> {
     let sessions = builder.build().map_err(io::Error::other)?;
 
     println!("listening on http://{bind}");
+    let stats = sessions.clone();
     HttpServer::new(move || {
+        let stats = stats.clone();
         App::new()
+            .route(
+                "/cache-stats",
+                web::get().to(move || {
+                    let stats = stats.cache_stats();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("text/plain")
+                            .body(match stats {
+                                Some(stats) => format!("{stats:#?}\n"),
+                                None => "no local cache (REDIS_URL=... LOCAL_CACHE=1)\n".to_owned(),
+                            })
+                    }
+                }),
+            )
             .wrap(sessions.clone())
             .wrap(Logger::default())
             .service(index)
