@@ -390,6 +390,7 @@ impl RedisSessionBuilder {
         self.idle_timeout = Duration::from_secs(24 * 3600);
         self.absolute_timeout = None;
         self.touch_after = Duration::ZERO;
+        self.touch_after_set = false;
         self.preset = Some(Preset::Development);
         self
     }
@@ -453,6 +454,7 @@ impl RedisSessionBuilder {
         self.idle_timeout = Duration::from_secs(15 * 60);
         self.absolute_timeout = Some(Duration::from_secs(8 * 3600));
         self.touch_after = Duration::ZERO;
+        self.touch_after_set = false;
         self.allow_remember = false;
         self.encrypt_at_rest = true;
         self.reject_plain_values = true;
@@ -471,6 +473,7 @@ impl RedisSessionBuilder {
         self.idle_timeout = Duration::from_secs(3600);
         self.absolute_timeout = Some(Duration::from_secs(7 * 86_400));
         self.touch_after = Duration::from_secs(60);
+        self.touch_after_set = false;
         self.allow_remember = true;
         self.remember_max = Duration::from_secs(30 * 86_400);
         self.encrypt_at_rest = false;

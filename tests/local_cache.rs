@@ -474,7 +474,9 @@ async fn an_acl_user_needs_client_tracking_and_pttl_and_without_them_the_cache_s
             "user default on nopass ~* &* +@all\n\
              user cached on >s3cret-Pa55 ~session:* resetchannels -@all {SESSION_USER} \
              +client|tracking +pttl\n\
-             user plain on >s3cret-Pa55 ~session:* resetchannels -@all {SESSION_USER} +pttl\n"
+             user plain on >s3cret-Pa55 ~session:* resetchannels -@all {SESSION_USER} +pttl\n\
+             user nopttl on >s3cret-Pa55 ~session:* resetchannels -@all {SESSION_USER} \
+             +client|tracking\n"
         ),
     )
     .unwrap();
@@ -504,21 +506,24 @@ async fn an_acl_user_needs_client_tracking_and_pttl_and_without_them_the_cache_s
         assert_eq!(client.get("/get/user").await.body, "none");
         assert!(a.stats().hits > 0, "{:?}", a.stats());
 
-        // Without CLIENT TRACKING: sessions work, the cache stays off, the log says why.
-        let url = format!("redis://plain:s3cret-Pa55@127.0.0.1:{port}");
-        let b = Instance::start(
-            RedisSession::builder(url, key(1))
-                .transport(transport)
-                .local_cache(LocalCache::new()),
-        );
-        let mut client = Client::new(&b.srv);
-        assert_eq!(client.get("/set/user/bob").await.body, "ok");
-        for _ in 0..3 {
-            assert_eq!(client.get("/get/user").await.body, "\"bob\"");
+        // Without CLIENT TRACKING, or without PTTL (which every miss sends): sessions work,
+        // the cache stays off, the log says why.
+        for user in ["plain", "nopttl"] {
+            let url = format!("redis://{user}:s3cret-Pa55@127.0.0.1:{port}");
+            let b = Instance::start(
+                RedisSession::builder(url, key(1))
+                    .transport(transport)
+                    .local_cache(LocalCache::new()),
+            );
+            let mut client = Client::new(&b.srv);
+            assert_eq!(client.get("/set/user/bob").await.body, "ok");
+            for _ in 0..3 {
+                assert_eq!(client.get("/get/user").await.body, "\"bob\"");
+            }
+            let stats = b.stats();
+            assert!(!stats.tracking && stats.hits == 0, "{user}: {stats:?}");
+            assert!(stats.bypassed >= 3, "{user}: {stats:?}");
         }
-        let stats = b.stats();
-        assert!(!stats.tracking && stats.hits == 0, "{stats:?}");
-        assert!(stats.bypassed >= 3, "{stats:?}");
     }
     let logged = logs.lock().unwrap().clone();
     assert!(

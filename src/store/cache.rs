@@ -68,6 +68,10 @@ const RECONNECT_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 /// Keys read again per round trip by the refresher.
 const REFRESH_BATCH: usize = 64;
 
+/// Keys waiting to be read again, at most; more are dropped (their entries are gone
+/// already: the next load of each reads it).
+const REFRESH_QUEUE: usize = 4096;
+
 /// The local session cache: most requests find their session in this process's memory and
 /// cost no Redis round trip at all, and Redis tells every process when a session changes
 /// anywhere, so no process serves a copy that Redis has said is out of date.
@@ -117,9 +121,14 @@ impl LocalCache {
         }
     }
 
-    /// The most memory the cached sessions take in this process: their field names and
-    /// values, their keys, and about 100 bytes of bookkeeping each. The least recently and
-    /// least often used go first when it is full. Default: 32 MiB. At least 64 KiB.
+    /// The most memory the cached sessions take in this process, as counted: their field
+    /// names and values, 56 bytes per field, two copies of the storage key and about 200
+    /// bytes of bookkeeping per session (about 350 bytes with a 70-byte key). When it is
+    /// full, sessions not read since the clock hand last passed go first. The map has up to
+    /// 64 shards (fewer for small bounds: at least 256 KiB each where possible, and no more
+    /// than `max_entries`), each with its share of both bounds; a session larger than a
+    /// shard's share (512 KiB at the defaults) is not cached. Default: 32 MiB. At least
+    /// 64 KiB.
     pub fn max_bytes(mut self, bytes: u64) -> LocalCache {
         self.max_bytes = bytes;
         self
@@ -193,6 +202,9 @@ struct Record {
     epoch: u64,
     /// Written by this process: read again when Redis echoes the write.
     ours: bool,
+    /// When its fields were last read from Redis whole (or written whole): updates in place
+    /// never take it past this plus the cache's time to live.
+    read_at: Instant,
 }
 
 /// What the map holds: a shared record (a hit clones its fields, not the map's copy).
@@ -200,12 +212,13 @@ struct Record {
 struct Entry(Arc<Record>);
 
 impl Entry {
-    fn new(fields: Fields, deadline: Instant, epoch: u64, ours: bool) -> Entry {
+    fn new(fields: Fields, deadline: Instant, epoch: u64, ours: bool, read_at: Instant) -> Entry {
         Entry(Arc::new(Record {
             fields,
             deadline,
             epoch,
             ours,
+            read_at,
         }))
     }
 }
@@ -259,8 +272,10 @@ struct Core {
     /// Writes of this process out now, per bucket.
     writing: Box<[AtomicU32]>,
     time_to_live: Duration,
+    /// `key_prefix` + the infix of users' indexes, whose keys are never cached.
+    index_prefix: String,
     /// Keys whose own write Redis echoed, for the refresher.
-    refresh: tokio::sync::mpsc::UnboundedSender<String>,
+    refresh: tokio::sync::mpsc::Sender<String>,
     stats: Counters,
 }
 
@@ -284,7 +299,7 @@ impl Cache {
         timeouts: (Duration, Duration),
     ) -> Result<Cache, std::io::Error> {
         let entries = Map::new(settings.max_bytes, settings.max_entries);
-        let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
+        let (refresh, refreshes) = tokio::sync::mpsc::channel(REFRESH_QUEUE);
         let core = Arc::new(Core {
             entries,
             epoch: AtomicU64::new(0),
@@ -292,6 +307,7 @@ impl Cache {
             changed: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             writing: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             time_to_live: settings.time_to_live,
+            index_prefix: format!("{prefix}{}", crate::record::INDEX_INFIX),
             refresh,
             stats: Counters::default(),
         });
@@ -341,15 +357,19 @@ impl Cache {
         self.core.fill(key, ticket, fields, ticket.at + pttl);
     }
 
-    /// Before a write of this process goes out.
-    pub(crate) fn begin(&self, write: &Write) -> Writing {
+    /// Before a write of this process goes out. A user's index is no session: its writes
+    /// are left alone (and it is never cached).
+    pub(crate) fn begin(&self, write: &Write) -> Option<Writing> {
         let key = write.key().to_owned();
+        if key.starts_with(self.core.index_prefix.as_str()) {
+            return None;
+        }
         let bucket = bucket(&key);
         let core = &self.core;
         // In this order: a load that checks in between sees the write out.
         core.writing[bucket].fetch_add(1, SeqCst);
         let start = core.change(bucket);
-        Writing {
+        Some(Writing {
             core: Arc::clone(core),
             key,
             bucket,
@@ -357,11 +377,13 @@ impl Cache {
             epoch: core.epoch.load(SeqCst),
             sent: Instant::now(),
             done: false,
-        }
+        })
     }
 
     /// A write sent without waiting for its answer (a touch): the entry goes, since what
-    /// Redis holds after it is not known here; the next load reads it again.
+    /// Redis holds after it is not known here; the next load reads it again. (A load that
+    /// reads before the touch lands keeps the record as it was, until the touch's echo
+    /// evicts it: its only effect is that the touch looks due once more.)
     pub(crate) fn forget(&self, write: &Write) {
         self.forget_key(write.key());
     }
@@ -416,7 +438,12 @@ impl Writing {
         let core = Arc::clone(&self.core);
         let bucket = self.bucket;
         let epoch = self.epoch;
-        let deadline = |ttl: Duration| (self.sent + ttl).min(Instant::now() + core.time_to_live);
+        // The TTL the write gave the record, counted from before Redis ran it, and never
+        // past the cache's time to live from the last whole read.
+        let sent = self.sent;
+        let deadline =
+            |ttl: Duration, read_at: Instant| (sent + ttl).min(read_at + core.time_to_live);
+        let now = Instant::now();
         let applied = matches!(
             (write, outcome),
             (
@@ -453,22 +480,31 @@ impl Writing {
                 reread = true;
                 Op::Remove
             }
+            // A creation writes the whole record: as good as a read.
             Write::Create { fields, ttl, .. } => Op::Put(Entry::new(
                 fields.iter().cloned().collect(),
-                deadline(*ttl),
+                deadline(*ttl, sent),
                 epoch,
                 true,
+                sent,
             )),
             Write::Update { set, del, ttl, .. } => match current {
-                Some(current) if current.epoch == epoch => {
+                Some(current) if current.epoch == epoch && current.deadline > now => {
                     let mut fields = current.fields.clone();
                     fields.extend(set.iter().cloned());
                     for name in del {
                         fields.remove(name);
                     }
-                    Op::Put(Entry::new(fields, deadline(*ttl), epoch, true))
+                    let read_at = current.read_at;
+                    Op::Put(Entry::new(
+                        fields,
+                        deadline(*ttl, read_at),
+                        epoch,
+                        true,
+                        read_at,
+                    ))
                 }
-                // Not loaded here (or of another epoch): nothing to update.
+                // Not loaded here (or of another epoch, or past its time): nothing to update.
                 _ => Op::Remove,
             },
             _ => Op::Remove,
@@ -477,7 +513,8 @@ impl Writing {
         core.writing[bucket].fetch_sub(1, SeqCst);
         // After the write counts as done: the refresher's load must be kept.
         if reread && on(epoch) {
-            let _ = core.refresh.send(self.key.clone());
+            // Full: not read again (its entry is gone already; the next load reads it).
+            let _ = core.refresh.try_send(self.key.clone());
         }
     }
 }
@@ -515,13 +552,19 @@ impl Core {
     /// kept.
     fn fill(&self, key: &str, ticket: Ticket, fields: &Fields, deadline: Instant) -> bool {
         let bucket = bucket(key);
-        let deadline = deadline.min(Instant::now() + self.time_to_live);
+        let deadline = deadline.min(ticket.at + self.time_to_live);
         let done = self.entries.compute(key, |_| {
             let quiet = self.epoch.load(SeqCst) == ticket.epoch
                 && self.changed[bucket].load(SeqCst) <= ticket.seq
                 && self.writing[bucket].load(SeqCst) == 0;
             if quiet {
-                Op::Put(Entry::new(fields.clone(), deadline, ticket.epoch, false))
+                Op::Put(Entry::new(
+                    fields.clone(),
+                    deadline,
+                    ticket.epoch,
+                    false,
+                    ticket.at,
+                ))
             } else {
                 Op::Nop
             }
@@ -548,7 +591,7 @@ impl Core {
             self.stats.invalidations.fetch_add(1, SeqCst);
             telemetry::cache_event("invalidation");
             if entry.ours {
-                let _ = self.refresh.send(key.to_owned());
+                let _ = self.refresh.try_send(key.to_owned());
             }
         }
     }
@@ -633,7 +676,7 @@ fn track(
     client: redis::Client,
     prefix: String,
     core: Weak<Core>,
-    mut refreshes: tokio::sync::mpsc::UnboundedReceiver<String>,
+    mut refreshes: tokio::sync::mpsc::Receiver<String>,
     (connect_timeout, command_timeout): (Duration, Duration),
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -675,7 +718,7 @@ fn track(
                 tracing::warn!(
                     error = %e,
                     "session cache: could not turn tracking on (it needs Redis 6 or later, and \
-                     +client|tracking for an ACL user); the cache is off, every load goes to \
+                     +client|tracking +pttl for an ACL user); the cache is off, every load goes to \
                      Redis, and it keeps trying"
                 );
                 told = true;
@@ -702,7 +745,7 @@ async fn tracked(
     client: &redis::Client,
     prefix: &str,
     core: &Weak<Core>,
-    refreshes: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    refreshes: &mut tokio::sync::mpsc::Receiver<String>,
     (connect_timeout, command_timeout): (Duration, Duration),
     was_on: &mut bool,
 ) -> Result<(), redis::RedisError> {
@@ -718,10 +761,9 @@ async fn tracked(
             };
             match push.kind {
                 PushKind::Invalidate => core.pushed(&push.data),
-                PushKind::Disconnection => {
-                    core.down();
-                    dropped.notify_one();
-                }
+                // Only this connection's loop hears it (`track` then turns the cache off):
+                // a late notice from an older connection must not turn off a newer one.
+                PushKind::Disconnection => dropped.notify_one(),
                 _ => {}
             }
             Ok(())
@@ -741,12 +783,22 @@ async fn tracked(
         .arg("PREFIX")
         .arg(prefix);
     on.query_async::<()>(&mut connection).await?;
+    // Every miss reads the record's TTL: an ACL user without PTTL would fail every load
+    // that the cache does not answer, so without it tracking stays off.
+    redis::cmd("PTTL")
+        .arg(prefix)
+        .query_async::<i64>(&mut connection)
+        .await?;
     match core.upgrade() {
         Some(core) => core.up(),
         None => return Ok(()),
     }
     *was_on = true;
     tracing::info!("session cache: tracking on");
+    // One timer for the whole connection, so that refreshes cannot put the PING off.
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
     loop {
         tokio::select! {
             () = dropped.notified() => {
@@ -764,7 +816,7 @@ async fn tracked(
                 let Some(core) = core.upgrade() else { return Ok(()) };
                 refresh(&core, &mut connection, &keys).await?;
             }
-            () = tokio::time::sleep(KEEPALIVE) => {
+            _ = keepalive.tick() => {
                 if gone(core) {
                     return Ok(());
                 }
@@ -799,7 +851,9 @@ async fn refresh(
         commands::Commands::load(&mut pipe, key, None);
         pipe.cmd("PTTL").arg(key.as_str());
     }
-    let replies: Vec<Value> = pipe.query_async(connection).await?;
+    // A key that is not a hash (or a command the server refuses) spoils its own replies,
+    // not the batch's nor the connection.
+    let replies: Vec<Value> = pipe.ignore_errors().query_async(connection).await?;
     let mut replies = replies.into_iter();
     for key in keys {
         let (Some(record), pttl) = (replies.next(), replies.next()) else {
@@ -819,9 +873,13 @@ async fn refresh(
 mod tests {
     use super::*;
 
-    fn core() -> (Cache, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
-        let settings = LocalCache::new();
+    fn core() -> (Cache, tokio::sync::mpsc::Receiver<String>) {
+        core_living(LocalCache::new().time_to_live)
+    }
+
+    fn core_living(time_to_live: Duration) -> (Cache, tokio::sync::mpsc::Receiver<String>) {
+        let (refresh, refreshes) = tokio::sync::mpsc::channel(REFRESH_QUEUE);
+        let settings = LocalCache::new().time_to_live(time_to_live);
         let core = Core {
             entries: Map::new(settings.max_bytes, settings.max_entries),
             epoch: AtomicU64::new(0),
@@ -829,6 +887,7 @@ mod tests {
             changed: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             writing: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             time_to_live: settings.time_to_live,
+            index_prefix: "p:user:".to_owned(),
             refresh,
             stats: Counters::default(),
         };
@@ -916,7 +975,7 @@ mod tests {
         };
         // A load that asked while the write was out is not kept (it may have read before).
         let during = cache.ticket().unwrap();
-        let writing = cache.begin(&write);
+        let writing = cache.begin(&write).unwrap();
         cache.fill("k", during, &record("1"), TTL);
         writing.finish(&write, &Ok(Outcome::Applied));
         assert_eq!(value(&cache, "k").as_deref(), Some("2"));
@@ -947,7 +1006,7 @@ mod tests {
             let ticket = cache.ticket().unwrap();
             cache.fill("k", ticket, &record("1"), TTL);
             assert!(value(&cache, "k").is_some());
-            let writing = cache.begin(&write);
+            let writing = cache.begin(&write).unwrap();
             match case {
                 0 => {
                     cache.core.invalidate("k");
@@ -962,6 +1021,40 @@ mod tests {
             // gone: nothing is.
             assert_eq!(refreshes.try_recv().is_ok(), case == 0, "case {case}");
         }
+    }
+
+    #[test]
+    fn updates_in_place_never_outlive_the_last_whole_read_and_indexes_are_left_alone() {
+        let (cache, _r) = core_living(Duration::from_millis(60));
+        cache.core.up();
+        let ticket = cache.ticket().unwrap();
+        cache.fill("k", ticket, &record("0"), TTL);
+        let started = Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_millis(120) {
+            n += 1;
+            let write = Write::Update {
+                key: "k".into(),
+                set: vec![("d:v".into(), n.to_string().into_bytes())],
+                del: vec![],
+                ttl: TTL,
+            };
+            cache
+                .begin(&write)
+                .unwrap()
+                .finish(&write, &Ok(Outcome::Applied));
+            if started.elapsed() < Duration::from_millis(50) {
+                assert_eq!(value(&cache, "k"), Some(n.to_string()));
+            }
+        }
+        // Written all along, never read again: gone at the time to live of the first read.
+        assert_eq!(value(&cache, "k"), None);
+        let index = Write::Create {
+            key: "p:user:abc".into(),
+            fields: vec![("i:x".into(), b"1".to_vec())],
+            ttl: TTL,
+        };
+        assert!(cache.begin(&index).is_none());
     }
 
     #[test]

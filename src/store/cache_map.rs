@@ -121,7 +121,8 @@ impl<V: Cached> Map<V> {
         let slot = shard.slots.get_mut(key)?;
         if slot.value.deadline() <= Instant::now() {
             shard.remove(key, self);
-            self.evictions.fetch_add(1, Relaxed);
+            shard.compact();
+            self.evicted();
             return None;
         }
         slot.referenced = true;
@@ -140,7 +141,10 @@ impl<V: Cached> Map<V> {
         match f(shard.slots.get(key).map(|slot| &slot.value)) {
             Op::Nop => Done::Nothing,
             Op::Remove => match shard.remove(key, self) {
-                Some(value) => Done::Removed(value),
+                Some(value) => {
+                    shard.compact();
+                    Done::Removed(value)
+                }
                 None => Done::Nothing,
             },
             Op::Put(value) => {
@@ -152,7 +156,13 @@ impl<V: Cached> Map<V> {
                 }
                 shard.put(key, value, weight, self);
                 shard.evict(self);
-                Done::Put
+                // The hand may have taken the newcomer itself (everything older was read
+                // since it last passed).
+                if shard.slots.contains_key(key) {
+                    Done::Put
+                } else {
+                    Done::Nothing
+                }
             }
         }
     }
@@ -175,6 +185,11 @@ impl<V: Cached> Map<V> {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Relaxed)
+    }
+
+    fn evicted(&self) {
+        self.evictions.fetch_add(1, Relaxed);
+        crate::telemetry::cache_event("eviction");
     }
 
     /// Entries removed to make room or at their deadline, so far.
@@ -236,10 +251,15 @@ impl<V: Cached> Shard<V> {
                 continue;
             }
             self.remove(&key, map);
-            map.evictions.fetch_add(1, Relaxed);
+            map.evicted();
         }
-        // Places of removed keys are skipped when the hand meets them; this keeps them from
-        // piling up when nothing needs evicting.
+        self.compact();
+    }
+
+    /// Places of removed keys are skipped when the hand meets them; this keeps them from
+    /// piling up (their key copies are not counted once the entry is gone): at most twice
+    /// the live entries, and 32.
+    fn compact(&mut self) {
         if self.clock.len() > 2 * self.slots.len() + 32 {
             let slots = &self.slots;
             self.clock

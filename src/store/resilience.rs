@@ -701,6 +701,10 @@ impl Guarded {
             Ok(replies) => replies.into_iter(),
             // Not a hash: no session (see `commands::loaded`), nothing cached.
             Err(e) if e.is_wrong_type() => return Ok(Some(Fields::new())),
+            // Redis refused the command (an ACL without PTTL, say): the plain load.
+            Err(e) if e.kind() == StoreErrorKind::Backend => {
+                return self.load(key, ttl, budget).await
+            }
             Err(e) => return Err(e),
         };
         let fields = to_fields(replies.next().unwrap_or(redis::Value::Nil));
@@ -775,7 +779,9 @@ impl Guarded {
         // Dropped unfinished if this request is: the entry then goes.
         let writing = cache.begin(write);
         let written = self.write_now(write, budget).await;
-        writing.finish(write, &written);
+        if let Some(writing) = writing {
+            writing.finish(write, &written);
+        }
         written
     }
 

@@ -299,9 +299,21 @@ impl Backend {
         }
     }
 
-    /// The middleware with default settings.
+    /// The middleware with default settings (with the local cache: once tracking is on, so
+    /// that the suites run on the cache, not around it).
     pub fn sessions(&self, key: Key) -> RedisSession {
-        self.builder(key).build().expect("valid test configuration")
+        let sessions = self.builder(key).build().expect("valid test configuration");
+        if let Backend::Cached(..) = self {
+            let started = std::time::Instant::now();
+            while !sessions.cache_stats().is_some_and(|s| s.tracking) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "tracking never came on"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        sessions
     }
 
     /// How many session records the backend holds on the server (expired ones included until
