@@ -23,7 +23,7 @@ use crate::{
         cookie::{plaintext_budget, Sealer},
         memory::MemoryStore,
         Cache, Choice, CircuitBreaker, Guarded, IntoStore, LocalCache, MultiplexedStore,
-        RedisStore, RedisTls, Retry, Store, StoreChoice,
+        RedisStore, RedisTls, Retry, Source, Store, StoreChoice,
     },
 };
 
@@ -314,9 +314,11 @@ impl RedisSessionBuilder {
     /// Needs [`touch_after`](Self::touch_after), because every TTL refresh evicts the
     /// session from every cache: left at zero (or by a preset), it becomes 60 seconds, or
     /// half the idle timeout if that is shorter, and `build` says so in the log; set to zero
-    /// by this builder's own call, `build` fails. One Redis server by URL only
-    /// ([`RedisSession::builder`]), either transport: `build` fails with Sentinel, a
-    /// cluster, an application's pool or another store.
+    /// by this builder's own call, `build` fails. One Redis server by URL
+    /// ([`RedisSession::builder`]) or Redis Sentinel
+    /// ([`RedisSession::builder_sentinel`]: tracking follows the master through a failover),
+    /// either transport: `build` fails with a cluster, an application's pool or another
+    /// store.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1041,11 +1043,16 @@ impl RedisSessionBuilder {
                 option: "local_cache",
                 reason,
             })?;
-            if !matches!(self.backend, Backend::Url(_)) {
+            #[cfg(feature = "sentinel")]
+            let sentinel = matches!(self.backend, Backend::Sentinel { .. });
+            #[cfg(not(feature = "sentinel"))]
+            let sentinel = false;
+            if !matches!(self.backend, Backend::Url(_)) && !sentinel {
                 return Err(ConfigError::InvalidOption {
                     option: "local_cache",
-                    reason: "needs one Redis server by URL (RedisSession::builder): not yet \
-                             Sentinel or a cluster, nor an application's pool or another store",
+                    reason: "needs one Redis server by URL (RedisSession::builder) or \
+                             Sentinel: not yet a cluster, nor an application's pool or another \
+                             store",
                 });
             }
         }
@@ -1111,34 +1118,29 @@ impl RedisSessionBuilder {
                         Store::Multiplexed(MultiplexedStore::open(url, &self.redis)?)
                     }
                 });
-                Engine::Server(match &self.local_cache {
-                    None => guarded,
-                    Some(settings) => {
-                        let client = crate::store::redis::client(url, self.redis.tls.as_ref())?;
-                        let timeouts = (self.redis.connect_timeout, self.redis.command_timeout);
-                        let cache = Cache::start(settings, &client, &self.key_prefix, timeouts)
-                            .map_err(|_| ConfigError::InvalidOption {
-                                option: "local_cache",
-                                reason: "could not start the cache's tracking thread",
-                            })?;
-                        guarded.with_cache(cache)
-                    }
-                })
+                let client = || crate::store::redis::client(url, self.redis.tls.as_ref());
+                Engine::Server(self.cached(guarded, || Ok(Source::Client(client()?)))?)
             }
             #[cfg(feature = "sentinel")]
             Backend::Sentinel {
                 ref sentinels,
                 ref master,
-            } => Engine::Server(self.guarded(match self.transport {
-                Transport::Pool => {
-                    Store::Redis(RedisStore::open_sentinel(sentinels, master, &self.redis)?)
-                }
-                Transport::Multiplexed => Store::Multiplexed(MultiplexedStore::open_sentinel(
-                    sentinels,
-                    master,
-                    &self.redis,
-                )?),
-            })),
+            } => {
+                let guarded =
+                    self.guarded(match self.transport {
+                        Transport::Pool => {
+                            Store::Redis(RedisStore::open_sentinel(sentinels, master, &self.redis)?)
+                        }
+                        Transport::Multiplexed => Store::Multiplexed(
+                            MultiplexedStore::open_sentinel(sentinels, master, &self.redis)?,
+                        ),
+                    });
+                Engine::Server(self.cached(guarded, || {
+                    crate::store::redis::sentinel_client(sentinels, master, &self.redis)
+                        .map(Source::Sentinel)
+                        .map_err(ConfigError::InvalidUrl)
+                })?)
+            }
             #[cfg(feature = "cluster")]
             Backend::Cluster(ref nodes) => Engine::Server(self.guarded(Store::Cluster(
                 crate::store::ClusterStore::open(nodes, &self.redis, self.transport)?,
@@ -1164,6 +1166,27 @@ impl RedisSessionBuilder {
             Arc::new(self.into_config(codecs, bridge)),
             engine,
         ))
+    }
+
+    /// `guarded` with the local cache in front of it, if asked for, its tracking connection
+    /// going where `source` says.
+    fn cached(
+        &self,
+        guarded: Guarded,
+        source: impl FnOnce() -> Result<Source, ConfigError>,
+    ) -> Result<Guarded, ConfigError> {
+        let Some(settings) = &self.local_cache else {
+            return Ok(guarded);
+        };
+        let timeouts = (self.redis.connect_timeout, self.redis.command_timeout);
+        let cache =
+            Cache::start(settings, source()?, &self.key_prefix, timeouts).map_err(|_| {
+                ConfigError::InvalidOption {
+                    option: "local_cache",
+                    reason: "could not start the cache's tracking thread",
+                }
+            })?;
+        Ok(guarded.with_cache(cache))
     }
 
     /// A server-side store behind this configuration's retry and breaker layer.

@@ -188,7 +188,19 @@ async fn loads_saves_errors_and_latencies_are_counted() {
     }
     client.get("/get/a").await;
     client.get("/get/a").await;
+    // A change by hand (another service moving the TTL) evicts the cached copy.
     let server = backend.redis_server().unwrap();
+    let [record] = server.keys().try_into().expect("one session record");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&record)
+        .arg(600_000)
+        .query(&mut server.conn())
+        .unwrap();
+    let started = std::time::Instant::now();
+    while sessions.cache_stats().unwrap().invalidations == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let _: () = redis::cmd("FLUSHALL").query(&mut server.conn()).unwrap();
     let started = std::time::Instant::now();
     while sessions.cache_stats().unwrap().flushes == 0 {

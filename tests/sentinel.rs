@@ -228,3 +228,117 @@ fn sentinel_configuration_out_of_range_is_refused() {
         .build()
         .is_err());
 }
+
+#[actix_web::test]
+async fn the_local_cache_follows_the_master_through_a_failover() {
+    cache_through_failover(Transport::Pool).await;
+}
+
+#[actix_web::test]
+async fn the_local_cache_follows_the_master_through_a_failover_on_the_multiplexed_transport() {
+    cache_through_failover(Transport::Multiplexed).await;
+}
+
+/// Waits (at most 10 s) until `what` holds of the middleware's cache.
+async fn cache_until(
+    sessions: &RedisSession,
+    what: &str,
+    holds: impl Fn(&actix_redis_session::store::CacheStats) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holds(&sessions.cache_stats().unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?}",
+            sessions.cache_stats()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Clients of `node` with tracking on.
+fn tracking_clients(node: &common::RedisServer) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut node.conn())
+        .unwrap();
+    list.lines()
+        .filter(|line| {
+            line.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .count()
+}
+
+/// Two instances with the local cache: after the failover their tracking connections are on
+/// the new master, and a write on one is seen by the other once its invalidation arrived.
+async fn cache_through_failover(transport: Transport) {
+    let setup = SentinelSetup::start();
+    let cached = || {
+        RedisSession::builder_sentinel(setup.sentinel_urls(), MASTER_NAME, key(1))
+            .transport(transport)
+            .connect_timeout(Duration::from_millis(300))
+            .command_timeout(Duration::from_millis(500))
+            .checkout_timeout(Duration::from_millis(500))
+            .touch_after(Duration::from_secs(60))
+            .local_cache(actix_redis_session::store::LocalCache::new())
+            .build()
+            .expect("valid sentinel configuration")
+    };
+    let (a, b) = (cached(), cached());
+    let (srv_a, srv_b) = (serve_concurrent(a.clone()), serve_concurrent(b.clone()));
+    for sessions in [&a, &b] {
+        cache_until(sessions, "tracking on", |s| s.tracking).await;
+    }
+    assert_eq!(tracking_clients(setup.master()), 2);
+    let mut on_a = Client::new(&srv_a);
+    assert_eq!(on_a.get("/set/n/1").await.body, "ok");
+    let mut on_b = Client::with_jar(&srv_b, on_a.jar.clone());
+    assert_eq!(on_b.get("/get/n").await.body, "\"1\"");
+    assert_eq!(on_b.get("/get/n").await.body, "\"1\"");
+    assert!(b.cache_stats().unwrap().hits >= 1);
+    replicated(&setup);
+    let flushes = b.cache_stats().unwrap().flushes;
+    setup.failover();
+    // The old master's clients are killed by the sentinels: each cache drops everything,
+    // asks the sentinels again and tracks on the new master.
+    cache_until(&b, "flushed and back", |s| {
+        s.flushes > flushes && s.tracking
+    })
+    .await;
+    cache_until(&a, "back", |s| s.tracking).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tracking_clients(setup.master()) < 2 {
+        assert!(Instant::now() < deadline, "tracking on the new master");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The sentinels demote the old master a little later (until then both say `master`, and
+    // a write may land on either): from then on every write goes to the new one.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let master = setup.master_port();
+    while setup.nodes.iter().any(|node| {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut node.conn()).unwrap();
+        Some(node.tcp_addr().port()) != master
+            && matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+    }) {
+        assert!(Instant::now() < deadline, "the old master demoted");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B reads what the new master holds.
+    assert_eq!(on_b.get("/get/n").await.body, "\"1\"");
+    // A write on A (retried onto the new master) reaches B's cache as an invalidation.
+    let deadline = Instant::now() + SETTLE;
+    let before = b.cache_stats().unwrap().invalidations;
+    loop {
+        let res = on_a.get("/set/n/2").await;
+        if res.status == 200 {
+            break;
+        }
+        assert_eq!(res.status, 503, "only 200 or 503: {res:?}");
+        assert!(Instant::now() < deadline, "A's write within {SETTLE:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    cache_until(&b, "the invalidation", |s| s.invalidations > before).await;
+    assert_eq!(on_b.get("/get/n").await.body, "\"2\"");
+    assert_eq!(on_b.get("/get/n").await.body, "\"2\"");
+}

@@ -78,8 +78,8 @@ const REFRESH_QUEUE: usize = 4096;
 ///
 /// Off by default; turn it on with
 /// [`RedisSessionBuilder::local_cache`](crate::RedisSessionBuilder::local_cache). It needs
-/// Redis 6 or later (`CLIENT TRACKING`, RESP3), one server (not Sentinel or Cluster, yet),
-/// and [`touch_after`](crate::RedisSessionBuilder::touch_after): every TTL refresh is a
+/// Redis 6 or later (`CLIENT TRACKING`, RESP3), one Redis or Redis Sentinel (not a cluster,
+/// yet), and [`touch_after`](crate::RedisSessionBuilder::touch_after): every TTL refresh is a
 /// write that evicts the session from every process's cache, so the refresh must be rare.
 /// Left at zero, `touch_after` is set to 60 seconds (or half the idle timeout, if that is
 /// shorter), and the build says so in the log. See the README's "Local cache" for what it
@@ -290,11 +290,11 @@ struct Counters {
 }
 
 impl Cache {
-    /// A cache kept coherent through a tracking connection to the server `client` names,
+    /// A cache kept coherent through a tracking connection to the server `source` names,
     /// for the keys under `prefix`; `timeouts` are (connect, command).
     pub(crate) fn start(
         settings: &LocalCache,
-        client: &redis::Client,
+        source: Source,
         prefix: &str,
         timeouts: (Duration, Duration),
     ) -> Result<Cache, std::io::Error> {
@@ -311,12 +311,12 @@ impl Cache {
             refresh,
             stats: Counters::default(),
         });
-        let tracking = tracking_client(client)?;
+        source.check()?;
         let weak = Arc::downgrade(&core);
         let prefix = prefix.to_owned();
         std::thread::Builder::new()
             .name("session-cache-tracking".into())
-            .spawn(move || track(tracking, prefix, weak, refreshes, timeouts))?;
+            .spawn(move || track(source, prefix, weak, refreshes, timeouts))?;
         telemetry::cache_tracking(false);
         Ok(Cache { core })
     }
@@ -658,6 +658,46 @@ fn bucket(key: &str) -> usize {
     (fnv(key.as_bytes()) as usize) % BUCKETS
 }
 
+/// Where the tracking connection goes: the store's server, or the master that Redis
+/// Sentinel names, asked again at every connect (a failover kills the old master's client
+/// connections, so tracking starts over on the new one).
+pub(crate) enum Source {
+    Client(redis::Client),
+    #[cfg(feature = "sentinel")]
+    Sentinel(redis::sentinel::SentinelClient),
+}
+
+impl Source {
+    /// Fails now, not in the thread, for a client that RESP3 cannot use.
+    fn check(&self) -> Result<(), std::io::Error> {
+        match self {
+            Source::Client(client) => tracking_client(client).map(drop),
+            #[cfg(feature = "sentinel")]
+            Source::Sentinel(_) => Ok(()),
+        }
+    }
+
+    /// Whether the server must be checked to still be the master (`ROLE`): under Sentinel
+    /// a demoted master keeps its clients' connections.
+    fn follows_master(&self) -> bool {
+        match self {
+            Source::Client(_) => false,
+            #[cfg(feature = "sentinel")]
+            Source::Sentinel(_) => true,
+        }
+    }
+
+    /// The server to connect to now, in RESP3.
+    async fn client(&mut self) -> Result<redis::Client, redis::RedisError> {
+        let client = match self {
+            Source::Client(client) => client.clone(),
+            #[cfg(feature = "sentinel")]
+            Source::Sentinel(sentinel) => sentinel.async_get_client().await?,
+        };
+        tracking_client(&client).map_err(redis::RedisError::from)
+    }
+}
+
 /// The client for the tracking connection: the store's server and credentials, in RESP3
 /// (invalidations arrive as pushes on the connection that asked for them).
 fn tracking_client(client: &redis::Client) -> Result<redis::Client, std::io::Error> {
@@ -673,7 +713,7 @@ fn tracking_client(client: &redis::Client) -> Result<redis::Client, std::io::Err
 /// echoed keys again; on any failure flushes the cache and starts over; ends when the
 /// cache is gone.
 fn track(
-    client: redis::Client,
+    mut source: Source,
     prefix: String,
     core: Weak<Core>,
     mut refreshes: tokio::sync::mpsc::Receiver<String>,
@@ -699,7 +739,7 @@ fn track(
             }
             let mut was_on = false;
             let result = tracked(
-                &client,
+                &mut source,
                 &prefix,
                 &core,
                 &mut refreshes,
@@ -742,7 +782,7 @@ fn gone(core: &Weak<Core>) -> bool {
 /// One tracking connection, while it lasts: `Ok` when the cache is gone, `Err` when the
 /// connection failed; `was_on` says whether tracking got turned on before.
 async fn tracked(
-    client: &redis::Client,
+    source: &mut Source,
     prefix: &str,
     core: &Weak<Core>,
     refreshes: &mut tokio::sync::mpsc::Receiver<String>,
@@ -773,6 +813,9 @@ async fn tracked(
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(command_timeout))
         .set_push_sender(pushes);
+    let client = source.client().await?;
+    // Under Sentinel: the master it named, to compare with what it names later.
+    let node = client.get_connection_info().addr().to_string();
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
@@ -789,6 +832,10 @@ async fn tracked(
         .arg(prefix)
         .query_async::<i64>(&mut connection)
         .await?;
+    let follows_master = source.follows_master();
+    if follows_master {
+        still_master(&mut connection).await?;
+    }
     match core.upgrade() {
         Some(core) => core.up(),
         None => return Ok(()),
@@ -820,9 +867,48 @@ async fn tracked(
                 if gone(core) {
                     return Ok(());
                 }
-                redis::cmd("PING").query_async::<()>(&mut connection).await?;
+                if follows_master {
+                    still_master(&mut connection).await?;
+                    // A failover asked of the sentinels leaves the old master a master for a
+                    // while (both say `master` until the sentinels demote it): what the
+                    // sentinels name decides. Sentinels that do not answer change nothing.
+                    match source.client().await {
+                        Ok(now) if now.get_connection_info().addr().to_string() != node => {
+                            return Err(redis::RedisError::from((
+                                redis::ErrorKind::Client,
+                                "the sentinels name another master",
+                            )));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "session cache: no sentinel answered"),
+                    }
+                } else {
+                    redis::cmd("PING").query_async::<()>(&mut connection).await?;
+                }
             }
         }
+    }
+}
+
+/// Under Sentinel: fails unless the node is (still) the master. A failover does not end the
+/// old master's client connections; this keep-alive does, within [`KEEPALIVE`], and the next
+/// connect asks the sentinels.
+async fn still_master(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> Result<(), redis::RedisError> {
+    let role: Vec<Value> = redis::cmd("ROLE").query_async(connection).await?;
+    let master = match role.first() {
+        Some(Value::BulkString(role)) => role.as_slice() == b"master",
+        Some(Value::SimpleString(role)) => role == "master",
+        _ => false,
+    };
+    if master {
+        Ok(())
+    } else {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the tracked node is no longer the master",
+        )))
     }
 }
 

@@ -37,7 +37,7 @@ use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc, t
 
 use self::batch::Sender as _;
 pub(crate) use self::{
-    cache::Cache,
+    cache::{Cache, Source},
     cluster::ClusterStore,
     multiplexed::MultiplexedStore,
     redis::RedisStore,
