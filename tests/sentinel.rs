@@ -256,20 +256,6 @@ async fn cache_until(
     }
 }
 
-/// Clients of `node` with tracking on.
-fn tracking_clients(node: &common::RedisServer) -> usize {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut node.conn())
-        .unwrap();
-    list.lines()
-        .filter(|line| {
-            line.split(' ')
-                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
-        })
-        .count()
-}
-
 /// Two instances with the local cache: after the failover their tracking connections are on
 /// the new master, and a write on one is seen by the other once its invalidation arrived.
 async fn cache_through_failover(transport: Transport) {
@@ -290,7 +276,7 @@ async fn cache_through_failover(transport: Transport) {
     for sessions in [&a, &b] {
         cache_until(sessions, "tracking on", |s| s.tracking).await;
     }
-    assert_eq!(tracking_clients(setup.master()), 2);
+    assert_eq!(common::tracking_clients(setup.master()).len(), 2);
     let mut on_a = Client::new(&srv_a);
     assert_eq!(on_a.get("/set/n/1").await.body, "ok");
     let mut on_b = Client::with_jar(&srv_b, on_a.jar.clone());
@@ -308,7 +294,7 @@ async fn cache_through_failover(transport: Transport) {
     .await;
     cache_until(&a, "back", |s| s.tracking).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while tracking_clients(setup.master()) < 2 {
+    while common::tracking_clients(setup.master()).len() < 2 {
         assert!(Instant::now() < deadline, "tracking on the new master");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }

@@ -328,8 +328,9 @@ impl Cache {
         if !on(epoch) {
             return None;
         }
+        // The map serves nothing past its deadline.
         let entry = core.entries.get(key)?;
-        if entry.epoch != epoch || entry.deadline <= Instant::now() {
+        if entry.epoch != epoch {
             return None;
         }
         core.stats.hits.fetch_add(1, SeqCst);
@@ -934,19 +935,15 @@ async fn refresh(
     }
     let mut pipe = redis::pipe();
     for key in &keys {
-        commands::Commands::load(&mut pipe, key, None);
-        pipe.cmd("PTTL").arg(key.as_str());
+        commands::Commands::load_with_ttl(&mut pipe, key);
     }
     // A key that is not a hash (or a command the server refuses) spoils its own replies,
     // not the batch's nor the connection.
     let replies: Vec<Value> = pipe.ignore_errors().query_async(connection).await?;
     let mut replies = replies.into_iter();
     for key in keys {
-        let (Some(record), pttl) = (replies.next(), replies.next()) else {
-            break;
-        };
-        let fields = commands::to_fields(record);
-        if let (false, Some(pttl)) = (fields.is_empty(), commands::pttl(pttl)) {
+        let (fields, pttl) = commands::with_ttl(replies.next(), replies.next());
+        if let (false, Some(pttl)) = (fields.is_empty(), pttl) {
             if core.fill(key, ticket, &fields, ticket.at + pttl) {
                 core.stats.refreshes.fetch_add(1, SeqCst);
             }

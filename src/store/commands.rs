@@ -187,6 +187,15 @@ impl Commands {
         Ok(outcome)
     }
 
+    /// Appends the load of `key` with its time to live, as the local cache reads records:
+    /// HGETALL, then PTTL ([`with_ttl`] reads the two replies).
+    pub(crate) fn load_with_ttl(pipe: &mut Pipeline, key: &str) {
+        Commands::load(pipe, key, None);
+        let mut pttl = command("PTTL", 1, key.len());
+        pttl.arg(key);
+        pipe.add_command(pttl);
+    }
+
     /// Appends the load of `key` to `pipe`: HGETALL, and the TTL refresh if `ttl` is given.
     /// The first reply is the record ([`loaded`]).
     pub(crate) fn load(pipe: &mut Pipeline, key: &str, ttl: Option<Duration>) {
@@ -295,6 +304,12 @@ pub(crate) fn loaded(reply: Result<Vec<Value>, StoreError>) -> Result<Option<Fie
     }
 }
 
+/// The replies of a [`Commands::load_with_ttl`]: the record's fields (empty: no record) and
+/// its time left, if it has one.
+pub(crate) fn with_ttl(record: Option<Value>, ttl: Option<Value>) -> (Fields, Option<Duration>) {
+    (to_fields(record.unwrap_or(Value::Nil)), pttl(ttl))
+}
+
 /// A `PTTL` reply as the time left: `None` for no expiry or no key.
 pub(crate) fn pttl(reply: Option<Value>) -> Option<Duration> {
     match reply {
@@ -324,7 +339,7 @@ fn millis(d: Duration) -> u64 {
 
 /// The fields of an HGETALL reply (RESP2 flat array or RESP3 map). Field names that are not
 /// UTF-8 cannot be ours and are skipped.
-pub(crate) fn to_fields(value: Value) -> Fields {
+fn to_fields(value: Value) -> Fields {
     fn field(pair: (Value, Value)) -> Option<(String, Vec<u8>)> {
         match pair {
             (Value::BulkString(name), Value::BulkString(value)) => {

@@ -44,7 +44,7 @@ use std::{
 use backon::BackoffBuilder as _;
 
 use super::{
-    commands::{pttl, to_fields, Commands},
+    commands::{with_ttl, Commands},
     Cache, Fields, Outcome, Store, Write,
 };
 use crate::{
@@ -693,8 +693,7 @@ impl Guarded {
         };
         let replies = self
             .query("load", budget, key, |pipe| {
-                Commands::load(pipe, key, None);
-                pipe.cmd("PTTL").arg(key);
+                Commands::load_with_ttl(pipe, key)
             })
             .await;
         let mut replies = match replies {
@@ -707,11 +706,11 @@ impl Guarded {
             }
             Err(e) => return Err(e),
         };
-        let fields = to_fields(replies.next().unwrap_or(redis::Value::Nil));
+        let (fields, pttl) = with_ttl(replies.next(), replies.next());
         if fields.is_empty() {
             return Ok(None);
         }
-        if let Some(pttl) = pttl(replies.next()) {
+        if let Some(pttl) = pttl {
             cache.fill(key, ticket, &fields, pttl);
         }
         Ok(Some(fields))

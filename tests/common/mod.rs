@@ -694,6 +694,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The ids of `server`'s clients that have tracking on (the local cache's connections), by
+/// `CLIENT LIST`.
+pub fn tracking_clients(server: &RedisServer) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.conn())
+        .unwrap();
+    list.lines()
+        .filter(|line| {
+            line.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The test application on a real HTTP server on a free loopback port (one worker).
 pub fn serve(sessions: RedisSession) -> actix_test::TestServer {
     actix_test::start(move || App::new().wrap(sessions.clone()).configure(routes))
