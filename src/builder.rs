@@ -630,7 +630,8 @@ impl RedisSessionBuilder {
     /// that you move away from must stay readable ([`read_codec`](Self::read_codec)) while
     /// values in it remain. A value in a format the middleware does not read is hidden from
     /// the handler (and told to
-    /// [`on_session_load_error`](Self::on_session_load_error)) but left in the store, so
+    /// [`on_session_load_error`](Self::on_session_load_error)) but kept in the session
+    /// (through writes and renews; a removal of its name, a clear or a logout ends it), so
     /// roll a new format out in two steps: every instance able to read it first, then the
     /// switch of `codec`.
     ///

@@ -256,7 +256,9 @@ impl Session {
         self.lock().set(field, raw, key)
     }
 
-    /// Removes `key`; `true` if it was there.
+    /// Removes `key`; `true` if it was there. A value under `key` in a format this
+    /// middleware does not read (which [`Session::get`] does not see) is removed too, and
+    /// counts as not there.
     pub fn remove(&self, key: &str) -> bool {
         self.remove_field(&data_field(key))
     }
@@ -274,6 +276,8 @@ impl Session {
         let field = data_field(key);
         let mut state = self.lock();
         let Some(raw) = state.fields.get(&field) else {
+            // Nothing this middleware reads; a value it cannot read goes (as with `remove`).
+            state.unset(&field);
             return Ok(None);
         };
         let value = state

@@ -50,7 +50,12 @@ pub(crate) struct State {
     /// The record's Redis key, while it exists in the store under `id` (as loaded).
     pub(crate) key: Option<String>,
     pub(crate) fields: Fields,
-    /// Names and values of the data fields in `fields`, in bytes.
+    /// Stored values in a format this build does not read (a codec not named here, a feature
+    /// off, a later release's): kept out of the handler's sight, and kept in the session. A
+    /// write of the same name replaces one, a removal or [`State::clear`] deletes it, a renew
+    /// carries it to the new record, a logout ends it.
+    pub(crate) hidden: Fields,
+    /// Names and values of the data fields in `fields` and `hidden`, in bytes.
     size: usize,
     /// Field names to write: set if present in `fields`, deleted if not.
     dirty: HashSet<String>,
@@ -206,6 +211,7 @@ impl State {
             id: None,
             key: None,
             fields: Fields::new(),
+            hidden: Fields::new(),
             size: 0,
             dirty: HashSet::new(),
             unloaded: None,
@@ -283,6 +289,7 @@ impl State {
                         // the store for the instances that read it.
                         tracing::warn!(field = %name, "hiding a session value in a format this build does not read");
                         state.dropped.push(name.clone());
+                        state.hidden.insert(name.clone(), std::mem::take(value));
                         return false;
                     }
                     Err(_) => false,
@@ -307,7 +314,7 @@ impl State {
             }
             readable
         });
-        state.size = record_size(&fields);
+        state.size = record_size(&fields) + record_size(&state.hidden);
         state.fields = fields;
         state.user_at_load = state.user();
         state.key_at_load = Some(key.clone());
@@ -456,6 +463,7 @@ impl State {
             self.retire = Some((key, Retired::Purged));
         }
         self.fields.clear();
+        self.hidden.clear();
         self.size = 0;
         self.flash = FlashState::default();
         self.remember = None;
@@ -575,7 +583,7 @@ impl State {
     }
 
     fn has_data(&self) -> bool {
-        self.fields.keys().any(|k| record::is_data(k))
+        !self.hidden.is_empty() || self.fields.keys().any(|k| record::is_data(k))
     }
 
     pub(crate) fn set(
@@ -607,10 +615,12 @@ impl State {
                 });
             }
         }
-        let old = self.fields.get(&field);
-        if old == Some(&value) {
+        let shown = self.fields.get(&field);
+        if shown == Some(&value) {
             return Ok(());
         }
+        // A value the handler cannot see under this name is replaced.
+        let old = shown.or_else(|| self.hidden.get(&field));
         // Flash messages sent in this request count already: they are saved after this.
         let size = self
             .size
@@ -637,20 +647,26 @@ impl State {
             }
         }
         self.size = size;
+        self.hidden.remove(&field);
         self.dirty.insert(field.clone());
         self.fields.insert(field, value);
         self.mark(SessionStatus::Changed);
         Ok(())
     }
 
+    /// Removes `field`: the value the handler saw, if any. A value it could not see (in a
+    /// format this build does not read) goes too, and is not returned.
     pub(crate) fn unset(&mut self, field: &str) -> Option<Vec<u8>> {
-        let old = self.fields.remove(field)?;
+        let (old, shown) = match self.fields.remove(field) {
+            Some(old) => (old, true),
+            None => (self.hidden.remove(field)?, false),
+        };
         if record::is_data(field) {
             self.size = self.size.saturating_sub(field.len() + old.len());
         }
         self.dirty.insert(field.to_owned());
         self.mark(SessionStatus::Changed);
-        Some(old)
+        shown.then_some(old)
     }
 
     /// The cookie store: the plaintext bytes of this session sealed (with the flash messages
@@ -659,6 +675,7 @@ impl State {
         let fields: usize = self
             .fields
             .iter()
+            .chain(&self.hidden)
             .map(|(name, value)| FIELD_OVERHEAD + name.len() + value.len())
             .sum();
         // The creation marker (`<13 digits>.<16 hex>`, room for more digits) and the last
@@ -684,7 +701,10 @@ impl State {
 
     /// Removes every field whose name `which` picks.
     fn unset_all(&mut self, which: fn(&str) -> bool) {
-        let names: Vec<String> = self.fields.keys().filter(|k| which(k)).cloned().collect();
+        let names: Vec<String> = (self.fields.keys().chain(self.hidden.keys()))
+            .filter(|k| which(k))
+            .cloned()
+            .collect();
         for name in names {
             self.unset(&name);
         }
@@ -830,7 +850,9 @@ impl State {
             }
             let (mut set, mut del) = (Vec::new(), Vec::new());
             for name in self.dirty.drain() {
-                match self.fields.get(&name) {
+                // A hidden value named here is one to write again in the form the store
+                // keeps now ([`State::rewrite`]).
+                match self.fields.get(&name).or_else(|| self.hidden.get(&name)) {
                     Some(value) => set.push((name, value.clone())),
                     None => del.push(name),
                 }
@@ -865,9 +887,8 @@ impl State {
         let id = self.id.get_or_insert_with(SessionId::generate).clone();
         Plan::Create {
             id,
-            fields: self
-                .fields
-                .iter()
+            // What this build does not read moves too (a renew).
+            fields: (self.fields.iter().chain(&self.hidden))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             ttl: self.ttl(now),

@@ -188,17 +188,16 @@ mod suite {
         assert_eq!(reads(&mut client).await, expected(7));
 
         // A middleware that does not read it (not named): its values are hidden, not
-        // deleted, and a write of another value leaves them in the store.
-        if !matches!(backend, Backend::Cookie) {
-            let blind = serve(backend.sessions(key(2)));
-            let mut blind = Client::with_jar(&blind, client.jar.clone());
-            assert_eq!(blind.get("/get/name").await.body, "none");
-            assert_eq!(blind.get("/set/other/x").await.body, "ok");
-            if let Some(server) = backend.redis_server() {
-                assert_eq!(stored_formats(server)["d:name"], [11], "still there");
-            }
-            client.jar = blind.jar;
+        // deleted, and a write of another value keeps them in the session (in the store, or
+        // in the cookie the cookie store seals again).
+        let blind = serve(backend.sessions(key(2)));
+        let mut blind = Client::with_jar(&blind, client.jar.clone());
+        assert_eq!(blind.get("/get/name").await.body, "none");
+        assert_eq!(blind.get("/set/other/x").await.body, "ok");
+        if let Some(server) = backend.redis_server() {
+            assert_eq!(stored_formats(server)["d:name"], [11], "still there");
         }
+        client.jar = blind.jar;
 
         // JSON for writes, the old codec still read: a record of two formats.
         let moving = serve(
@@ -218,21 +217,70 @@ mod suite {
             assert_eq!(formats["d:n"], [11]);
         }
         assert_eq!(client.get("/get/name").await.body, "\"renamed\"");
-        if !matches!(backend, Backend::Cookie) {
-            assert_eq!(client.get("/get/other").await.body, "\"x\"");
-        }
+        assert_eq!(client.get("/get/other").await.body, "\"x\"");
         assert_eq!(client.get("/get/n").await.body, "1");
         assert_eq!(client.get("/update-or/n").await.body, "2");
+    }
+
+    /// Values in a format a middleware does not read stay in the session through what it
+    /// does: a write, a renew (a login: they move to the new id), and go with a removal of
+    /// their name, a clear, or a write of a new value under their name.
+    pub async fn values_it_cannot_read_survive_its_renews_and_go_when_removed(backend: Backend) {
+        let mine = serve(backend.builder(key(2)).codec(Reversed).build().unwrap());
+        let mut client = Client::new(&mine);
+        for (name, value) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+            assert_eq!(client.get(&format!("/set/{name}/{value}")).await.body, "ok");
+        }
+        let blind_srv = serve(backend.sessions(key(2)));
+        let mut blind = Client::with_jar(&blind_srv, client.jar.clone());
+        assert_eq!(blind.get("/get/a").await.body, "none");
+        let before = blind.get("/handle").await.body;
+        assert_eq!(blind.get("/set/e/5").await.body, "ok");
+        let after = blind.get("/renew").await.body;
+        assert_ne!(before, after, "a new id");
+        // A removal of a name it cannot see removes the value, and says it was not there.
+        assert_eq!(blind.get("/remove/b").await.body, "false");
+        // A new value under a hidden name replaces it.
+        assert_eq!(blind.get("/set/c/three").await.body, "ok");
+        if let Some(server) = backend.redis_server() {
+            let formats = stored_formats(server);
+            assert_eq!(formats["d:a"], [11], "moved with the renew: {formats:?}");
+            assert_eq!(formats["d:d"], [11], "{formats:?}");
+            assert_eq!(formats["d:c"], [1], "{formats:?}");
+            assert!(!formats.contains_key("d:b"), "{formats:?}");
+        }
+        let mut client = Client::with_jar(&mine, blind.jar.clone());
+        assert_eq!(client.get("/handle").await.body, after);
+        assert_eq!(client.get("/get/a").await.body, "\"1\"");
+        assert_eq!(client.get("/get/b").await.body, "none");
+        assert_eq!(client.get("/get/c").await.body, "\"three\"");
+        assert_eq!(client.get("/get/d").await.body, "\"4\"");
+        assert_eq!(client.get("/get/e").await.body, "\"5\"");
+        // A clear removes every value, those it cannot read too.
+        let mut blind = Client::with_jar(&blind_srv, client.jar.clone());
+        assert_eq!(blind.get("/clear").await.body, "cleared");
+        assert_eq!(blind.get("/set/f/6").await.body, "ok");
+        let mut client = Client::with_jar(&mine, blind.jar.clone());
+        for name in ["a", "c", "d", "e"] {
+            assert_eq!(
+                client.get(&format!("/get/{name}")).await.body,
+                "none",
+                "{name}"
+            );
+        }
+        assert_eq!(client.get("/get/f").await.body, "\"6\"");
     }
 }
 
 per_backend!(
     switching_formats_keeps_every_session,
     a_codec_of_ones_own_works_through_the_public_trait,
+    values_it_cannot_read_survive_its_renews_and_go_when_removed,
 );
 on_cookie_store!(
     switching_formats_keeps_every_session,
     a_codec_of_ones_own_works_through_the_public_trait,
+    values_it_cannot_read_survive_its_renews_and_go_when_removed,
 );
 
 #[actix_web::test]

@@ -91,24 +91,28 @@ pub(super) fn save(
             if !due {
                 return Ok(None);
             }
+            let state = &mut *state;
             Some(seal(
                 config,
                 sealer,
                 &live.id,
                 live.remember,
                 &mut state.fields,
+                &state.hidden,
                 now,
             )?)
         }
         // The whole session goes into the cookie, not only what changed.
         Plan::Update { live, .. } => {
             let mut state = session.lock();
+            let state = &mut *state;
             Some(seal(
                 config,
                 sealer,
                 &live.id,
                 live.remember,
                 &mut state.fields,
+                &state.hidden,
                 now,
             )?)
         }
@@ -121,7 +125,15 @@ pub(super) fn save(
             ..
         } => {
             let mut fields: Fields = fields.into_iter().collect();
-            Some(seal(config, sealer, &id, remember, &mut fields, now)?)
+            Some(seal(
+                config,
+                sealer,
+                &id,
+                remember,
+                &mut fields,
+                &Fields::new(),
+                now,
+            )?)
         }
     })
 }
@@ -142,18 +154,25 @@ fn refresh_due(
     lifetime::touch_due(config, remember, touched_ms(fields), DEFAULT_REFRESH, now)
 }
 
+/// Seals `fields` and the values in `hidden` (a format this build does not read: they stay in
+/// the session for the builds that do).
 fn seal(
     config: &SessionConfig,
     sealer: &Sealer,
     id: &SessionId,
     remember: Option<Duration>,
     fields: &mut Fields,
+    hidden: &Fields,
     now: u64,
 ) -> Result<Cookie<'static>, StoreError> {
     fields.insert(TOUCHED.to_owned(), now.to_string().into_bytes());
-    let cookie = config
-        .cookie
-        .session_cookie(sealer.seal(id, remember, fields.iter()), remember);
+    let sealed = if hidden.is_empty() {
+        sealer.seal(id, remember, fields.iter())
+    } else {
+        let all: Vec<_> = fields.iter().chain(hidden).collect();
+        sealer.seal(id, remember, all.into_iter())
+    };
+    let cookie = config.cookie.session_cookie(sealed, remember);
     // The limits checked at every insert keep it within; should they not, no cookie that
     // the browser would drop silently.
     let size = cookie.to_string().len();
