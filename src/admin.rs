@@ -291,7 +291,10 @@ impl SessionAdmin {
     }
 
     /// How many sessions the store holds (a full listing: `SCAN` on Redis, at constant
-    /// memory).
+    /// memory). An estimate while sessions come and go, as with [`iter`](Self::iter): one
+    /// created or ended meanwhile may count or not, and one that Redis moves while it grows
+    /// its key table during the scan may count twice (`SCAN` keeps no memory of what it
+    /// returned, and neither does this count).
     ///
     /// # Errors
     ///
