@@ -10,7 +10,9 @@
 //! open <http://127.0.0.1:8080> (the new one): you are still signed in, with your visits. The
 //! browser sends the old cookie to both ports (cookies do not depend on the port); the first
 //! request to the new application moves the session into a record of ours, removes the old
-//! cookie and deletes the old Redis key (`redis-cli keys '*'` shows it). `CODEC=msgpack`
+//! cookie and leaves at the old Redis key a forward to the new record, for the requests the
+//! browser sent at the same time, which expires after a minute (`redis-cli keys '*'` shows
+//! it). `CODEC=msgpack`
 //! (with `--features msgpack`) writes the moved values in MessagePack as they change.
 
 use std::{env, io};

@@ -24,10 +24,36 @@ use zeroize::Zeroizing;
 
 use crate::{
     codec,
-    cookie::{self, CookieConfig},
+    cookie::{self, CookieConfig, SessionId},
+    key::Key,
     record::DATA_PREFIX,
-    store::{Budget, Fields, Guarded, StoreError},
+    store::{Budget, Fields, Guarded, Outcome, StoreError},
 };
+
+/// First bytes of the forward left in place of a moved actix-session state (never JSON, so
+/// never read as a state): then a nonce, the new session's id sealed with our key, its tag.
+const FORWARD: &[u8] = b"\x00actix-redis-session forward 1\x00";
+
+/// Associated data of a forward's seal, followed by the old key it lies under: a forward
+/// opens only where it was left.
+const FORWARD_AAD: &[u8] = b"actix-redis-session forward to";
+
+/// How long a forward lives: the requests a browser sent together with the moving one (or
+/// right after it, before our cookie arrived) find the moved session through it.
+pub(crate) const FORWARD_TTL: Duration = Duration::from_secs(60);
+
+/// Replaces a moved actix-session state (`KEYS[1]`) with its forward (`ARGV[2]`, living
+/// `ARGV[3]` ms): 1 if done, or done already by an earlier attempt of this very call; 0 if
+/// the state is gone (ended, expired) or another request's forward is there (it moved the
+/// session first). `ARGV[1]` is [`FORWARD`].
+const FORWARD_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if v == ARGV[2] then return 1 end
+if string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
 
 /// The longest session key actix-session accepts (its `SessionKey`).
 const MAX_SESSION_KEY: usize = 4064;
@@ -57,9 +83,11 @@ pub enum ActixContentSecurity {
 /// cookie verified (or decrypted) with actix-session's key; the session it names is read
 /// from Redis (one round trip more, once per user), each entry becomes a value of ours
 /// (readable with [`Session::get`](crate::Session::get) as before), the time it had left is
-/// kept (up to our idle timeout), the old Redis key is deleted once our record is stored,
-/// our cookie is set and the old one removed. A cookie that does not verify, or whose
-/// session has expired, is a fresh session, never an error.
+/// kept (up to our idle timeout), the old state is replaced by a forward to our record once
+/// that is stored (for a minute, so that the requests the browser sent along with this one
+/// find the moved session; deleted instead when the request renews the session), our
+/// cookie is set and the old one removed. A cookie that does not verify, or whose session
+/// has expired, is a fresh session, never an error.
 ///
 /// # Examples
 ///
@@ -149,7 +177,12 @@ impl FromActixSession {
     }
 
     /// The bridge a middleware runs, once the options are checked.
-    pub(crate) fn into_bridge(self, secure: bool, ours: &str) -> Result<Bridge, &'static str> {
+    pub(crate) fn into_bridge(
+        self,
+        secure: bool,
+        ours: &str,
+        key: &Key,
+    ) -> Result<Bridge, &'static str> {
         if self.master.len() < 64 {
             return Err("actix-session's key is 64 bytes (cookie::Key::master())");
         }
@@ -167,9 +200,14 @@ impl FromActixSession {
         let cipher = Aes256Gcm::new_from_slice(&self.master[32..64])
             .map_err(|_| "actix-session's encryption key is 32 bytes")?;
         let same_name = self.cookie_name == ours;
+        let forward = key
+            .all()
+            .map(|keys| Aes256Gcm::new(keys.encrypt().into()))
+            .collect();
         Ok(Bridge {
             signing,
             cipher,
+            forward,
             security: self.security,
             key_prefix: self.key_prefix,
             same_name,
@@ -190,6 +228,8 @@ impl FromActixSession {
 pub(crate) struct Bridge {
     signing: Zeroizing<[u8; 32]>,
     cipher: Aes256Gcm,
+    /// Seals and opens forwards with our key: the current one first, then the previous ones.
+    forward: Vec<Aes256Gcm>,
     security: ActixContentSecurity,
     key_prefix: String,
     /// actix-session's cookie has our cookie's name: no removal of its own.
@@ -290,6 +330,70 @@ impl Bridge {
         well_formed.then_some(key)
     }
 
+    /// The forward to the session `id` that replaces the moved state under `old`.
+    fn seal_forward(&self, old: &str, id: &SessionId) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let aad = forward_aad(old);
+        let payload = aes_gcm::aead::Payload {
+            msg: id.as_bytes(),
+            aad: &aad,
+        };
+        let sealed = self.forward[0]
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .expect("AES-GCM seals any message shorter than 64 GiB");
+        [FORWARD, &nonce, &sealed].concat()
+    }
+
+    /// The session a forward under `old` leads to; `None` if `value` is no forward, or does
+    /// not open with our keys there (checked in constant time).
+    fn open_forward(&self, old: &str, value: &[u8]) -> Option<SessionId> {
+        let sealed = value.strip_prefix(FORWARD)?;
+        if sealed.len() != NONCE_LEN + 32 + TAG_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let aad = forward_aad(old);
+        self.forward.iter().find_map(|cipher| {
+            let payload = aes_gcm::aead::Payload {
+                msg: ciphertext,
+                aad: &aad,
+            };
+            let id = cipher.decrypt(Nonce::from_slice(nonce), payload).ok()?;
+            Some(SessionId::from_bytes(id.try_into().ok()?))
+        })
+    }
+
+    /// Replaces the moved state under `old` with a forward to `id`, living [`FORWARD_TTL`]:
+    /// [`Outcome::Applied`], or [`Outcome::Gone`] when the state was gone or another request
+    /// moved it first (this copy is then to be deleted, as a renew's whose old record was
+    /// gone).
+    pub(crate) async fn forward(
+        &self,
+        store: &Guarded,
+        budget: &Budget,
+        old: &str,
+        id: &SessionId,
+    ) -> Result<Outcome, StoreError> {
+        let forward = self.seal_forward(old, id);
+        let ttl = u64::try_from(FORWARD_TTL.as_millis()).unwrap_or(u64::MAX);
+        let replies = store
+            .query("migrate", budget, old, |pipe| {
+                pipe.cmd("EVAL")
+                    .arg(FORWARD_SCRIPT)
+                    .arg(1)
+                    .arg(old)
+                    .arg(FORWARD)
+                    .arg(&forward)
+                    .arg(ttl);
+            })
+            .await?;
+        Ok(match replies.first() {
+            Some(Value::Int(1)) => Outcome::Applied,
+            _ => Outcome::Gone,
+        })
+    }
+
     /// The Set-Cookie that removes actix-session's cookie; `None` when it has our cookie's
     /// name (ours replaces it).
     pub(crate) fn removal_cookie(&self) -> Option<actix_web::cookie::Cookie<'static>> {
@@ -320,13 +424,28 @@ fn percent_decode(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Reads the actix-session session under `key` and its time left: `None` if there is none
-/// (expired, never stored, not a string, not actix-session's layout).
+/// [`FORWARD_AAD`] followed by the key a forward lies under.
+fn forward_aad(old: &str) -> Vec<u8> {
+    [FORWARD_AAD, old.as_bytes()].concat()
+}
+
+/// What lies under an actix-session cookie's key.
+pub(crate) enum Old {
+    /// Its session, not moved yet: our fields and its time left.
+    State(Fields, Option<Duration>),
+    /// Moved a moment ago by another request: the session it became.
+    Moved(SessionId),
+}
+
+/// Reads the actix-session session under `key` and its time left, or the forward a move
+/// left there: `None` if there is neither (expired, never stored, not a string, not
+/// actix-session's layout, a forward that does not open).
 pub(crate) async fn load(
+    bridge: &Bridge,
     store: &Guarded,
     budget: &Budget,
     key: &str,
-) -> Result<Option<(Fields, Option<Duration>)>, StoreError> {
+) -> Result<Option<Old>, StoreError> {
     let replies = store
         .query("migrate", budget, key, |pipe| {
             pipe.cmd("GET").arg(key);
@@ -343,7 +462,10 @@ pub(crate) async fn load(
     let (Some(Value::BulkString(state)), ttl) = (replies.next(), replies.next()) else {
         return Ok(None);
     };
-    Ok(convert(&state).map(|fields| (fields, crate::store::commands::pttl(ttl))))
+    if state.starts_with(FORWARD) {
+        return Ok(bridge.open_forward(key, &state).map(Old::Moved));
+    }
+    Ok(convert(&state).map(|fields| Old::State(fields, crate::store::commands::pttl(ttl))))
 }
 
 /// The values of an actix-session state (a JSON map of key to the JSON of each value) as
@@ -378,8 +500,43 @@ mod tests {
     fn bridge(security: ActixContentSecurity) -> Bridge {
         FromActixSession::new(&(0..64).collect::<Vec<u8>>())
             .content_security(security)
-            .into_bridge(true, "sid")
+            .into_bridge(true, "sid", &Key::generate())
             .unwrap()
+    }
+
+    #[test]
+    fn a_forward_opens_with_our_keys_under_its_own_key_only() {
+        let master = (0..64).collect::<Vec<u8>>();
+        let old = Key::generate();
+        let with = |key: &Key| {
+            FromActixSession::new(&master)
+                .into_bridge(true, "sid", key)
+                .unwrap()
+        };
+        let before = with(&old);
+        let id = SessionId::generate();
+        let forward = before.seal_forward("k1", &id);
+        assert!(forward.starts_with(FORWARD));
+        assert!(serde_json::from_slice::<serde_json::Value>(&forward).is_err());
+        let opened = before.open_forward("k1", &forward).expect("opens");
+        assert_eq!(opened.as_bytes(), id.as_bytes());
+        // Not under another key, not with another key, not when truncated or extended.
+        assert!(before.open_forward("k2", &forward).is_none());
+        assert!(with(&Key::generate())
+            .open_forward("k1", &forward)
+            .is_none());
+        assert!(before
+            .open_forward("k1", &forward[..forward.len() - 1])
+            .is_none());
+        assert!(before
+            .open_forward("k1", &[&forward[..], b"x"].concat())
+            .is_none());
+        // After a key rotation, a forward sealed with the previous key still opens.
+        let rotated = with(&Key::generate().previous_keys([old]));
+        let opened = rotated.open_forward("k1", &forward).expect("opens");
+        assert_eq!(opened.as_bytes(), id.as_bytes());
+        // Two forwards to one session differ (fresh nonces).
+        assert_ne!(before.seal_forward("k1", &id), forward);
     }
 
     fn signed(key: &str) -> String {
@@ -424,19 +581,19 @@ mod tests {
     #[test]
     fn short_keys_and_bad_names_are_refused() {
         assert!(FromActixSession::new(&[1; 63])
-            .into_bridge(true, "sid")
+            .into_bridge(true, "sid", &Key::generate())
             .is_err());
         assert!(FromActixSession::new(&[1; 64])
             .cookie_name("a b")
-            .into_bridge(true, "sid")
+            .into_bridge(true, "sid", &Key::generate())
             .is_err());
         assert!(FromActixSession::new(&[1; 64])
             .cookie_path("x")
-            .into_bridge(true, "sid")
+            .into_bridge(true, "sid", &Key::generate())
             .is_err());
         let same = FromActixSession::new(&[1; 64])
             .cookie_name("sid")
-            .into_bridge(true, "sid")
+            .into_bridge(true, "sid", &Key::generate())
             .unwrap();
         assert!(same.removal_cookie().is_none());
     }

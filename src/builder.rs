@@ -1091,7 +1091,7 @@ impl RedisSessionBuilder {
                 }
                 Some(
                     from.clone()
-                        .into_bridge(self.cookie.secure, &self.cookie.name)
+                        .into_bridge(self.cookie.secure, &self.cookie.name, &self.key)
                         .map_err(invalid)?,
                 )
             }

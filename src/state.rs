@@ -116,8 +116,10 @@ pub(crate) enum Retired {
     /// Expired, or not a session (no creation marker): discarded on load.
     Discarded,
     /// Another library's record whose session moved into a new one of ours (the
-    /// [actix-session bridge](crate::FromActixSession)): deleted once the new one is
-    /// stored, as with [`Retired::Renewed`].
+    /// [actix-session bridge](crate::FromActixSession)): once the new one is stored,
+    /// replaced with a short-lived forward to it (for the requests the browser sent with
+    /// this one), or, as with [`Retired::Renewed`], the copy deleted if another request
+    /// moved it first. A renew in the same request makes it [`Retired::Renewed`].
     Migrated,
 }
 
@@ -440,6 +442,11 @@ impl State {
             return;
         }
         self.detach(Retired::Renewed);
+        // A session moved over from actix-session and renewed in the same request leaves no
+        // forward at its old key: the old cookie must not lead to the session after a login.
+        if let Some((_, why @ Retired::Migrated)) = &mut self.retire {
+            *why = Retired::Renewed;
+        }
         // A token an attacker may have seen before the login must not work after it.
         self.unset(CSRF);
         self.mark(SessionStatus::Renewed);

@@ -1,8 +1,9 @@
 //! The bridge from actix-session against the real thing: actix-session 0.11 with its Redis
 //! store writes sessions into a real redis-server through its own middleware, then our
 //! middleware with `migrate_from_actix_session` takes them over: values and TTLs intact,
-//! old key deleted, old cookie removed, for private and signed cookies; tampered and
-//! expired old cookies are fresh sessions.
+//! old key replaced by a short-lived forward to the new session (which the requests sent
+//! along with the moving one follow), old cookie removed, for private and signed cookies;
+//! tampered and expired old cookies, and tampered forwards, are fresh sessions.
 
 mod common;
 
@@ -75,12 +76,35 @@ fn new_app(server: &RedisServer, security: ActixContentSecurity) -> actix_test::
     common::serve_concurrent(sessions)
 }
 
-/// The keys actix-session wrote (64 alphanumeric characters, no prefix).
-fn old_keys(server: &RedisServer) -> Vec<String> {
+/// The keys actix-session wrote (64 alphanumeric characters, no prefix) with what they hold
+/// now.
+fn old_values(server: &RedisServer) -> Vec<(String, Vec<u8>)> {
+    let mut conn = server.conn();
     server
         .keys()
         .into_iter()
         .filter(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|k| {
+            let value: Vec<u8> = conn.get(&k).unwrap();
+            (k, value)
+        })
+        .collect()
+}
+
+/// The keys holding actix-session states (a JSON map), not moved yet.
+fn old_keys(server: &RedisServer) -> Vec<String> {
+    old_values(server)
+        .into_iter()
+        .filter(|(_, v)| v.starts_with(b"{"))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The keys where a move left its forward in place of the state, with their values.
+fn forwards(server: &RedisServer) -> Vec<(String, Vec<u8>)> {
+    old_values(server)
+        .into_iter()
+        .filter(|(_, v)| !v.starts_with(b"{"))
         .collect()
 }
 
@@ -114,7 +138,7 @@ async fn takes_sessions_over(old_security: CookieContentSecurity, ours: ActixCon
     let mut conn = server.conn();
 
     // Alice's first request to the new application: her values, a cookie of ours, the old
-    // one removed, the old key deleted, the time left kept.
+    // one removed, the old state replaced by a forward living a minute, the time left kept.
     let mut alice = Client::with_jar(&new, alice.jar);
     server.reset_stats();
     let res = alice.get("/get/user_id").await;
@@ -130,10 +154,17 @@ async fn takes_sessions_over(old_security: CookieContentSecurity, ours: ActixCon
     let calls = server.command_calls();
     assert_eq!(
         calls.get("get"),
-        Some(&1),
-        "one read of the old session: {calls:?}"
+        Some(&2),
+        "one read of the old session, one in the forward's script: {calls:?}"
     );
-    assert_eq!(old_keys(&server).len(), 1, "alice's old key is gone");
+    assert_eq!(calls.get("eval"), Some(&1), "{calls:?}");
+    assert_eq!(old_keys(&server).len(), 1, "alice's old state is gone");
+    let [(forward, _)] = forwards(&server).try_into().expect("alice's forward");
+    let ttl: i64 = conn.pttl(&forward).unwrap();
+    assert!(
+        (1..=60_000).contains(&ttl),
+        "a forward lives a minute: {ttl}"
+    );
     let ours = our_keys(&server);
     assert_eq!(ours.len(), 1);
     let ttl: i64 = conn.pttl(&ours[0]).unwrap();
@@ -220,7 +251,8 @@ async fn a_cookie_of_the_other_kind_is_a_fresh_session() {
 }
 
 /// A page whose requests all carry the old cookie at once, on four workers: the session
-/// moves exactly once; one response carries our cookie, and it holds the values.
+/// moves exactly once; the responses that carry our cookie (the move's, and those of the
+/// requests that followed its forward) all carry the same, and it holds the values.
 #[actix_web::test]
 async fn concurrent_first_requests_move_the_session_once() {
     let server = RedisServer::start_tcp();
@@ -232,22 +264,109 @@ async fn concurrent_first_requests_move_the_session_once() {
     let paths: Vec<String> = (0..16).map(|_| "/get/user_id".to_owned()).collect();
     let responses = common::all_at_once(&client, &paths, &header).await;
     assert!(responses.iter().all(|r| r.status == 200), "{responses:?}");
-    let ours: Vec<_> = responses
+    let ours: std::collections::BTreeSet<_> = responses
         .iter()
         .filter_map(|r| r.set_cookie("sid"))
+        .map(|c| c.value().to_owned())
         .collect();
     assert_eq!(ours.len(), 1, "one move: {responses:?}");
     assert!(old_keys(&server).is_empty());
+    assert_eq!(forwards(&server).len(), 1);
     assert_eq!(
         our_keys(&server).len(),
         1,
         "the copies of the other moves are gone"
     );
     let mut jar = std::collections::BTreeMap::new();
-    jar.insert("sid".to_owned(), ours[0].value().to_owned());
+    jar.insert("sid".to_owned(), ours.into_iter().next().unwrap());
     let mut dave = Client::with_jar(&new, jar);
     assert_eq!(dave.get("/get/user_id").await.body, "\"dave\"");
     assert_eq!(dave.get("/get/visits").await.body, "3");
+}
+
+/// A request the browser sent with the moving one, but which reaches the server after the
+/// move (so with only the old cookie): it follows the forward to the moved session, gets our
+/// cookie for it too, and what it writes lands there. A forward does not open under another
+/// key or once tampered with, and leads nowhere once the session it names has ended.
+#[actix_web::test]
+async fn a_request_sent_along_with_the_move_follows_it() {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Private).await;
+    let new = new_app(&server, ActixContentSecurity::Private);
+    let erin = signed_in_under_actix_session(&old, "erin").await;
+    let old_cookie = erin.cookie_header().unwrap();
+    let mut moving = Client::with_jar(&new, erin.jar.clone());
+    let res = moving.get("/get/user_id").await;
+    assert_eq!(res.body, "\"erin\"");
+    let sid = res
+        .set_cookie("sid")
+        .expect("our cookie")
+        .value()
+        .to_owned();
+    let [(erin_key, erin_forward)] = forwards(&server).try_into().expect("a forward");
+
+    // Late with the old cookie: the moved session, our cookie for it, the old one removed.
+    let late = Client::new(&new);
+    let res = late.send("/get/user_id", Some(&old_cookie)).await;
+    assert_eq!((res.status, res.body.as_str()), (200, "\"erin\""));
+    assert_eq!(
+        res.set_cookie("sid").map(|c| c.value().to_owned()),
+        Some(sid.clone())
+    );
+    assert!(
+        res.set_cookie("id").is_some(),
+        "the old cookie goes: {res:?}"
+    );
+    let res = late.send("/set/tab/second", Some(&old_cookie)).await;
+    assert_eq!(res.body, "ok");
+    assert_eq!(
+        moving.get("/get/tab").await.body,
+        "\"second\"",
+        "one session"
+    );
+    assert_eq!(our_keys(&server).len(), 1, "no second session");
+
+    // Another user's old key with erin's forward copied over it: it does not open there.
+    let frank = signed_in_under_actix_session(&old, "frank").await;
+    let frank_cookie = frank.cookie_header().unwrap();
+    let mut conn = server.conn();
+    let [frank_key] = old_keys(&server).try_into().expect("frank's state");
+    let _: () = conn.set(&frank_key, &erin_forward).unwrap();
+    let res = Client::new(&new)
+        .send("/get/user_id", Some(&frank_cookie))
+        .await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(res.set_cookie("sid").is_none(), "{res:?}");
+    // Tampered with (each part in turn: prefix, nonce, sealed id, tag): a fresh session.
+    for at in [
+        0,
+        erin_forward.len() - 60,
+        erin_forward.len() - 20,
+        erin_forward.len() - 1,
+    ] {
+        let mut tampered = erin_forward.clone();
+        tampered[at] ^= 1;
+        let _: () = conn.set(&erin_key, &tampered).unwrap();
+        let res = Client::new(&new)
+            .send("/get/user_id", Some(&old_cookie))
+            .await;
+        assert_eq!((res.status, res.body.as_str()), (200, "none"), "byte {at}");
+    }
+    let _: () = conn.set(&erin_key, &erin_forward).unwrap();
+    assert_eq!(
+        Client::new(&new)
+            .send("/get/user_id", Some(&old_cookie))
+            .await
+            .body,
+        "\"erin\""
+    );
+    // Once the moved session ends (a logout), the forward leads to a fresh session.
+    assert_eq!(moving.get("/purge").await.status, 200);
+    let res = Client::new(&new)
+        .send("/get/user_id", Some(&old_cookie))
+        .await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"));
+    assert!(res.set_cookie("sid").is_none(), "{res:?}");
 }
 
 /// The bridge needs Redis, and actix-session's 64-byte key.
@@ -310,7 +429,15 @@ async fn a_key_prefix_a_shared_cookie_name_and_sealed_values() {
     assert_eq!(res.body, "\"erin\"");
     // One Set-Cookie for the shared name: ours, which replaces theirs.
     assert_eq!(res.set_cookies.len(), 1, "{res:?}");
-    assert!(!server.keys().iter().any(|k| k.starts_with("old:")));
+    // The old state is replaced by its forward.
+    let old_keys: Vec<String> = server
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("old:"))
+        .collect();
+    let [old_key] = old_keys.try_into().expect("one key under old:");
+    let left: Vec<u8> = server.conn().get(&old_key).unwrap();
+    assert!(!left.starts_with(b"{"), "no state left");
     let ours = our_keys(&server);
     let stored: Vec<u8> = server.conn().hget(&ours[0], "d:user_id").unwrap();
     assert_eq!(stored[0] & 0x20, 0x20, "sealed at rest");
@@ -350,6 +477,8 @@ async fn login_and_logout_on_the_moving_request() {
     assert_eq!(res.status, 200);
     assert!(res.set_cookie("sid").is_some() && res.set_cookie("id").is_some());
     assert!(old_keys(&server).is_empty());
+    // A login: no forward, the old cookie must not lead to the signed-in session.
+    assert!(forwards(&server).is_empty());
     assert_eq!(frank.get("/get/user_id").await.body, "\"frank\"");
     let of_frank = admin.sessions_of("frank").await.unwrap();
     assert_eq!(of_frank.len(), 1, "in frank's index");

@@ -24,9 +24,10 @@ use tracing::Instrument as _;
 use self::{incoming::Incoming, server::Server};
 use crate::{
     binding::{self, Binding, BindingMismatch, Checked},
-    bridge::{self, OldCookie},
+    bridge::{self, Old, OldCookie},
     callback::run_callback,
     config::{OnStoreError, SessionConfig},
+    cookie::Verified,
     error::{unavailable, SessionError, SessionLoadError, StoreError},
     session::{LoadSession, Loader, Session},
     store::{cookie::Sealer, Budget, Guarded, StoreHealth},
@@ -470,13 +471,13 @@ impl Pending {
     /// if it is gone).
     async fn migrate(&self, old: &str) -> Result<(Session, bool), StoreError> {
         let config = &self.inner.config;
-        let Engine::Server(store) = &self.inner.engine else {
+        let (Engine::Server(store), Some(bridge)) = (&self.inner.engine, &config.bridge) else {
             // The builder allows the bridge with the Redis store only.
             return Ok((self.fresh(), false));
         };
         let span = tracing::debug_span!("session_migrate", outcome = tracing::field::Empty);
         let started = Instant::now();
-        let loaded = bridge::load(store, &self.budget, old)
+        let loaded = bridge::load(bridge, store, &self.budget, old)
             .instrument(span.clone())
             .await;
         let outcome = match &loaded {
@@ -487,7 +488,27 @@ impl Pending {
         span.record("outcome", outcome);
         telemetry::load(outcome, Some(started.elapsed()));
         match loaded {
-            Ok(Some((fields, _))) if !fits(config, &fields) => {
+            Ok(Some(Old::Moved(id))) => {
+                // Moved a moment ago by a request sent with this one: that session, and our
+                // cookie for it (as if it were signed with an old key: sent again).
+                tracing::debug!("actix-session session moved by another request; following it");
+                let verified = Verified {
+                    id,
+                    remember: None,
+                    stale_key: true,
+                };
+                let client = self.this_client();
+                match self
+                    .inner
+                    .server(&self.budget)
+                    .load(&verified, &[], client.as_ref(), &self.problems)
+                    .await
+                {
+                    Ok(loaded) => Ok(loaded),
+                    Err((e, key)) => self.load_failed("session load failed", e, key),
+                }
+            }
+            Ok(Some(Old::State(fields, _))) if !fits(config, &fields) => {
                 // Moved, it would be discarded on its next load: it stays where it is (and
                 // its cookie with it), and this request gets a fresh session.
                 tracing::warn!(
@@ -497,7 +518,7 @@ impl Pending {
                 );
                 Ok((self.fresh(), false))
             }
-            Ok(Some((fields, left))) => {
+            Ok(Some(Old::State(fields, left))) => {
                 tracing::debug!(
                     values = fields.len(),
                     "moving an actix-session session over"

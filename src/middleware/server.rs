@@ -229,7 +229,7 @@ impl Server<'_> {
                 // A record that must go in any case goes first: a logout is carried out even
                 // if the session that carries its flash message cannot be stored.
                 let renewed = match replaces {
-                    Some((old, Retired::Renewed | Retired::Migrated)) => Some(old),
+                    Some((old, why @ (Retired::Renewed | Retired::Migrated))) => Some((old, why)),
                     Some((old, Retired::Purged)) => {
                         self.store
                             .write(&Write::Delete { key: old }, self.budget)
@@ -251,18 +251,25 @@ impl Server<'_> {
                     None => None,
                 };
                 let id = self.create(id, fields, ttl).await?;
-                if let Some(old) = renewed {
+                if let Some((old, why)) = renewed {
                     // Only now that the new record exists may the old one go. If it was gone
                     // already, the session was ended while this request ran (a logout in
                     // another tab, an administrator, another renew): the renewed copy must
                     // not outlive it, and no cookie is sent (the browser keeps what the
-                    // request that ended it sent).
-                    if self
-                        .store
-                        .write(&Write::Delete { key: old }, self.budget)
-                        .await?
-                        == Outcome::Gone
-                    {
+                    // request that ended it sent). A moved actix-session state leaves a
+                    // forward to the new session for the requests sent with this one; gone,
+                    // or forwarded already, another request moved it first.
+                    let outcome = match (why, &config.bridge) {
+                        (Retired::Migrated, Some(bridge)) => {
+                            bridge.forward(self.store, self.budget, &old, &id).await?
+                        }
+                        _ => {
+                            self.store
+                                .write(&Write::Delete { key: old }, self.budget)
+                                .await?
+                        }
+                    };
+                    if outcome == Outcome::Gone {
                         tracing::debug!("session ended during its renewal; discarding the copy");
                         let key = id.storage_key(&config.key_prefix);
                         self.store
