@@ -31,8 +31,17 @@ use crate::{
 };
 
 /// First bytes of the forward left in place of a moved actix-session state (never JSON, so
-/// never read as a state): then a nonce, the new session's id sealed with our key, its tag.
+/// never read as a state): then, in base64, a nonce and the new session's id and lifetime
+/// sealed with our key. Text, so that an instance still running actix-session reads it as a
+/// state it cannot parse (a fresh session there) rather than failing on bytes that are not
+/// UTF-8.
 const FORWARD: &[u8] = b"\x00actix-redis-session forward 1\x00";
+
+/// What a forward seals: the id, then the lifetime ([`Session::remember`]) in seconds, 0 for
+/// none.
+///
+/// [`Session::remember`]: crate::Session::remember
+const FORWARD_PLAIN_LEN: usize = 32 + 4;
 
 /// Associated data of a forward's seal, followed by the old key it lies under: a forward
 /// opens only where it was left.
@@ -330,26 +339,33 @@ impl Bridge {
         well_formed.then_some(key)
     }
 
-    /// The forward to the session `id` that replaces the moved state under `old`.
-    fn seal_forward(&self, old: &str, id: &SessionId) -> Vec<u8> {
+    /// The forward to the session `id` (with the lifetime `remember`) that replaces the
+    /// moved state under `old`.
+    fn seal_forward(&self, old: &str, id: &SessionId, remember: Option<Duration>) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let secs = remember.map_or(0, |r| u32::try_from(r.as_secs()).unwrap_or(u32::MAX).max(1));
+        let plain = Zeroizing::new([&id.as_bytes()[..], &secs.to_be_bytes()].concat());
         let aad = forward_aad(old);
         let payload = aes_gcm::aead::Payload {
-            msg: id.as_bytes(),
+            msg: &plain,
             aad: &aad,
         };
         let sealed = self.forward[0]
             .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("AES-GCM seals any message shorter than 64 GiB");
-        [FORWARD, &nonce, &sealed].concat()
+        let text = base64::engine::general_purpose::STANDARD.encode([&nonce[..], &sealed].concat());
+        [FORWARD, text.as_bytes()].concat()
     }
 
-    /// The session a forward under `old` leads to; `None` if `value` is no forward, or does
-    /// not open with our keys there (checked in constant time).
-    fn open_forward(&self, old: &str, value: &[u8]) -> Option<SessionId> {
-        let sealed = value.strip_prefix(FORWARD)?;
-        if sealed.len() != NONCE_LEN + 32 + TAG_LEN {
+    /// The session (and its lifetime) a forward under `old` leads to; `None` if `value` is
+    /// no forward, or does not open with our keys there (checked in constant time).
+    fn open_forward(&self, old: &str, value: &[u8]) -> Option<(SessionId, Option<Duration>)> {
+        let text = value.strip_prefix(FORWARD)?;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?;
+        if sealed.len() != NONCE_LEN + FORWARD_PLAIN_LEN + TAG_LEN {
             return None;
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
@@ -359,12 +375,16 @@ impl Bridge {
                 msg: ciphertext,
                 aad: &aad,
             };
-            let id = cipher.decrypt(Nonce::from_slice(nonce), payload).ok()?;
-            Some(SessionId::from_bytes(id.try_into().ok()?))
+            let plain = Zeroizing::new(cipher.decrypt(Nonce::from_slice(nonce), payload).ok()?);
+            let (id, secs) = plain.split_at(32);
+            let secs = u32::from_be_bytes(secs.try_into().ok()?);
+            let remember = (secs > 0).then(|| Duration::from_secs(u64::from(secs)));
+            Some((SessionId::from_bytes(id.try_into().ok()?), remember))
         })
     }
 
-    /// Replaces the moved state under `old` with a forward to `id`, living [`FORWARD_TTL`]:
+    /// Replaces the moved state under `old` with a forward to `id` (whose cookie has the
+    /// lifetime `remember`), living [`FORWARD_TTL`]:
     /// [`Outcome::Applied`], or [`Outcome::Gone`] when the state was gone or another request
     /// moved it first (this copy is then to be deleted, as a renew's whose old record was
     /// gone).
@@ -373,9 +393,9 @@ impl Bridge {
         store: &Guarded,
         budget: &Budget,
         old: &str,
-        id: &SessionId,
+        (id, remember): (&SessionId, Option<Duration>),
     ) -> Result<Outcome, StoreError> {
-        let forward = self.seal_forward(old, id);
+        let forward = self.seal_forward(old, id, remember);
         let ttl = u64::try_from(FORWARD_TTL.as_millis()).unwrap_or(u64::MAX);
         let replies = store
             .query("migrate", budget, old, |pipe| {
@@ -433,8 +453,8 @@ fn forward_aad(old: &str) -> Vec<u8> {
 pub(crate) enum Old {
     /// Its session, not moved yet: our fields and its time left.
     State(Fields, Option<Duration>),
-    /// Moved a moment ago by another request: the session it became.
-    Moved(SessionId),
+    /// Moved a moment ago by another request: the session it became, and its lifetime.
+    Moved(SessionId, Option<Duration>),
 }
 
 /// Reads the actix-session session under `key` and its time left, or the forward a move
@@ -463,7 +483,9 @@ pub(crate) async fn load(
         return Ok(None);
     };
     if state.starts_with(FORWARD) {
-        return Ok(bridge.open_forward(key, &state).map(Old::Moved));
+        return Ok(bridge
+            .open_forward(key, &state)
+            .map(|(id, remember)| Old::Moved(id, remember)));
     }
     Ok(convert(&state).map(|fields| Old::State(fields, crate::store::commands::pttl(ttl))))
 }
@@ -515,11 +537,16 @@ mod tests {
         };
         let before = with(&old);
         let id = SessionId::generate();
-        let forward = before.seal_forward("k1", &id);
+        let forward = before.seal_forward("k1", &id, None);
         assert!(forward.starts_with(FORWARD));
         assert!(serde_json::from_slice::<serde_json::Value>(&forward).is_err());
-        let opened = before.open_forward("k1", &forward).expect("opens");
-        assert_eq!(opened.as_bytes(), id.as_bytes());
+        let (opened, remember) = before.open_forward("k1", &forward).expect("opens");
+        assert_eq!((opened.as_bytes(), remember), (id.as_bytes(), None));
+        let week = Duration::from_secs(7 * 86_400);
+        let lasting = before.seal_forward("k1", &id, Some(week));
+        assert_eq!(before.open_forward("k1", &lasting).unwrap().1, Some(week));
+        // Text (what actix-session reads as a string), and never JSON.
+        assert!(std::str::from_utf8(&forward).is_ok());
         // Not under another key, not with another key, not when truncated or extended.
         assert!(before.open_forward("k2", &forward).is_none());
         assert!(with(&Key::generate())
@@ -533,10 +560,10 @@ mod tests {
             .is_none());
         // After a key rotation, a forward sealed with the previous key still opens.
         let rotated = with(&Key::generate().previous_keys([old]));
-        let opened = rotated.open_forward("k1", &forward).expect("opens");
+        let (opened, _) = rotated.open_forward("k1", &forward).expect("opens");
         assert_eq!(opened.as_bytes(), id.as_bytes());
         // Two forwards to one session differ (fresh nonces).
-        assert_ne!(before.seal_forward("k1", &id), forward);
+        assert_ne!(before.seal_forward("k1", &id, None), forward);
     }
 
     fn signed(key: &str) -> String {

@@ -50,10 +50,11 @@ pub(crate) struct State {
     /// The record's Redis key, while it exists in the store under `id` (as loaded).
     pub(crate) key: Option<String>,
     pub(crate) fields: Fields,
-    /// Stored values in a format this build does not read (a codec not named here, a feature
-    /// off, a later release's): kept out of the handler's sight, and kept in the session. A
-    /// write of the same name replaces one, a removal or [`State::clear`] deletes it, a renew
-    /// carries it to the new record, a logout ends it.
+    /// The application's stored values (plain and typed) in a format this build does not
+    /// read (a codec not named here, a feature off, a later release's): kept out of the
+    /// handler's sight, and kept in the session. A write of the same name replaces one, a
+    /// removal or [`State::clear`] deletes it, a renew carries it to the new record, a logout
+    /// ends it.
     pub(crate) hidden: Fields,
     /// Names and values of the data fields in `fields` and `hidden`, in bytes.
     size: usize,
@@ -291,7 +292,13 @@ impl State {
                         // the store for the instances that read it.
                         tracing::warn!(field = %name, "hiding a session value in a format this build does not read");
                         state.dropped.push(name.clone());
-                        state.hidden.insert(name.clone(), std::mem::take(value));
+                        // The application's values go on with the session. The user, the
+                        // CSRF token and flash messages stay in the store only: a renew
+                        // must not carry a user that the user's index cannot be kept
+                        // in step with, and reading flash messages removes what was read.
+                        if record::is_value(name) {
+                            state.hidden.insert(name.clone(), std::mem::take(value));
+                        }
                         return false;
                     }
                     Err(_) => false,
@@ -628,16 +635,17 @@ impl State {
         }
         // A value the handler cannot see under this name is replaced.
         let old = shown.or_else(|| self.hidden.get(&field));
-        // Flash messages sent in this request count already: they are saved after this.
         let size = self
             .size
             .saturating_sub(old.map_or(0, |old| field.len() + old.len()))
-            + self.flash.outgoing_size
             + field.len()
             + value.len();
-        if size > limits.max_session_size {
+        // Flash messages sent in this request count already (they are saved after this),
+        // but are not part of `size`, which counts what is stored.
+        let with_flash = size + self.flash.outgoing_size;
+        if with_flash > limits.max_session_size {
             return Err(SessionError::SessionTooLarge {
-                size,
+                size: with_flash,
                 limit: limits.max_session_size,
             });
         }

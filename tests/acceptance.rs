@@ -852,6 +852,16 @@ mod suite {
             serde_json::from_str(&client.get("/entries").await.body).unwrap();
         assert_eq!(entries["big"].as_str().map(str::len), Some(400));
         assert_eq!(entries["b"], "1");
+        // A flash message sent in a request counts once, however many values follow it:
+        // about 250 bytes of flash and 3 x 157 bytes of values fit in 1000.
+        let mut client = Client::new(&srv);
+        assert_eq!(client.get("/try/flash-then-set/200/3/150").await.body, "ok");
+        // And the total is still enforced with it.
+        let mut client = Client::new(&srv);
+        assert_eq!(
+            client.get("/try/flash-then-set/200/5/150").await.body,
+            "error: SessionTooLarge"
+        );
     }
 
     pub async fn a_stored_session_over_the_size_limit_is_discarded_on_load(backend: Backend) {

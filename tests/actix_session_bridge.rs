@@ -59,6 +59,13 @@ async fn old_app(server: &RedisServer, security: CookieContentSecurity) -> actix
                     HttpResponse::Ok().body("ok")
                 }),
             )
+            .route(
+                "/old/get",
+                web::get().to(|session: OldSession| async move {
+                    let user: Option<String> = session.get("user_id").unwrap_or_default();
+                    HttpResponse::Ok().body(user.unwrap_or_else(|| "none".to_owned()))
+                }),
+            )
     })
 }
 
@@ -304,6 +311,15 @@ async fn a_request_sent_along_with_the_move_follows_it() {
         .value()
         .to_owned();
     let [(erin_key, erin_forward)] = forwards(&server).try_into().expect("a forward");
+    // An instance still on actix-session (a rolling deploy, a rollback) takes the forward
+    // for a state it cannot read: a fresh session there, not an error, and the forward
+    // stays.
+    let res = Client::new(&old).send("/old/get", Some(&old_cookie)).await;
+    assert_eq!((res.status, res.body.as_str()), (200, "none"), "{res:?}");
+    assert_eq!(
+        forwards(&server),
+        [(erin_key.clone(), erin_forward.clone())]
+    );
 
     // Late with the old cookie: the moved session, our cookie for it, the old one removed.
     let late = Client::new(&new);
@@ -367,6 +383,38 @@ async fn a_request_sent_along_with_the_move_follows_it() {
         .await;
     assert_eq!((res.status, res.body.as_str()), (200, "none"));
     assert!(res.set_cookie("sid").is_none(), "{res:?}");
+}
+
+/// Two requests that both read the old state before either moved it: the first to swap its
+/// forward in keeps its copy and sets its cookie; the other finds that forward, deletes its
+/// own copy and sets none; later requests with the old cookie follow the first.
+#[actix_web::test]
+async fn of_two_moves_the_first_forward_wins() {
+    let server = RedisServer::start_tcp();
+    let old = old_app(&server, CookieContentSecurity::Private).await;
+    let new = new_app(&server, ActixContentSecurity::Private);
+    let gus = signed_in_under_actix_session(&old, "gus").await;
+    let client = Client::with_jar(&new, gus.jar.clone());
+    let header = client.cookie_header().unwrap();
+    server.reset_stats();
+    let (slow, fast) =
+        futures_util::future::join(client.send("/slow-set/400/slow/1", Some(&header)), async {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+            client.send("/set/fast/1", Some(&header)).await
+        })
+        .await;
+    assert_eq!((slow.status, fast.status), (200, 200));
+    assert_eq!(server.command_calls().get("eval"), Some(&2), "both moved");
+    let sid = fast.set_cookie("sid").expect("the first move's cookie");
+    assert!(slow.set_cookie("sid").is_none(), "{slow:?}");
+    assert_eq!(our_keys(&server).len(), 1, "the second copy is gone");
+    let mut jar = std::collections::BTreeMap::new();
+    jar.insert("sid".to_owned(), sid.value().to_owned());
+    let mut gus = Client::with_jar(&new, jar);
+    assert_eq!(gus.get("/get/fast").await.body, "\"1\"");
+    assert_eq!(gus.get("/get/user_id").await.body, "\"gus\"");
+    let res = client.send("/get/fast", Some(&header)).await;
+    assert_eq!(res.body, "\"1\"", "the old cookie follows the first move");
 }
 
 /// The bridge needs Redis, and actix-session's 64-byte key.

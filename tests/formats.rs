@@ -269,6 +269,44 @@ mod suite {
             );
         }
         assert_eq!(client.get("/get/f").await.body, "\"6\"");
+
+        // A session that holds nothing the blind middleware reads: its renew keeps the
+        // session (and the value), its `remove_as` removes the value (and so the session).
+        let mut only = Client::new(&mine);
+        assert_eq!(only.get("/set/x/1").await.body, "ok");
+        let mut blind = Client::with_jar(&blind_srv, only.jar.clone());
+        let before = blind.get("/handle").await.body;
+        let res = blind.get("/renew").await;
+        assert_ne!(res.body, before, "a new id");
+        assert!(
+            res.set_cookie("sid").is_some_and(|c| !c.value().is_empty()),
+            "{res:?}"
+        );
+        let mut only = Client::with_jar(&mine, blind.jar.clone());
+        assert_eq!(only.get("/get/x").await.body, "\"1\"");
+        let mut blind = Client::with_jar(&blind_srv, only.jar.clone());
+        assert_eq!(blind.get("/remove-as/x").await.body, "None");
+        let mut only = Client::with_jar(&mine, blind.jar.clone());
+        assert_eq!(only.get("/get/x").await.body, "none");
+
+        // A user named in a format the blind middleware does not read stays in the store,
+        // but does not follow its renew (a login): the user's index could not be kept in
+        // step with it.
+        assert_eq!(only.get("/set-user/uma").await.body, "ok");
+        assert_eq!(only.get("/user").await.body, "uma");
+        let mut blind = Client::with_jar(&blind_srv, only.jar.clone());
+        assert_eq!(blind.get("/user").await.body, "none");
+        blind.get("/renew").await;
+        let mut only = Client::with_jar(&mine, blind.jar.clone());
+        assert_eq!(only.get("/user").await.body, "none", "not carried");
+
+        // A logout ends them: what is stored after it in the same request starts afresh.
+        assert_eq!(only.get("/set/y/1").await.body, "ok");
+        let mut blind = Client::with_jar(&blind_srv, only.jar.clone());
+        assert_eq!(blind.get("/purge-then-set/z/2").await.status, 200);
+        let mut only = Client::with_jar(&mine, blind.jar.clone());
+        assert_eq!(only.get("/get/y").await.body, "none");
+        assert_eq!(only.get("/get/z").await.body, "\"2\"");
     }
 }
 

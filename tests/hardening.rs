@@ -218,6 +218,48 @@ async fn a_rotated_key_reads_old_values_and_seals_them_again_under_the_new_one()
     assert_eq!(client.get("/get/a").await.body, "\"kept\"");
 }
 
+/// Values this build cannot read, in a record that encryption at rest moves: one in a codec
+/// it does not know is sealed like the rest (not deleted), one under a header flag of a
+/// later release stays exactly as it is; both live through writes and a renew.
+#[actix_web::test]
+async fn values_it_cannot_read_live_through_encryption_and_renew() {
+    let server = RedisServer::start();
+    let plain = serve(redis(&server).build().unwrap());
+    let mut client = Client::new(&plain);
+    client.get("/set/a/one").await;
+    let record = server.keys()[0].clone();
+    let later: &[u8] = b"\x41\"a later release's\"";
+    let unknown_codec: &[u8] = b"\x0bpayload";
+    let _: () = server
+        .conn()
+        .hset_multiple(&record, &[("d:later", later), ("d:codec", unknown_codec)])
+        .unwrap();
+
+    let sealed = serve(redis(&server).encrypt_at_rest(true).build().unwrap());
+    let mut client = Client::with_jar(&sealed, client.jar.clone());
+    assert_eq!(client.get("/get/a").await.body, "\"one\"");
+    assert_eq!(client.get("/get/later").await.body, "none");
+    assert_eq!(stored(&server, "d:a")[0], 0x21, "sealed");
+    assert_eq!(stored(&server, "d:later"), later, "as it was");
+    assert_eq!(
+        stored(&server, "d:codec")[0],
+        0x2b,
+        "sealed, its codec kept"
+    );
+    assert_eq!(client.get("/set/b/two").await.body, "ok");
+    client.get("/renew").await;
+    assert_eq!(stored(&server, "d:later"), later, "moved with the renew");
+    assert_eq!(stored(&server, "d:codec")[0], 0x2b, "moved with the renew");
+    assert_eq!(client.get("/get/b").await.body, "\"two\"");
+
+    // Back to plain: the sealed one comes back exactly as it was written.
+    let plain = serve(redis(&server).build().unwrap());
+    let mut client = Client::with_jar(&plain, client.jar.clone());
+    assert_eq!(client.get("/get/a").await.body, "\"one\"");
+    assert_eq!(stored(&server, "d:codec"), unknown_codec);
+    assert_eq!(stored(&server, "d:later"), later);
+}
+
 #[actix_web::test]
 async fn renew_seals_every_value_again_for_the_new_record() {
     let server = RedisServer::start();

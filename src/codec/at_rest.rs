@@ -226,7 +226,8 @@ impl AtRest {
     }
 
     /// Opens every value of a loaded record, in place. A value that does not open is removed
-    /// from `fields` and named in `failed`. The answer names the fields to write again: those
+    /// from `fields` and named in `failed`; one whose header this release does not know
+    /// stays as it is. The answer names the fields to write again: those
     /// stored otherwise than the configuration says (written as they are now), and those
     /// removed (deleted).
     pub(crate) fn open_record(
@@ -242,6 +243,10 @@ impl AtRest {
                 rewrite.push(name.clone());
                 true
             }
+            // A header this release does not know (a later release's flag or format): left
+            // as it is, for the session to keep out of the handler's sight and in the store,
+            // as it does with a format it does not read.
+            Err(DecodeError::UnknownFormat(_)) => true,
             Err(e) => {
                 tracing::warn!(field = %name, error = %e, "dropping a stored value that does not open");
                 rewrite.push(name.clone());

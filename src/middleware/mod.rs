@@ -488,13 +488,13 @@ impl Pending {
         span.record("outcome", outcome);
         telemetry::load(outcome, Some(started.elapsed()));
         match loaded {
-            Ok(Some(Old::Moved(id))) => {
+            Ok(Some(Old::Moved(id, remember))) => {
                 // Moved a moment ago by a request sent with this one: that session, and our
                 // cookie for it (as if it were signed with an old key: sent again).
                 tracing::debug!("actix-session session moved by another request; following it");
                 let verified = Verified {
                     id,
-                    remember: None,
+                    remember,
                     stale_key: true,
                 };
                 let client = self.this_client();

@@ -261,7 +261,9 @@ impl Server<'_> {
                     // or forwarded already, another request moved it first.
                     let outcome = match (why, &config.bridge) {
                         (Retired::Migrated, Some(bridge)) => {
-                            bridge.forward(self.store, self.budget, &old, &id).await?
+                            bridge
+                                .forward(self.store, self.budget, &old, (&id, remember))
+                                .await?
                         }
                         _ => {
                             self.store

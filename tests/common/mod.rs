@@ -409,6 +409,18 @@ async fn try_big(session: Session, bytes: web::Path<usize>) -> Reply {
     Ok(outcome(session.insert("big", "x".repeat(*bytes))))
 }
 
+/// Sends a flash message of `flash` bytes, then inserts `values` strings of `bytes` bytes
+/// each (`v0`, `v1`, ...) in the same request: which error, if any, the last met.
+async fn try_flash_then_set(session: Session, path: web::Path<(usize, usize, usize)>) -> Reply {
+    let (flash, values, bytes) = path.into_inner();
+    FlashMessage::info("z".repeat(flash)).send(&session)?;
+    let mut last = String::new();
+    for i in 0..values {
+        last = outcome(session.insert(format!("v{i}"), "x".repeat(bytes)));
+    }
+    Ok(last)
+}
+
 /// Tries to store NaN, plainly and in a typed value.
 async fn try_nan(session: Session) -> Reply {
     let plain = outcome(session.insert("nan", f64::NAN));
@@ -489,6 +501,26 @@ async fn clear_then_set(session: Session, path: web::Path<(String, String)>) -> 
 async fn renew(session: Session) -> Reply {
     session.renew();
     Ok(session.handle().to_string())
+}
+
+/// Names the session's user (`Session::set_user`).
+async fn set_user(session: Session, user: web::Path<String>) -> Reply {
+    session.set_user(user.into_inner())?;
+    Ok("ok".into())
+}
+
+/// The session's user, or `none`.
+async fn user(session: Session) -> Reply {
+    Ok(session.user().unwrap_or_else(|| "none".to_owned()))
+}
+
+/// Loads the session, waits `ms`, then inserts: a slow handler that races whatever the
+/// client does meanwhile.
+async fn slow_set(session: Session, path: web::Path<(u64, String, String)>) -> Reply {
+    let (ms, key, value) = path.into_inner();
+    actix_rt::time::sleep(Duration::from_millis(ms)).await;
+    session.insert(key, value)?;
+    Ok("ok".into())
 }
 
 /// Loads the session, waits, then renews it: a slow login (say a password hash) that races
@@ -657,6 +689,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/renew", web::get().to(renew))
         .route("/slow-renew/{ms}", web::get().to(slow_renew))
+        .route("/slow-set/{ms}/{key}/{value}", web::get().to(slow_set))
+        .route("/set-user/{user}", web::get().to(set_user))
+        .route("/user", web::get().to(user))
         .route("/purge", web::get().to(purge))
         .route(
             "/purge-then-set/{key}/{value}",
@@ -687,6 +722,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/try/set/{key}/{value}", web::get().to(try_set))
         .route("/try/big/{bytes}", web::get().to(try_big))
         .route("/try/nan", web::get().to(try_nan))
+        .route(
+            "/try/flash-then-set/{flash}/{values}/{bytes}",
+            web::get().to(try_flash_then_set),
+        )
         .route("/reading", web::get().to(reading))
         .route(
             "/plain",
