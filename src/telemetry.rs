@@ -7,7 +7,8 @@ use crate::{error::StoreErrorKind, store::BreakerState};
 
 /// A load (the first extraction of a request with a session cookie), by outcome: `hit`,
 /// `miss`, `invalid` (a cookie that did not verify), `corrupt` (stored data dropped or
-/// discarded), `bound_elsewhere`, `error`; with the store's latency when it was asked.
+/// discarded), `bound_elsewhere`, `error`, `migrated` (an actix-session session moved over,
+/// or followed through its forward); with the store's latency when it was asked.
 pub(crate) fn load(outcome: &'static str, latency: Option<Duration>) {
     #[cfg(feature = "metrics")]
     {
