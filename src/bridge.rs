@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     codec,
-    cookie::{self, CookieConfig, SessionId},
+    cookie::{self, lifetime_from_secs, lifetime_secs, CookieConfig, SessionId},
     key::Key,
     record::DATA_PREFIX,
     store::{Budget, Fields, Guarded, Outcome, StoreError},
@@ -49,7 +49,7 @@ const FORWARD_AAD: &[u8] = b"actix-redis-session forward to";
 
 /// How long a forward lives: the requests a browser sent together with the moving one (or
 /// right after it, before our cookie arrived) find the moved session through it.
-pub(crate) const FORWARD_TTL: Duration = Duration::from_secs(60);
+const FORWARD_TTL: Duration = Duration::from_secs(60);
 
 /// Replaces a moved actix-session state (`KEYS[1]`) with its forward (`ARGV[2]`, living
 /// `ARGV[3]` ms): 1 if done, or done already by an earlier attempt of this very call; 0 if
@@ -344,8 +344,8 @@ impl Bridge {
     fn seal_forward(&self, old: &str, id: &SessionId, remember: Option<Duration>) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        let secs = remember.map_or(0, |r| u32::try_from(r.as_secs()).unwrap_or(u32::MAX).max(1));
-        let plain = Zeroizing::new([&id.as_bytes()[..], &secs.to_be_bytes()].concat());
+        let secs = lifetime_secs(remember).to_be_bytes();
+        let plain = Zeroizing::new([&id.as_bytes()[..], &secs].concat());
         let aad = forward_aad(old);
         let payload = aes_gcm::aead::Payload {
             msg: &plain,
@@ -377,8 +377,7 @@ impl Bridge {
             };
             let plain = Zeroizing::new(cipher.decrypt(Nonce::from_slice(nonce), payload).ok()?);
             let (id, secs) = plain.split_at(32);
-            let secs = u32::from_be_bytes(secs.try_into().ok()?);
-            let remember = (secs > 0).then(|| Duration::from_secs(u64::from(secs)));
+            let remember = lifetime_from_secs(u32::from_be_bytes(secs.try_into().ok()?));
             Some((SessionId::from_bytes(id.try_into().ok()?), remember))
         })
     }
@@ -393,7 +392,8 @@ impl Bridge {
         store: &Guarded,
         budget: &Budget,
         old: &str,
-        (id, remember): (&SessionId, Option<Duration>),
+        id: &SessionId,
+        remember: Option<Duration>,
     ) -> Result<Outcome, StoreError> {
         let forward = self.seal_forward(old, id, remember);
         let ttl = u64::try_from(FORWARD_TTL.as_millis()).unwrap_or(u64::MAX);

@@ -25,6 +25,19 @@ const MAX_VALUE_LEN: usize = 128;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A "remember me" lifetime as cookies (and the bridge's forwards) carry it: whole seconds,
+/// 0 for none; a lifetime is at least a second ([`lifetime::requested`]).
+///
+/// [`lifetime::requested`]: crate::lifetime::requested
+pub(crate) fn lifetime_secs(remember: Option<Duration>) -> u32 {
+    remember.map_or(0, |r| u32::try_from(r.as_secs()).unwrap_or(u32::MAX).max(1))
+}
+
+/// The lifetime [`lifetime_secs`] gave as `secs`.
+pub(crate) fn lifetime_from_secs(secs: u32) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(u64::from(secs)))
+}
+
 /// A 256-bit session id from the OS CSPRNG. Secret: it is what the cookie proves possession of.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SessionId([u8; ID_LEN]);
@@ -186,8 +199,7 @@ impl Signer {
         payload[..ID_LEN].copy_from_slice(&id.0);
         let len = match remember {
             Some(d) => {
-                let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
-                payload[ID_LEN..].copy_from_slice(&secs.to_be_bytes());
+                payload[ID_LEN..].copy_from_slice(&lifetime_secs(Some(d)).to_be_bytes());
                 ID_LEN + 4
             }
             None => ID_LEN,

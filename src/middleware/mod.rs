@@ -498,15 +498,11 @@ impl Pending {
                     stale_key: true,
                 };
                 let client = self.this_client();
-                match self
-                    .inner
+                self.inner
                     .server(&self.budget)
                     .load(&verified, &[], client.as_ref(), &self.problems)
                     .await
-                {
-                    Ok(loaded) => Ok(loaded),
-                    Err((e, key)) => self.load_failed("session load failed", e, key),
-                }
+                    .or_else(|(e, key)| self.load_failed("session load failed", e, key))
             }
             Ok(Some(Old::State(fields, _))) if !fits(config, &fields) => {
                 // Moved, it would be discarded on its next load: it stays where it is (and

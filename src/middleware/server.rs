@@ -262,7 +262,7 @@ impl Server<'_> {
                     let outcome = match (why, &config.bridge) {
                         (Retired::Migrated, Some(bridge)) => {
                             bridge
-                                .forward(self.store, self.budget, &old, (&id, remember))
+                                .forward(self.store, self.budget, &old, &id, remember)
                                 .await?
                         }
                         _ => {

@@ -17,7 +17,11 @@ use aes_gcm::{
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 
-use crate::{cookie::SessionId, key::Key, store::Fields};
+use crate::{
+    cookie::{lifetime_from_secs, lifetime_secs, SessionId},
+    key::Key,
+    store::Fields,
+};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -130,8 +134,7 @@ impl Sealer {
         let mut plain = Vec::with_capacity(512);
         plain.push(VERSION);
         plain.extend_from_slice(id.as_bytes());
-        let secs = remember.map_or(0, |r| u32::try_from(r.as_secs()).unwrap_or(u32::MAX));
-        plain.extend_from_slice(&secs.to_be_bytes());
+        plain.extend_from_slice(&lifetime_secs(remember).to_be_bytes());
         plain.extend_from_slice(
             &u32::try_from(fields.len())
                 .unwrap_or(u32::MAX)
@@ -228,7 +231,7 @@ pub(crate) fn parse(plain: &[u8]) -> Option<Opened> {
     }
     Some(Opened {
         id,
-        remember: (secs > 0).then(|| Duration::from_secs(u64::from(secs))),
+        remember: lifetime_from_secs(secs),
         fields,
         stale_key: false,
     })
